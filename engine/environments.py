@@ -1,0 +1,250 @@
+"""Loads `environment.toml`, validates it, and builds what prompts and patching need.
+
+An environment is any folder holding an `environment.toml` (see environments/CONTRACT.md).
+Errors are `EnvironmentError_` with one line that names the file, the field and the fix.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+#: Where the shipped environments live (the repository's environments/ folder).
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "environments"
+
+#: Never part of an environment version, never shipped, never shown to a model.
+IGNORED_NAMES = frozenset({".git", "__pycache__", ".venv", "venv", ".pytest_cache", "wandb",
+                           ".ruff_cache", ".ipynb_checkpoints", "data", ".DS_Store"})
+IGNORED_SUFFIXES = (".pyc", ".pyo", ".bin", ".pt", ".safetensors", ".ckpt")
+
+
+class EnvironmentError_(ValueError):
+    """An environment that cannot be used; the message says what and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    goal: Literal["maximize", "minimize"]
+    baseline: float | None
+    suspicious_below: float | None = None
+    suspicious_above: float | None = None
+
+    def better(self, a: float, b: float) -> bool:
+        """True when score `a` is strictly better than `b`."""
+        return a > b if self.goal == "maximize" else a < b
+
+    def beats_baseline(self, score: float | None) -> bool:
+        if score is None:
+            return False
+        return self.baseline is None or self.better(score, self.baseline)
+
+    def is_suspicious(self, score: float) -> bool:
+        if self.suspicious_below is not None and score < self.suspicious_below:
+            return True
+        return self.suspicious_above is not None and score > self.suspicious_above
+
+    def best(self, values: list[float]) -> float | None:
+        if not values:
+            return None
+        return max(values) if self.goal == "maximize" else min(values)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    command: str
+    gpus: int
+    timeout: float
+    setup: str | None = None
+    baseline: float | None = None  # the unmodified code's score on this profile, if known
+
+
+@dataclass(frozen=True)
+class Environment:
+    root: Path
+    name: str
+    description: str
+    metric: Metric
+    context: tuple[str, ...]
+    protected: tuple[str, ...]
+    protected_lines: dict[str, tuple[str, ...]]
+    rules: str
+    profiles: dict[str, Profile]
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    # -- files ---------------------------------------------------------------------------
+    def files(self) -> list[str]:
+        """Every file of the environment version, as sorted relative POSIX paths."""
+        out: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_NAMES)
+            for name in filenames:
+                if name in IGNORED_NAMES or name.endswith(IGNORED_SUFFIXES):
+                    continue
+                rel = Path(dirpath, name).relative_to(self.root).as_posix()
+                out.append(rel)
+        return sorted(out)
+
+    def is_protected(self, rel_path: str) -> bool:
+        rel = rel_path.lstrip("./")
+        if rel == "environment.toml":
+            return True
+        return any(fnmatch.fnmatch(rel, pat) for pat in self.protected)
+
+    def version(self) -> str:
+        """Content hash of the environment (paths and bytes): one pristine copy per version."""
+        digest = hashlib.sha256()
+        for rel in self.files():
+            path = self.root / rel
+            digest.update(rel.encode() + b"\0")
+            if path.is_symlink():
+                digest.update(b"link:" + os.readlink(path).encode())
+            else:
+                digest.update(path.read_bytes())
+            digest.update(b"\0")
+        return digest.hexdigest()[:16]
+
+    # -- prompts ---------------------------------------------------------------------------
+    def context_listing(self) -> str:
+        """The context files with line numbers, as the model sees them."""
+        parts = []
+        for rel in self.context:
+            text = (self.root / rel).read_text(encoding="utf-8")
+            lines = text.splitlines()
+            width = len(str(len(lines)))
+            numbered = "\n".join(f"{i + 1:>{width}} | {line}" for i, line in enumerate(lines))
+            parts.append(f"### File: {rel}\n{numbered}")
+        return "\n\n".join(parts)
+
+    def baseline_for(self, profile: str) -> float | None:
+        """The known baseline score on a profile; None means the engine measures it."""
+        p = self.profile(profile)
+        if p.baseline is not None:
+            return p.baseline
+        return self.metric.baseline if profile == "full" else None
+
+    def profile(self, name: str) -> Profile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            known = ", ".join(sorted(self.profiles))
+            raise EnvironmentError_(
+                f"environment {self.name!r} has no profile {name!r}; choose one of: {known}"
+            ) from None
+
+
+def resolve(name_or_path: str | os.PathLike[str]) -> Path:
+    """A shipped environment's name, or a path to a folder or an environment.toml."""
+    candidate = Path(name_or_path).expanduser()
+    if candidate.name == "environment.toml" and candidate.is_file():
+        return candidate.parent.resolve()
+    if (candidate / "environment.toml").is_file():
+        return candidate.resolve()
+    builtin = BUILTIN_DIR / str(name_or_path)
+    if (builtin / "environment.toml").is_file():
+        return builtin.resolve()
+    shipped = sorted(p.parent.name for p in BUILTIN_DIR.glob("*/environment.toml"))
+    raise EnvironmentError_(
+        f"unknown environment {str(name_or_path)!r}: not a shipped one ({', '.join(shipped)}) "
+        "and not a folder holding environment.toml"
+    )
+
+
+def load(name_or_path: str | os.PathLike[str]) -> Environment:
+    root = resolve(name_or_path)
+    toml_path = root / "environment.toml"
+    try:
+        data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise EnvironmentError_(f"{toml_path}: not valid TOML ({exc}); fix the syntax") from None
+    return _validate(root, toml_path, data)
+
+
+def _validate(root: Path, toml_path: Path, data: dict[str, Any]) -> Environment:
+    def fail(field_name: str, problem: str) -> EnvironmentError_:
+        return EnvironmentError_(f"{toml_path}: field {field_name!r} {problem}")
+
+    def want(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str,
+             default: Any = ...) -> Any:
+        if key not in table:
+            if default is ...:
+                raise fail(where + key, "is missing")
+            return default
+        value = table[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+            names = "/".join(k.__name__ for k in _as_tuple(kind))
+            raise fail(where + key, f"must be {names}, got {type(value).__name__}")
+        return value
+
+    name = want(data, "name", str, "")
+    description = want(data, "description", str, "", "")
+    metric_t = want(data, "metric", dict, "")
+    goal = want(metric_t, "goal", str, "metric.")
+    if goal not in ("maximize", "minimize"):
+        raise fail("metric.goal", f"must be \"maximize\" or \"minimize\", got {goal!r}")
+    number = (int, float)
+    metric = Metric(
+        name=want(metric_t, "name", str, "metric."),
+        goal=goal,  # type: ignore[arg-type]
+        baseline=_float_or_none(want(metric_t, "baseline", number, "metric.", None)),
+        suspicious_below=_float_or_none(want(metric_t, "suspicious_below", number, "metric.", None)),
+        suspicious_above=_float_or_none(want(metric_t, "suspicious_above", number, "metric.", None)),
+    )
+    context = tuple(want(data, "context", list, ""))
+    for rel in context:
+        if not isinstance(rel, str) or not (root / rel).is_file():
+            raise fail("context", f"names {rel!r}, which is not a file in {root}")
+    protected = tuple(want(data, "protected", list, "", []))
+    lines_t = want(data, "protected_lines", dict, "", {})
+    protected_lines: dict[str, tuple[str, ...]] = {}
+    for rel, lines in lines_t.items():
+        if not (root / rel).is_file():
+            raise fail(f"protected_lines.{rel}", f"names a file that is not in {root}")
+        if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+            raise fail(f"protected_lines.{rel}", "must be a list of strings")
+        text_lines = {ln.strip() for ln in (root / rel).read_text(encoding="utf-8").splitlines()}
+        for line in lines:
+            if line.strip() not in text_lines:
+                raise fail(f"protected_lines.{rel}",
+                           f"holds {line.strip()[:60]!r}, which is not a line of {rel}")
+        protected_lines[rel] = tuple(line.strip() for line in lines)
+    rules = want(data, "rules", str, "", "")
+    profiles_t = want(data, "profiles", dict, "")
+    if not profiles_t:
+        raise fail("profiles", "needs at least one profile (e.g. [profiles.smoke])")
+    profiles: dict[str, Profile] = {}
+    for pname, p in profiles_t.items():
+        where = f"profiles.{pname}."
+        if not isinstance(p, dict):
+            raise fail(f"profiles.{pname}", "must be a table")
+        gpus = want(p, "gpus", int, where, 0)
+        timeout = want(p, "timeout", number, where)
+        if gpus < 0 or timeout <= 0:
+            raise fail(where + ("gpus" if gpus < 0 else "timeout"), "must be positive")
+        profiles[pname] = Profile(
+            name=pname,
+            command=want(p, "command", str, where),
+            gpus=gpus,
+            timeout=float(timeout),
+            setup=want(p, "setup", str, where, None),
+            baseline=_float_or_none(want(p, "baseline", number, where, None)),
+        )
+    return Environment(
+        root=root, name=name, description=description, metric=metric, context=context,
+        protected=protected, protected_lines=protected_lines, rules=rules, profiles=profiles,
+        raw=data,
+    )
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -1,0 +1,106 @@
+"""The executor interface and what every backend shares: reading an attempt directory.
+
+A backend places jobs on GPUs/CPU slots, launches each exactly once into its own attempt
+directory, and reports what that directory says. The directory layout is written by
+`engine/executors/runner.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.environments import Environment, Profile
+
+LOG_TAIL_BYTES = 4000
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    job_id: int
+    search_id: int
+    idea_id: int
+    env: Environment
+    profile: Profile
+    diff: str | None
+    gpus: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: str  # starting | running | finished | lost
+    exit_code: int | None = None
+    timed_out: bool = False
+    cancelled: bool = False
+    heartbeat_at: float | None = None
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    metric_lines: list[dict[str, Any]]
+    metrics_offset: int
+    log_tail: str
+    bad_lines: int = 0
+
+
+class Executor(Protocol):
+    name: str
+    host: str
+
+    def gpu_indices(self) -> list[int]: ...
+    def cpu_slots(self) -> int: ...
+    def prepare(self, env: Environment, profile: Profile) -> None: ...
+    def launch(self, spec: LaunchSpec) -> str: ...
+    def poll(self, job_dir: str) -> JobStatus: ...
+    def read_output(self, job_dir: str, metrics_offset: int) -> Output: ...
+    def cancel(self, job_dir: str) -> None: ...
+
+
+def parse_metric_bytes(data: bytes, offset: int) -> tuple[list[dict[str, Any]], int, int]:
+    """Complete JSON lines from `data` (read at `offset`); a partial last line waits.
+
+    Returns (points, new_offset, count of lines that were not valid metric objects).
+    """
+    end = data.rfind(b"\n")
+    if end < 0:
+        return [], offset, 0
+    points: list[dict[str, Any]] = []
+    bad = 0
+    for raw in data[: end + 1].splitlines():
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+            if not isinstance(obj, dict) or "name" not in obj or "value" not in obj:
+                raise ValueError("not a metric object")
+            float(obj["value"])
+        except (ValueError, TypeError):
+            bad += 1
+            continue
+        points.append(obj)
+    return points, offset + end + 1, bad
+
+
+def read_status_files(job_dir: Path, alive: bool | None) -> JobStatus:
+    """Interpret `exit`, `pid` and `hb` of a local attempt directory."""
+    exit_path = job_dir / "exit"
+    if exit_path.exists():
+        info = json.loads(exit_path.read_text())
+        return JobStatus("finished", exit_code=info.get("code"),
+                         timed_out=bool(info.get("timed_out")),
+                         cancelled=bool(info.get("cancelled")))
+    hb = job_dir / "hb"
+    beat = float(hb.read_text() or 0) if hb.exists() else None
+    pid_path = job_dir / "pid"
+    if not pid_path.exists():
+        return JobStatus("starting", heartbeat_at=beat)
+    pid = json.loads(pid_path.read_text()).get("pid")
+    if alive is False:
+        # The runner may have written `exit` between our two reads.
+        if exit_path.exists():
+            return read_status_files(job_dir, None)
+        return JobStatus("lost", heartbeat_at=beat, pid=pid)
+    return JobStatus("running", heartbeat_at=beat, pid=pid)

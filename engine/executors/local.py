@@ -1,0 +1,156 @@
+"""The local executor: runs jobs on this machine (its GPUs, or CPU slots for `gpus = 0`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine.environments import Environment, Profile
+from engine.executors import runner
+from engine.executors.base import (
+    LOG_TAIL_BYTES,
+    JobStatus,
+    LaunchSpec,
+    Output,
+    parse_metric_bytes,
+    read_status_files,
+)
+from engine.patching import apply_to_copy
+
+log = logging.getLogger(__name__)
+
+
+def detect_gpus() -> list[int]:
+    """GPU indices from nvidia-smi; none when it is missing or fails."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run([exe, "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return []
+    return [int(x) for x in out.split() if x.strip().isdigit()]
+
+
+class LocalExecutor:
+    name = "local"
+    host = "local"
+
+    def __init__(self, workspace: Path, *, cpu_slots: int | None = None,
+                 gpus: list[int] | None = None, python: str | None = None,
+                 grace_s: float = 10.0) -> None:
+        self.root = Path(workspace) / "jobs"
+        self.root.mkdir(parents=True, exist_ok=True)
+        cores = os.cpu_count() or 1
+        self._cpu_slots = cpu_slots or max(1, min(cores, 4))
+        self._threads = max(1, cores // self._cpu_slots)
+        self._gpus = detect_gpus() if gpus is None else list(gpus)
+        self.python = python or sys.executable
+        self.grace_s = grace_s
+
+    def gpu_indices(self) -> list[int]:
+        return list(self._gpus)
+
+    def cpu_slots(self) -> int:
+        return self._cpu_slots
+
+    def prepare(self, env: Environment, profile: Profile) -> None:
+        """Run the profile's `setup` once per environment version on this machine."""
+        if not profile.setup:
+            return
+        marker = Path(self.root).parent / "setup" / f"{env.name}-{env.version()}-{profile.name}"
+        if marker.exists():
+            return
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        log.info("running setup of %s/%s: %s", env.name, profile.name, profile.setup)
+        proc = subprocess.run(["bash", "-c", profile.setup], cwd=env.root, env=self._env(),
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stdout + proc.stderr)[-800:]
+            raise RuntimeError(f"setup of {env.name}/{profile.name} failed "
+                               f"(exit {proc.returncode}): {tail}")
+        marker.write_text(json.dumps({"time": time.time(), "command": profile.setup}))
+
+    def job_dir(self, search_id: int, job_id: int) -> Path:
+        return self.root / f"search-{search_id}" / f"job-{job_id}"
+
+    def launch(self, spec: LaunchSpec) -> str:
+        """Create the attempt directory (the lock) and start the runner detached.
+
+        A directory that already exists belongs to an earlier launch of the same job: it is
+        adopted, never launched again.
+        """
+        job_dir = self.job_dir(spec.search_id, spec.job_id)
+        job_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(job_dir)
+        except FileExistsError:
+            log.info("job %d: attempt directory exists, adopting it", spec.job_id)
+            return str(job_dir)
+        work = job_dir / "env"
+        apply_to_copy(spec.env.root, spec.diff, work)
+        env = {
+            "IDEAFORGE_METRICS": str(job_dir / "metrics.jsonl"),
+            "IDEAFORGE_JOB_DIR": str(job_dir),
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, spec.gpus)),
+            "OMP_NUM_THREADS": str(self._threads if not spec.gpus else 4),
+            "PATH": self._path(),
+            "PYTHONUNBUFFERED": "1",
+            "WANDB_DIR": str(job_dir),
+            "WANDB_CACHE_DIR": str(job_dir / ".wandb-cache"),
+        }
+        spec_json = {"command": spec.profile.command, "cwd": str(work), "env": env,
+                     "timeout": spec.profile.timeout, "grace": self.grace_s, "heartbeat": 2,
+                     "job_id": spec.job_id, "idea_id": spec.idea_id}
+        runner._write(str(job_dir / "spec.json"), json.dumps(spec_json, indent=1))
+        (job_dir / "metrics.jsonl").touch()
+        subprocess.Popen([self.python, runner.__file__, str(job_dir)], cwd=job_dir,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=open(job_dir / "runner.err", "ab"), start_new_session=True,
+                         env=self._env())
+        return str(job_dir)
+
+    def poll(self, job_dir: str) -> JobStatus:
+        path = Path(job_dir)
+        alive: bool | None = None
+        pid_path = path / "pid"
+        if pid_path.exists() and not (path / "exit").exists():
+            info = json.loads(pid_path.read_text())
+            alive = (runner.boot_id() == info.get("boot_id")
+                     and runner.proc_start_time(int(info["pid"])) == info.get("start"))
+        return read_status_files(path, alive)
+
+    def read_output(self, job_dir: str, metrics_offset: int) -> Output:
+        path = Path(job_dir)
+        data = b""
+        metrics = path / "metrics.jsonl"
+        if metrics.exists():
+            with open(metrics, "rb") as fh:
+                fh.seek(metrics_offset)
+                data = fh.read()
+        points, new_offset, bad = parse_metric_bytes(data, metrics_offset)
+        tail = ""
+        out = path / "output.log"
+        if out.exists():
+            with open(out, "rb") as fh:
+                fh.seek(max(0, out.stat().st_size - LOG_TAIL_BYTES))
+                tail = fh.read().decode("utf-8", "replace")
+        return Output(points, new_offset, tail, bad)
+
+    def cancel(self, job_dir: str) -> None:
+        Path(job_dir, "cancel").touch()
+
+    def _path(self) -> str:
+        return os.pathsep.join([str(Path(self.python).parent), os.environ.get("PATH", "")])
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PATH"] = self._path()
+        return env

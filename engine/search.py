@@ -1,0 +1,519 @@
+"""The search state machine: propose → [review ideas] → implement → [review diffs] → run → rank.
+
+One `SearchEngine` drives one search. Every step reads its state from the store and writes
+each change as a compare-and-set, so the process can be killed at any point and a new one
+continues where it stopped — re-attaching to running jobs, never launching one twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine import catalog, ideation
+from engine.environments import Environment
+from engine.environments import load as load_environment
+from engine.executors.base import Executor, LaunchSpec
+from engine.metrics import judge
+from engine.patching import combine_diffs, prepare_patch
+from engine.patching import PatchError
+from engine.store import Store, StoreError
+from engine.store import ops
+from engine.store.views import IdeaView, JobView, SearchView
+
+log = logging.getLogger(__name__)
+
+TERMINAL = {"scored", "failed", "implement_failed", "rejected", "skipped", "superseded"}
+# Exit codes of `ideaforge run/resume/demo` (documented in the README).
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET, EXIT_BUSY, EXIT_STOPPED = 0, 1, 2, 3, 4, 5
+
+
+class EngineBusy(RuntimeError):
+    pass
+
+
+@dataclass
+class Outcome:
+    code: int
+    message: str
+
+
+class SearchEngine:
+    def __init__(self, store: Store, search: SearchView, executor: Executor,
+                 llm: Any | None = None, *, poll_s: float = 0.5,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.store = store
+        self.search_id = search.id
+        self.executor = executor
+        self.llm = llm
+        self.poll_s = poll_s
+        self.progress = progress or log.info
+        self.env: Environment = load_environment(search.env_path)
+        self.profile = self.env.profile(search.profile)
+        self.rng = random.Random(search.id * 7919 + search.epoch)
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._lock_fh: Any = None
+        self._stop: str | None = None
+        self._budget_hit: str | None = None
+        self._waiting_note: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def search(self) -> SearchView:
+        return ops.find_search(self.store, self.search_id)
+
+    def acquire(self) -> None:
+        """One engine per search: an advisory lock the kernel drops if this process dies."""
+        lock_dir = self.store.workspace / "locks"
+        lock_dir.mkdir(exist_ok=True)
+        fh = open(lock_dir / f"search-{self.search_id}.lock", "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            s = self.search
+            raise EngineBusy(
+                f"search {s.name!r} is already driven by engine pid {s.engine_pid} on "
+                f"{s.engine_host}; stop it with `ideaforge stop {s.name}` or wait for it"
+            ) from None
+        self._lock_fh = fh
+        ops.update_search(self.store, self.search_id, engine_pid=os.getpid(),
+                          engine_host=socket.gethostname(), engine_heartbeat=time.time(),
+                          status="running", message=None,
+                          event=f"engine pid {os.getpid()} attached")
+
+    def release(self) -> None:
+        ops.update_search(self.store, self.search_id, engine_pid=None, engine_heartbeat=None)
+        if self._lock_fh:
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    async def run(self) -> Outcome:
+        self.acquire()
+        try:
+            return await self._loop()
+        finally:
+            for task in self.tasks.values():
+                task.cancel()
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            self.release()
+
+    async def _loop(self) -> Outcome:
+        s = self.search
+        self.progress(f"search {s.name!r}: {s.env_name}/{s.profile}, model "
+                      f"{catalog.LABEL if s.model == 'catalog' else s.model}, "
+                      f"{s.epochs} epochs × {s.ideas_per_epoch} ideas")
+        self.executor.prepare(self.env, self.profile)
+        while True:
+            self._apply_decisions()
+            if self._stop:
+                ops.update_search(self.store, self.search_id, status="stopped",
+                                  message=self._stop, event=f"stopped: {self._stop}")
+                return Outcome(EXIT_STOPPED, self._stop)
+            self._tick_jobs()
+            done = self._tick_epoch()
+            self._reap_tasks()
+            if self._budget_hit:
+                ops.update_search(self.store, self.search_id, status="stopped",
+                                  message=self._budget_hit, event=self._budget_hit)
+                return Outcome(EXIT_BUDGET, self._budget_hit)
+            if done is not None:
+                return done
+            ops.update_search(self.store, self.search_id, engine_heartbeat=time.time())
+            await asyncio.sleep(self.poll_s)
+
+    def _reap_tasks(self) -> None:
+        for key, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[key]
+                if not task.cancelled() and task.exception() is not None:
+                    exc = task.exception()
+                    if type(exc).__name__ == "BudgetExceeded":
+                        self._budget_hit = str(exc)
+                    else:
+                        log.error("%s failed: %s", key, exc, exc_info=exc)
+                        ops.add_event(self.store, "error", f"{key}: {exc}",
+                                      search_id=self.search_id)
+
+    # ------------------------------------------------------------------ decisions
+    def _apply_decisions(self) -> None:
+        for d in ops.pending_decisions(self.store, self.search_id):
+            outcome = self._apply(d.action, d.idea_id, d.text)
+            ops.consume_decision(self.store, d.id, outcome)
+            if outcome != "ignored":
+                self.progress(f"decision: {d.action}" +
+                              (f" idea {d.idea_id}" if d.idea_id else "") + f" → {outcome}")
+
+    def _apply(self, action: str, idea_id: int | None, text: str | None) -> str:
+        st = self.store
+        if action == "stop":
+            self._stop = "stopped by the researcher"
+            return "stopping"
+        if action == "go":
+            s = self.search
+            n = 0
+            for idea in ops.list_ideas(st, self.search_id, s.epoch, ("proposed", "diff_review")):
+                n += ops.transition_idea(st, idea.id, idea.status, "skipped",
+                                         reason="undecided when the researcher said go")
+            return f"gate released ({n} undecided skipped)"
+        if action == "add":
+            epoch = self.search.epoch
+            new_id = ops.add_idea(st, self.search_id, epoch,
+                                  ops.NewIdea(text=text or "", origin="human", status="approved"))
+            return f"added as idea {new_id}"
+        if idea_id is None:
+            return "ignored"
+        if action == "approve":
+            if ops.transition_idea(st, idea_id, "proposed", "approved"):
+                return "approved"
+            if ops.transition_idea(st, idea_id, "diff_review", "implemented"):
+                return "diff approved"
+            return "ignored"
+        if action == "reject":
+            if ops.transition_idea(st, idea_id, {"proposed", "approved", "diff_review"},
+                                   "rejected", reason=text or None):
+                return "rejected"
+            return "ignored"
+        if action == "edit":
+            new_id = ops.edit_idea(st, idea_id, text or "", {"proposed", "approved"})
+            return f"edited into idea {new_id}" if new_id else "ignored"
+        if action in ("accept", "discard"):
+            idea = ops.get_idea(st, idea_id)
+            if idea.quarantine == "pending":
+                ops.set_idea_fields(st, idea_id, quarantine="accepted" if action == "accept"
+                                    else "rejected", message=f"quarantine of idea {idea_id}: "
+                                    f"{action}ed by the researcher")
+                return action + "ed"
+        return "ignored"
+
+    # ------------------------------------------------------------------ epochs
+    def _tick_epoch(self) -> Outcome | None:
+        s = self.search
+        e = s.epoch
+        if s.phase == "propose":
+            if self._propose(s):
+                self._set_phase("review_ideas", f"epoch {e}: proposals in")
+        elif s.phase == "review_ideas":
+            waiting = ops.list_ideas(self.store, self.search_id, e, ("proposed",))
+            if waiting and s.auto:
+                for idea in waiting:
+                    ops.transition_idea(self.store, idea.id, "proposed", "approved",
+                                        "approved automatically (--auto)")
+                waiting = []
+            if waiting:
+                self._note_waiting(f"epoch {e}: waiting for decisions on {len(waiting)} ideas "
+                                   f"(ideaforge approve/reject/edit, or the console)")
+                return None
+            self._set_phase("implement", f"epoch {e}: ideas reviewed")
+        elif s.phase == "implement":
+            if self._implement(e):
+                self._set_phase("review_diffs" if s.review_diffs else "run",
+                                f"epoch {e}: implementation done")
+        elif s.phase == "review_diffs":
+            waiting = ops.list_ideas(self.store, self.search_id, e, ("diff_review",))
+            if waiting and s.auto:
+                for idea in waiting:
+                    ops.transition_idea(self.store, idea.id, "diff_review", "implemented")
+                waiting = []
+            if waiting:
+                self._note_waiting(f"epoch {e}: waiting for decisions on {len(waiting)} diffs")
+                return None
+            self._set_phase("run", f"epoch {e}: diffs reviewed")
+        elif s.phase == "run":
+            self._implement(e)  # ideas added by the researcher during the run
+            self._enqueue(e)
+            if self._epoch_share_done(e) >= s.advance_at:
+                if e + 1 < s.epochs:
+                    ops.update_search(self.store, self.search_id, expect={"epoch": e},
+                                      epoch=e + 1, phase="propose",
+                                      event=f"epoch {e + 1} begins")
+                    self.progress(f"epoch {e + 1} begins")
+                else:
+                    self._set_phase("finishing", "last epoch: waiting for running jobs")
+        elif s.phase == "finishing":
+            self._implement(e)
+            self._enqueue(e)
+            unfinished = ops.list_jobs(self.store, self.search_id,
+                                       ("queued", "launching", "running", "unreachable"))
+            busy = ops.list_ideas(self.store, self.search_id, None,
+                                  ("approved", "implementing", "implemented", "queued"))
+            if not unfinished and not busy and not self.tasks:
+                self._set_phase("done", "search finished")
+                ops.update_search(self.store, self.search_id, status="finished")
+                return Outcome(EXIT_OK, "finished")
+        elif s.phase == "done":
+            return Outcome(EXIT_OK, "finished")
+        return None
+
+    def _set_phase(self, phase: str, message: str) -> None:
+        ops.update_search(self.store, self.search_id, phase=phase, event=message)
+        self._waiting_note = None
+        self.progress(message)
+
+    def _note_waiting(self, note: str) -> None:
+        if note != self._waiting_note:
+            self._waiting_note = note
+            self.progress(note)
+
+    def _epoch_share_done(self, epoch: int) -> float:
+        ideas = [i for i in ops.list_ideas(self.store, self.search_id, epoch)
+                 if i.status not in ("rejected", "skipped", "superseded")]
+        if not ideas:
+            return 1.0
+        done = sum(i.status in TERMINAL for i in ideas)
+        return done / len(ideas)
+
+    # ------------------------------------------------------------------ propose
+    def _propose(self, s: SearchView) -> bool:
+        """Start missing proposal tasks; True once every batch of the epoch is settled."""
+        if s.epoch == 0 and s.baseline is None:
+            self._ensure_baseline_job()
+        plan = ideation.plan_batches(s.epoch, s.ideas_per_epoch)
+        batches = ops.ensure_batches(self.store, self.search_id, s.epoch, plan)
+        pending = [b for b in batches if b.status == "planned"]
+        for b in pending:
+            key = f"propose:{b.id}"
+            if key not in self.tasks:
+                self.tasks[key] = asyncio.create_task(self._propose_batch(b.id, b.kind, b.size,
+                                                                          s.epoch))
+        if pending:
+            return False
+        if not ops.list_ideas(self.store, self.search_id, s.epoch):
+            errors = "; ".join(b.error or "" for b in batches if b.error)[:300]
+            raise StoreError(f"epoch {s.epoch} produced no ideas ({errors}); check --model "
+                             "and the events with `ideaforge status`")
+        return True
+
+    def _ensure_baseline_job(self) -> None:
+        if ops.list_ideas(self.store, self.search_id, 0, None) and any(
+                i.origin == "baseline" for i in ops.list_ideas(self.store, self.search_id, 0)):
+            return
+        idea_id = ops.add_idea(self.store, self.search_id, 0, ops.NewIdea(
+            text="[Experiment] Baseline: the unmodified environment, measured on this profile.",
+            origin="baseline", title="baseline (unmodified code)", status="implemented"))
+        ops.enqueue_job(self.store, idea_id, profile=self.profile.name,
+                        gpus_wanted=self.profile.gpus, executor=self.executor.name)
+        self.progress(f"measuring the baseline on profile {self.profile.name!r} (idea {idea_id})")
+
+    def _population(self) -> list[IdeaView]:
+        return [i for i in ops.list_ideas(self.store, self.search_id)
+                if i.origin != "baseline"]
+
+    def _winners(self) -> list[IdeaView]:
+        s = self.search
+        metric = self.env.metric.__class__(self.env.metric.name, self.env.metric.goal,
+                                           s.baseline)
+        return [i for i in self._population() if i.status == "scored"
+                and i.quarantine in (None, "accepted") and metric.beats_baseline(i.score)]
+
+    async def _propose_batch(self, batch_id: int, kind: str, size: int, epoch: int) -> None:
+        s = self.search
+        if s.model == "catalog":
+            used = {i.catalog_stem for i in self._population() if i.catalog_stem}
+            ideas = catalog.propose(self.env, kind, size, self.rng, used, self._winners())
+            error = None if ideas else "the catalog has no unused ideas left"
+            ops.finish_batch(self.store, batch_id, ideas, error)
+            return
+        assert self.llm is not None
+        population = self._population()
+        previous = [i.text for i in population]
+        steering = ops.reject_reasons(self.store, self.search_id)
+        parents: list[IdeaView] = []
+        if kind == "seed":
+            messages = ideation.seed_prompt(self.env, size, previous, steering)
+        elif kind == "exploit":
+            scored = [self._scored(i) for i in self._winners()]
+            chosen = ideation.sample_parents(scored, self.env.metric.goal, s.baseline,
+                                             rng=self.rng)
+            parents = [i for i in population if i.id in {c.id for c in chosen}]
+            messages = ideation.exploit_prompt(self.env, size, chosen, previous, steering)
+        else:
+            sample = ideation.sample_population([self._scored(i) for i in population],
+                                                rng=self.rng)
+            messages = ideation.explore_prompt(self.env, size, sample, previous, steering)
+        problems: list[str] = []
+        for _ in range(3):
+            text = await self.llm.complete("ideator", f"propose:{kind}:epoch{epoch}", messages)
+            texts, problems = ideation.parse_ideas(text)
+            if texts:
+                new = [ops.NewIdea(text=t, origin=kind, parents=tuple(p.id for p in parents))
+                       for t in texts[:size]]
+                ops.finish_batch(self.store, batch_id, new,
+                                 "; ".join(problems)[:500] if problems else None)
+                return
+        ops.finish_batch(self.store, batch_id, [], "no parseable ideas in the model's answer: "
+                         + ("; ".join(problems) or "no [Experiment] blocks")[:400])
+
+    @staticmethod
+    def _scored(i: IdeaView) -> Any:
+        return ideation.ScoredIdea(id=i.id, text=i.text, score=i.score, status=i.status)
+
+    # ------------------------------------------------------------------ implement
+    def _implement(self, epoch: int) -> bool:
+        """Start implementation tasks; True once no idea of the epoch awaits one."""
+        todo = ops.list_ideas(self.store, self.search_id, epoch, ("approved", "implementing"))
+        for idea in todo:
+            key = f"implement:{idea.id}"
+            if key not in self.tasks and not self._budget_hit:
+                self.tasks[key] = asyncio.create_task(self._implement_idea(idea))
+        return not todo
+
+    async def _implement_idea(self, idea: IdeaView) -> None:
+        st = self.store
+        s = self.search
+        if idea.status == "approved" and not ops.transition_idea(st, idea.id, "approved",
+                                                                 "implementing"):
+            return
+        done_ok = "diff_review" if s.review_diffs else "implemented"
+        protected, lines = self.env.protected, self.env.protected_lines
+        if s.model == "catalog":
+            try:
+                if idea.catalog_stem:
+                    answer = catalog.diff_for(self.env, idea.catalog_stem)
+                else:
+                    parents = [ops.get_idea(st, p) for p in idea.parents]
+                    answer = combine_diffs(self.env.root, [p.diff for p in parents if p.diff])
+            except PatchError as exc:
+                self._implement_failed(idea.id, "catalog", "", f"the parents' diffs conflict: "
+                                       f"{exc}")
+                return
+            outcome = prepare_patch(answer, self.env.root, protected, lines)
+            ops.add_attempt(st, idea.id, model="catalog", answer=answer, diff=outcome.diff,
+                            outcome="ok" if outcome.ok else "failed", error=outcome.error,
+                            repairs=outcome.repairs)
+            if outcome.ok:
+                ops.transition_idea(st, idea.id, "implementing", done_ok, diff=outcome.diff)
+            else:
+                ops.transition_idea(st, idea.id, "implementing", "implement_failed",
+                                    reason=outcome.error)
+            return
+        assert self.llm is not None
+        previous = [(a.answer, a.error or "") for a in ops.list_attempts(st, idea.id)
+                    if a.outcome != "ok"]
+        while len(previous) < s.max_attempts:
+            messages = ideation.implement_prompt(self.env, idea.text, previous[-3:])
+            answer = await self.llm.complete("coder", f"implement:idea{idea.id}", messages)
+            outcome = prepare_patch(answer, self.env.root, protected, lines)
+            ops.add_attempt(st, idea.id, model=s.coder_model or s.model, answer=answer,
+                            diff=outcome.diff, outcome="ok" if outcome.ok else "failed",
+                            error=outcome.error, repairs=outcome.repairs)
+            if outcome.ok:
+                ops.transition_idea(st, idea.id, "implementing", done_ok, diff=outcome.diff)
+                return
+            previous.append((answer, outcome.error or "unknown error"))
+        ops.transition_idea(st, idea.id, "implementing", "implement_failed",
+                            reason=f"no usable diff after {len(previous)} attempts; last error: "
+                            f"{previous[-1][1] if previous else '-'}")
+
+    def _implement_failed(self, idea_id: int, model: str, answer: str, error: str) -> None:
+        ops.add_attempt(self.store, idea_id, model=model, answer=answer, diff=None,
+                        outcome="failed", error=error)
+        ops.transition_idea(self.store, idea_id, "implementing", "implement_failed",
+                            reason=error)
+
+    # ------------------------------------------------------------------ jobs
+    def _enqueue(self, epoch: int) -> None:
+        for idea in ops.list_ideas(self.store, self.search_id, epoch, ("implemented",)):
+            ops.enqueue_job(self.store, idea.id, profile=self.profile.name,
+                            gpus_wanted=self.profile.gpus, executor=self.executor.name)
+
+    def _tick_jobs(self) -> None:
+        for job in ops.list_jobs(self.store, self.search_id, ("launching", "running")):
+            self._watch(job)
+        queued = ops.list_jobs(self.store, self.search_id, ("queued",))
+        for job in queued:
+            if not self._place_and_launch(job):
+                break  # first in, first out: later jobs do not jump a job that waits
+
+    def _place_and_launch(self, job: JobView) -> bool:
+        running = ops.list_jobs(self.store, None, ("launching", "running"))
+        ex = self.executor
+        gpus: tuple[int, ...] = ()
+        if job.gpus_wanted == 0:
+            if sum(1 for j in running if j.gpus_wanted == 0 and j.host == ex.host) >= \
+                    ex.cpu_slots():
+                return False
+        else:
+            held = ops.leased_gpus(self.store, ex.host)
+            free = [g for g in ex.gpu_indices() if g not in held]
+            if len(ex.gpu_indices()) < job.gpus_wanted:
+                ops.finish_job(self.store, job.id, state="failed", exit_code=None,
+                               reason="unplaceable", log_tail="", idea_status="failed",
+                               score=None, quarantine=None,
+                               idea_reason=f"needs {job.gpus_wanted} GPUs; {ex.host} has "
+                               f"{len(ex.gpu_indices())}", message=f"job {job.id}: no host "
+                               f"has {job.gpus_wanted} GPUs")
+                return True
+            if len(free) < job.gpus_wanted:
+                return False
+            gpus = tuple(free[: job.gpus_wanted])
+            if not ops.take_gpus(self.store, ex.host, gpus, job.id):
+                return False
+        job_dir = str(getattr(ex, "job_dir")(self.search_id, job.id))
+        if not ops.update_job(self.store, job.id, expect_state="queued", state="launching",
+                              job_dir=job_dir, host=ex.host):
+            return True
+        self._launch(ops.get_job(self.store, job.id), gpus)
+        return True
+
+    def _launch(self, job: JobView, gpus: tuple[int, ...]) -> None:
+        idea = ops.get_idea(self.store, job.idea_id)
+        spec = LaunchSpec(job_id=job.id, search_id=self.search_id, idea_id=idea.id,
+                          env=self.env, profile=self.profile, diff=idea.diff, gpus=gpus)
+        self.executor.launch(spec)
+        ops.update_job(self.store, job.id, expect_state="launching", state="running",
+                       started_at=time.time(),
+                       message=f"job {job.id} started for idea {idea.id}" +
+                       (f" on GPUs {','.join(map(str, gpus))}" if gpus else ""))
+        ops.transition_idea(self.store, idea.id, "queued", "running")
+        self.progress(f"job {job.id} running: idea {idea.id} {idea.title[:50]}")
+
+    def _watch(self, job: JobView) -> None:
+        assert job.job_dir is not None
+        if job.state == "launching":
+            # Killed between claiming and starting: launch() adopts an existing directory.
+            gpus = tuple(int(g) for g in job.gpus.split(",") if g)
+            self._launch(job, gpus)
+            return
+        status = self.executor.poll(job.job_dir)
+        out = self.executor.read_output(job.job_dir, job.metrics_offset)
+        if out.metric_lines or out.metrics_offset != job.metrics_offset:
+            ops.ingest_metrics(self.store, job.id, job.metrics_offset, out.metrics_offset,
+                               out.metric_lines)
+        if status.state == "starting":
+            started = job.started_at or job.queued_at
+            if time.time() - started < 60:
+                return
+            status = status.__class__("lost")
+        if status.state == "running":
+            if status.heartbeat_at:
+                ops.update_job(self.store, job.id, heartbeat_at=status.heartbeat_at,
+                               pid=status.pid, log_tail=out.log_tail)
+            return
+        points = [{"name": m.name, "value": m.value}
+                  for m in ops.job_metrics(self.store, job.id)]
+        verdict = judge(self.env.metric, status, points, self.profile.timeout)
+        idea = ops.get_idea(self.store, job.idea_id)
+        ops.finish_job(self.store, job.id, state=verdict.job_state, exit_code=status.exit_code,
+                       reason=verdict.reason, log_tail=out.log_tail,
+                       idea_status=verdict.idea_status, score=verdict.score,
+                       quarantine=verdict.quarantine, idea_reason=verdict.reason,
+                       message=f"job {job.id} (idea {idea.id}): {verdict.summary}")
+        if idea.origin == "baseline" and verdict.score is not None:
+            ops.update_search(self.store, self.search_id, baseline=verdict.score,
+                              event=f"baseline measured: {self.env.metric.name} "
+                              f"{verdict.score:.4g}")
+        self.progress(f"job {job.id} done: idea {idea.id} — {verdict.summary}")
+
+
+def workspace_path(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("IDEAFORGE_WORKSPACE") or ".ideaforge").expanduser()

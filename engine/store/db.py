@@ -1,0 +1,99 @@
+"""Opening a workspace database: SQLite in WAL mode, busy timeout, foreign keys, schema version.
+
+A database written by an older ideaforge is upgraded in place by `engine.store.migrations`
+(each step in one transaction); one from a newer release is refused with a clear error, and is
+never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from engine.store import migrations
+from engine.store.models import Meta
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "ideaforge.db"
+
+
+class StoreError(RuntimeError):
+    """The workspace database cannot be used; the message names the problem and the fix."""
+
+
+def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _on_begin(conn) -> None:  # noqa: ANN001
+    # BEGIN IMMEDIATE takes the write lock up front, so a compare-and-set never fails late
+    # with "database is locked" after reading stale state.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    """One workspace database. Sessions live inside one call (see `engine.store.ops`)."""
+
+    def __init__(self, workspace: str | Path, *, create: bool = True) -> None:
+        self.workspace = Path(workspace).expanduser().resolve()
+        self.path = self.workspace / DB_NAME
+        if not self.path.exists() and not create:
+            raise StoreError(
+                f"no ideaforge workspace at {self.workspace} (missing {DB_NAME}); "
+                "start a search there first, or pass --workspace DIR"
+            )
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(
+            f"sqlite:///{self.path}", connect_args={"timeout": 30, "check_same_thread": False}
+        )
+        event.listen(self.engine, "connect", _on_connect)
+        # Let SQLAlchemy not emit its own BEGIN; we emit BEGIN IMMEDIATE ourselves.
+        event.listen(self.engine, "connect", lambda c, r: setattr(c, "isolation_level", None))
+        event.listen(self.engine, "begin", _on_begin)
+        self._prepare_schema()
+
+    def _prepare_schema(self) -> None:
+        tables = set(inspect(self.engine).get_table_names())
+        if "meta" not in tables and not tables:
+            SQLModel.metadata.create_all(self.engine)
+            with self.session() as s:
+                s.add(Meta(key="schema_version", value=str(migrations.CURRENT)))
+            return
+        found = self.schema_version()
+        if found > migrations.CURRENT:
+            raise StoreError(
+                f"{self.path} was written by a newer ideaforge (schema {found}, this one knows "
+                f"up to {migrations.CURRENT}); upgrade ideaforge (pip install -U ideaforge) — "
+                "the database was not changed"
+            )
+        if found < migrations.CURRENT:
+            migrations.upgrade(self.engine, found)
+        # New tables of this release that an old database lacks are created empty.
+        SQLModel.metadata.create_all(self.engine)
+
+    def schema_version(self) -> int:
+        with self.session() as s:
+            row = s.exec(select(Meta).where(Meta.key == "schema_version")).first()
+            return int(row.value) if row else 1
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any exception."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            with s.begin():
+                yield s
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,51 @@
+"""Versioned schema upgrades.
+
+`CURRENT` is the schema this code writes. Each step `_to_N(conn)` upgrades a database from
+N-1 to N inside one transaction, then records the new version. Steps only add (tables, columns
+with defaults); they never drop data.
+
+History:
+1. the first release's tables.
+2. `search.review_diffs`, `idea.quarantine`, `job.log_offset` and the `gpu_lease` table
+   (GPU scheduling and the diff gate).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
+
+CURRENT = 2
+
+
+def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
+    present = {c["name"] for c in inspect(conn).get_columns(table)}
+    if column not in present:
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+
+
+def _to_2(conn: Connection) -> None:
+    _add_column(conn, "search", "review_diffs", "BOOLEAN NOT NULL DEFAULT 0")
+    _add_column(conn, "idea", "quarantine", "VARCHAR")
+    _add_column(conn, "job", "log_offset", "INTEGER NOT NULL DEFAULT 0")
+    # gpu_lease is created by create_all() after the upgrade.
+
+
+STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2}
+
+
+def upgrade(engine: Engine, found: int) -> None:
+    for version in range(found + 1, CURRENT + 1):
+        step = STEPS[version]
+        with engine.begin() as conn:
+            step(conn)
+            conn.execute(
+                text("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', :v)"),
+                {"v": str(version)},
+            )
+        log.info("upgraded workspace schema to version %d", version)

@@ -1,0 +1,507 @@
+"""Every query and state change of the engine, the CLI and the console.
+
+Each state change is one transaction: a compare-and-set on the expected old state plus an
+event row, so two processes can never both win a transition.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from engine.store.db import Store, StoreError
+from engine.store.models import (
+    Batch,
+    Decision,
+    Event,
+    GpuLease,
+    Idea,
+    IdeaParent,
+    Job,
+    LlmCall,
+    MetricPoint,
+    PatchAttempt,
+    Search,
+    now,
+)
+from engine.store.views import (
+    AttemptView,
+    DecisionView,
+    EventView,
+    IdeaView,
+    JobView,
+    MetricView,
+    SearchView,
+)
+
+# ---------------------------------------------------------------------------------------------
+# generic compare-and-set
+
+
+def _cas(s: Session, model: type, row_id: int, expect: dict[str, Any], changes: dict[str, Any]
+         ) -> bool:
+    stmt = update(model).where(model.id == row_id)  # type: ignore[attr-defined]
+    for key, value in expect.items():
+        column = getattr(model, key)
+        if isinstance(value, (set, frozenset, list, tuple)):
+            stmt = stmt.where(column.in_(list(value)))
+        elif value is None:
+            stmt = stmt.where(column.is_(None))
+        else:
+            stmt = stmt.where(column == value)
+    if hasattr(model, "updated_at") and "updated_at" not in changes:
+        changes = {**changes, "updated_at": now()}
+    result = s.execute(stmt.values(**changes))
+    return result.rowcount == 1
+
+
+def _event(s: Session, kind: str, message: str, *, search_id: int | None = None,
+           idea_id: int | None = None, job_id: int | None = None) -> None:
+    s.add(Event(search_id=search_id, idea_id=idea_id, job_id=job_id, kind=kind, message=message))
+
+
+# ---------------------------------------------------------------------------------------------
+# searches
+
+
+def create_search(store: Store, **fields: Any) -> SearchView:
+    with store.session() as s:
+        if s.exec(select(Search).where(Search.name == fields["name"])).first():
+            raise StoreError(
+                f"a search named {fields['name']!r} already exists in {store.workspace}; "
+                f"resume it with `ideaforge resume {fields['name']}` or pick another --name"
+            )
+        row = Search(**fields)
+        s.add(row)
+        s.flush()
+        _event(s, "search", f"search {row.name!r} created", search_id=row.id)
+        return SearchView.of(row)
+
+
+def find_search(store: Store, ref: str | int) -> SearchView:
+    with store.session() as s:
+        row = None
+        if isinstance(ref, int) or str(ref).isdigit():
+            row = s.get(Search, int(ref))
+        if row is None:
+            row = s.exec(select(Search).where(Search.name == str(ref))).first()
+        if row is None:
+            names = [r.name for r in s.exec(select(Search)).all()]
+            known = ", ".join(names) if names else "none yet"
+            raise StoreError(f"no search {ref!r} in {store.workspace} (searches: {known})")
+        return SearchView.of(row)
+
+
+def list_searches(store: Store) -> list[SearchView]:
+    with store.session() as s:
+        return [SearchView.of(r) for r in s.exec(select(Search).order_by(Search.id)).all()]
+
+
+def update_search(store: Store, search_id: int, *, expect: dict[str, Any] | None = None,
+                  event: str | None = None, **changes: Any) -> bool:
+    with store.session() as s:
+        ok = _cas(s, Search, search_id, expect or {}, changes)
+        if ok and event:
+            _event(s, "search", event, search_id=search_id)
+        return ok
+
+
+# ---------------------------------------------------------------------------------------------
+# batches and ideas
+
+
+@dataclass(frozen=True)
+class NewIdea:
+    text: str
+    origin: str
+    title: str = ""
+    parents: tuple[int, ...] = ()
+    parent_kind: str = "exploit"
+    catalog_stem: str | None = None
+    diff: str | None = None
+    status: str = "proposed"
+
+
+def ensure_batches(store: Store, search_id: int, epoch: int,
+                   plan: Sequence[tuple[str, int]]) -> list[Batch]:
+    """The epoch's proposal batches, planned once (a restart finds the same plan)."""
+    with store.session() as s:
+        rows = s.exec(select(Batch).where(Batch.search_id == search_id, Batch.epoch == epoch)
+                      .order_by(Batch.number)).all()
+        if not rows:
+            for number, (kind, size) in enumerate(plan):
+                s.add(Batch(search_id=search_id, epoch=epoch, number=number, kind=kind,
+                            size=size))
+            s.flush()
+            rows = s.exec(select(Batch).where(Batch.search_id == search_id,
+                                              Batch.epoch == epoch)
+                          .order_by(Batch.number)).all()
+        return [Batch.model_validate(r.model_dump()) for r in rows]
+
+
+def finish_batch(store: Store, batch_id: int, ideas: Sequence[NewIdea],
+                 error: str | None = None) -> list[int]:
+    """Store a batch's ideas and mark it done, atomically; a second call stores nothing."""
+    with store.session() as s:
+        batch = s.get(Batch, batch_id)
+        assert batch is not None
+        status = "failed" if error and not ideas else "done"
+        if not _cas(s, Batch, batch_id, {"status": "planned"}, {"status": status,
+                                                                 "error": error}):
+            return []
+        ids = [_insert_idea(s, batch.search_id, batch.epoch, idea, batch_id) for idea in ideas]
+        msg = f"epoch {batch.epoch}: {batch.kind} batch {batch.number} gave {len(ids)} ideas"
+        if error:
+            msg += f" ({error})"
+        _event(s, "propose", msg, search_id=batch.search_id)
+        return ids
+
+
+def _insert_idea(s: Session, search_id: int, epoch: int, idea: NewIdea,
+                 batch_id: int | None = None, edited_from: int | None = None) -> int:
+    row = Idea(search_id=search_id, epoch=epoch, origin=idea.origin, text=idea.text,
+               title=idea.title or _title(idea.text), status=idea.status, batch_id=batch_id,
+               catalog_stem=idea.catalog_stem, diff=idea.diff, edited_from=edited_from)
+    s.add(row)
+    s.flush()
+    assert row.id is not None
+    for parent in dict.fromkeys(idea.parents):
+        s.add(IdeaParent(child_id=row.id, parent_id=parent, kind=idea.parent_kind))
+    return row.id
+
+
+def _title(text: str) -> str:
+    body = text.replace("[Experiment]", "").strip()
+    first = body.split("\n", 1)[0].split(". ", 1)[0].strip()
+    return first[:80]
+
+
+def add_idea(store: Store, search_id: int, epoch: int, idea: NewIdea,
+             edited_from: int | None = None, event: str | None = None) -> int:
+    with store.session() as s:
+        idea_id = _insert_idea(s, search_id, epoch, idea, edited_from=edited_from)
+        _event(s, "idea", event or f"idea {idea_id} added ({idea.origin})", search_id=search_id,
+               idea_id=idea_id)
+        return idea_id
+
+
+def edit_idea(store: Store, idea_id: int, text: str, from_states: Iterable[str]) -> int | None:
+    """Save an edit as a new approved idea with lineage; the original is superseded."""
+    with store.session() as s:
+        old = s.get(Idea, idea_id)
+        if old is None or not _cas(s, Idea, idea_id, {"status": set(from_states)},
+                                   {"status": "superseded"}):
+            return None
+        new = NewIdea(text=text, origin=old.origin, catalog_stem=None, status="approved",
+                      parents=(idea_id,), parent_kind="edit")
+        new_id = _insert_idea(s, old.search_id, old.epoch, new, edited_from=idea_id)
+        # The edited idea keeps the original's exploit parents too, so lineage stays whole.
+        for p in s.exec(select(IdeaParent).where(IdeaParent.child_id == idea_id,
+                                                 IdeaParent.kind != "edit")).all():
+            s.add(IdeaParent(child_id=new_id, parent_id=p.parent_id, kind=p.kind))
+        _event(s, "decision", f"idea {idea_id} edited into idea {new_id}",
+               search_id=old.search_id, idea_id=new_id)
+        return new_id
+
+
+def transition_idea(store: Store, idea_id: int, from_states: str | Iterable[str], to: str,
+                    message: str | None = None, **changes: Any) -> bool:
+    expect = {from_states} if isinstance(from_states, str) else set(from_states)
+    with store.session() as s:
+        ok = _cas(s, Idea, idea_id, {"status": expect}, {"status": to, **changes})
+        if ok:
+            row = s.get(Idea, idea_id)
+            assert row is not None
+            _event(s, "idea", message or f"idea {idea_id} → {to}", search_id=row.search_id,
+                   idea_id=idea_id)
+        return ok
+
+
+def set_idea_fields(store: Store, idea_id: int, message: str | None = None, **changes: Any
+                    ) -> None:
+    with store.session() as s:
+        _cas(s, Idea, idea_id, {}, changes)
+        if message:
+            row = s.get(Idea, idea_id)
+            _event(s, "idea", message, search_id=row.search_id if row else None,
+                   idea_id=idea_id)
+
+
+def _idea_views(s: Session, rows: Sequence[Idea]) -> list[IdeaView]:
+    ids = [r.id for r in rows]
+    parents: dict[int, list[int]] = {}
+    attempts: dict[int, int] = {}
+    if ids:
+        for p in s.exec(select(IdeaParent).where(col(IdeaParent.child_id).in_(ids))).all():
+            parents.setdefault(p.child_id, []).append(p.parent_id)
+        q = (select(PatchAttempt.idea_id, func.count()).where(col(PatchAttempt.idea_id).in_(ids))
+             .group_by(PatchAttempt.idea_id))
+        attempts = dict(s.exec(q).all())  # type: ignore[arg-type]
+    return [IdeaView.of(r, parents=tuple(sorted(parents.get(r.id, []))),
+                        attempts=attempts.get(r.id, 0)) for r in rows]
+
+
+def list_ideas(store: Store, search_id: int, epoch: int | None = None,
+               statuses: Iterable[str] | None = None) -> list[IdeaView]:
+    with store.session() as s:
+        q = select(Idea).where(Idea.search_id == search_id)
+        if epoch is not None:
+            q = q.where(Idea.epoch == epoch)
+        if statuses is not None:
+            q = q.where(col(Idea.status).in_(list(statuses)))
+        return _idea_views(s, s.exec(q.order_by(Idea.id)).all())
+
+
+def get_idea(store: Store, idea_id: int) -> IdeaView:
+    with store.session() as s:
+        row = s.get(Idea, idea_id)
+        if row is None:
+            raise StoreError(f"no idea {idea_id} in {store.workspace}; list them with "
+                             "`ideaforge ideas SEARCH`")
+        return _idea_views(s, [row])[0]
+
+
+def children_of(store: Store, idea_id: int) -> list[int]:
+    with store.session() as s:
+        q = select(IdeaParent.child_id).where(IdeaParent.parent_id == idea_id)
+        return sorted(s.exec(q).all())
+
+
+# ---------------------------------------------------------------------------------------------
+# implementation attempts
+
+
+def add_attempt(store: Store, idea_id: int, *, model: str, answer: str, diff: str | None,
+                outcome: str, error: str | None, repairs: Sequence[str] = ()) -> int:
+    """Append an attempt (never rewrites one); returns its number."""
+    with store.session() as s:
+        last = s.exec(select(func.max(PatchAttempt.number))
+                      .where(PatchAttempt.idea_id == idea_id)).one()
+        number = int(last or 0) + 1
+        s.add(PatchAttempt(idea_id=idea_id, number=number, model=model, answer=answer,
+                           diff=diff, outcome=outcome, error=error,
+                           repairs="\n".join(repairs)))
+        idea = s.get(Idea, idea_id)
+        _event(s, "implement",
+               f"idea {idea_id} attempt {number}: {outcome}" + (f" — {error}" if error else ""),
+               search_id=idea.search_id if idea else None, idea_id=idea_id)
+        return number
+
+
+def list_attempts(store: Store, idea_id: int) -> list[AttemptView]:
+    with store.session() as s:
+        q = select(PatchAttempt).where(PatchAttempt.idea_id == idea_id).order_by(
+            PatchAttempt.number)
+        return [AttemptView.of(r) for r in s.exec(q).all()]
+
+
+# ---------------------------------------------------------------------------------------------
+# jobs, GPU leases, metrics
+
+
+def enqueue_job(store: Store, idea_id: int, *, profile: str, gpus_wanted: int,
+                from_states: Iterable[str] = ("implemented",), executor: str = "local") -> int | None:
+    """Idea → queued and a new job row, atomically (a retry is a new job row)."""
+    with store.session() as s:
+        idea = s.get(Idea, idea_id)
+        if idea is None or not _cas(s, Idea, idea_id, {"status": set(from_states)},
+                                    {"status": "queued"}):
+            return None
+        last = s.exec(select(func.max(Job.attempt)).where(Job.idea_id == idea_id)).one()
+        job = Job(search_id=idea.search_id, idea_id=idea_id, attempt=int(last or 0) + 1,
+                  profile=profile, gpus_wanted=gpus_wanted, executor=executor)
+        s.add(job)
+        s.flush()
+        _event(s, "job", f"job {job.id} queued for idea {idea_id}", search_id=idea.search_id,
+               idea_id=idea_id, job_id=job.id)
+        return job.id
+
+
+def list_jobs(store: Store, search_id: int | None = None, states: Iterable[str] | None = None,
+              idea_id: int | None = None) -> list[JobView]:
+    with store.session() as s:
+        q = select(Job)
+        if search_id is not None:
+            q = q.where(Job.search_id == search_id)
+        if idea_id is not None:
+            q = q.where(Job.idea_id == idea_id)
+        if states is not None:
+            q = q.where(col(Job.state).in_(list(states)))
+        return [JobView.of(r) for r in s.exec(q.order_by(Job.id)).all()]
+
+
+def get_job(store: Store, job_id: int) -> JobView:
+    with store.session() as s:
+        row = s.get(Job, job_id)
+        if row is None:
+            raise StoreError(f"no job {job_id} in {store.workspace}")
+        return JobView.of(row)
+
+
+def update_job(store: Store, job_id: int, *, expect_state: str | Iterable[str] | None = None,
+               message: str | None = None, **changes: Any) -> bool:
+    expect: dict[str, Any] = {}
+    if expect_state is not None:
+        expect["state"] = ({expect_state} if isinstance(expect_state, str)
+                           else set(expect_state))
+    with store.session() as s:
+        ok = _cas(s, Job, job_id, expect, changes)
+        if ok and message:
+            job = s.get(Job, job_id)
+            _event(s, "job", message, search_id=job.search_id if job else None,
+                   idea_id=job.idea_id if job else None, job_id=job_id)
+        return ok
+
+
+def finish_job(store: Store, job_id: int, *, state: str, exit_code: int | None,
+               reason: str | None, log_tail: str, idea_status: str, score: float | None,
+               quarantine: str | None, idea_reason: str | None, message: str) -> bool:
+    """Job → final state, its GPU leases released and its idea scored, in one transaction."""
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        if job is None or not _cas(s, Job, job_id, {"state": {"queued", "launching", "running",
+                                                               "unreachable"}},
+                                   {"state": state, "exit_code": exit_code, "reason": reason,
+                                    "log_tail": log_tail, "finished_at": now()}):
+            return False
+        for lease in s.exec(select(GpuLease).where(GpuLease.job_id == job_id)).all():
+            s.delete(lease)
+        _cas(s, Idea, job.idea_id, {"status": {"queued", "running"}},
+             {"status": idea_status, "score": score, "quarantine": quarantine,
+              "reason": idea_reason})
+        _event(s, "job", message, search_id=job.search_id, idea_id=job.idea_id, job_id=job_id)
+        return True
+
+
+def take_gpus(store: Store, host: str, gpus: Sequence[int], job_id: int) -> bool:
+    """Lease whole GPUs for a job in one transaction; False if any is already held."""
+    try:
+        with store.session() as s:
+            for gpu in gpus:
+                s.add(GpuLease(host=host, gpu=gpu, job_id=job_id))
+            s.flush()
+            _cas(s, Job, job_id, {}, {"gpus": ",".join(map(str, gpus))})
+        return True
+    except IntegrityError:
+        return False
+
+
+def leased_gpus(store: Store, host: str) -> dict[int, int]:
+    with store.session() as s:
+        rows = s.exec(select(GpuLease).where(GpuLease.host == host)).all()
+        return {r.gpu: r.job_id for r in rows}
+
+
+def release_gpus(store: Store, job_id: int) -> None:
+    with store.session() as s:
+        for lease in s.exec(select(GpuLease).where(GpuLease.job_id == job_id)).all():
+            s.delete(lease)
+
+
+def ingest_metrics(store: Store, job_id: int, old_offset: int, new_offset: int,
+                   points: Sequence[dict[str, Any]]) -> bool:
+    """Store points read from bytes [old_offset, new_offset) exactly once."""
+    with store.session() as s:
+        if not _cas(s, Job, job_id, {"metrics_offset": old_offset},
+                    {"metrics_offset": new_offset}):
+            return False
+        for p in points:
+            s.add(MetricPoint(job_id=job_id, name=str(p["name"]), value=float(p["value"]),
+                              step=p.get("step"), time_s=p.get("time_s")))
+        return True
+
+
+def job_metrics(store: Store, job_id: int, name: str | None = None) -> list[MetricView]:
+    with store.session() as s:
+        q = select(MetricPoint).where(MetricPoint.job_id == job_id)
+        if name is not None:
+            q = q.where(MetricPoint.name == name)
+        return [MetricView.of(r) for r in s.exec(q.order_by(MetricPoint.id)).all()]
+
+
+# ---------------------------------------------------------------------------------------------
+# model calls, decisions, events
+
+
+def add_llm_call(store: Store, search_id: int, **fields: Any) -> None:
+    with store.session() as s:
+        s.add(LlmCall(search_id=search_id, **fields))
+
+
+def llm_cost(store: Store, search_id: int) -> float:
+    with store.session() as s:
+        total = s.exec(select(func.sum(LlmCall.cost_usd)).where(LlmCall.search_id == search_id)
+                       ).one()
+        return float(total or 0.0)
+
+
+def llm_call_count(store: Store, search_id: int) -> int:
+    with store.session() as s:
+        return int(s.exec(select(func.count()).select_from(LlmCall)
+                          .where(LlmCall.search_id == search_id)).one())
+
+
+def add_decision(store: Store, search_id: int, action: str, idea_id: int | None = None,
+                 text: str | None = None, source: str = "cli") -> int:
+    with store.session() as s:
+        row = Decision(search_id=search_id, idea_id=idea_id, action=action, text=text,
+                       source=source)
+        s.add(row)
+        s.flush()
+        target = f" idea {idea_id}" if idea_id else ""
+        _event(s, "decision", f"{source}: {action}{target}", search_id=search_id,
+               idea_id=idea_id)
+        assert row.id is not None
+        return row.id
+
+
+def pending_decisions(store: Store, search_id: int) -> list[DecisionView]:
+    with store.session() as s:
+        q = select(Decision).where(Decision.search_id == search_id,
+                                   col(Decision.consumed_at).is_(None)).order_by(Decision.id)
+        return [DecisionView.of(r) for r in s.exec(q).all()]
+
+
+def consume_decision(store: Store, decision_id: int, outcome: str) -> bool:
+    with store.session() as s:
+        return _cas(s, Decision, decision_id, {"consumed_at": None},
+                    {"consumed_at": now(), "outcome": outcome})
+
+
+def reject_reasons(store: Store, search_id: int) -> list[str]:
+    """The researcher's reasons for rejecting ideas: steering memory for later prompts."""
+    with store.session() as s:
+        q = select(Idea.title, Idea.reason).where(Idea.search_id == search_id,
+                                                  Idea.status == "rejected",
+                                                  col(Idea.reason).is_not(None))
+        return [f"{title}: {reason}" for title, reason in s.exec(q).all()]
+
+
+def add_event(store: Store, kind: str, message: str, **ids: int | None) -> None:
+    with store.session() as s:
+        _event(s, kind, message, **ids)
+
+
+def events(store: Store, search_id: int, after_id: int = 0, limit: int = 200
+           ) -> list[EventView]:
+    with store.session() as s:
+        q = (select(Event).where(Event.search_id == search_id, Event.id > after_id)
+             .order_by(Event.id).limit(limit))
+        return [EventView.of(r) for r in s.exec(q).all()]
+
+
+def counts_by_status(store: Store, search_id: int) -> dict[str, int]:
+    with store.session() as s:
+        q = select(Idea.status, func.count()).where(Idea.search_id == search_id).group_by(
+            Idea.status)
+        return {status: int(n) for status, n in s.exec(q).all()}
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)

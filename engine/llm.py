@@ -109,6 +109,16 @@ def _lib() -> ModuleType:
         litellm.drop_params = True
         if hasattr(litellm, "telemetry"):
             litellm.telemetry = False
+        # litellm attaches its own stream handler (WARNING records go to stdout) and, at DEBUG,
+        # dumps whole prompts. Route its records through the application's logging config only,
+        # at WARNING unless the user asked for more with LITELLM_LOG.
+        level = os.environ.get("LITELLM_LOG", "WARNING").upper()
+        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+            lib_logger = logging.getLogger(name)
+            for handler in list(lib_logger.handlers):
+                lib_logger.removeHandler(handler)
+            lib_logger.setLevel(level if level in logging.getLevelNamesMapping() else "WARNING")
+            lib_logger.propagate = True
         _litellm = litellm
     return _litellm
 
@@ -163,7 +173,7 @@ def _classify(exc: BaseException) -> _Failure:
                               raw))
     if any(h.lower() in raw.lower() for h in _MISSING_KEY_HINTS):
         return _Failure("missing API key", detail, retryable=False)
-    if isinstance(exc, lib.Timeout) or isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, (lib.Timeout, asyncio.TimeoutError)):
         return _Failure("timeout", detail, retryable=True)
     if isinstance(exc, lib.RateLimitError) or status == 429:
         return _Failure("rate limited (429)", detail, retryable=True,
@@ -251,7 +261,7 @@ class LlmClient:
         lib = _lib()
         try:
             lib.get_llm_provider(model=model)
-        except Exception:
+        except Exception:  # noqa: BLE001 - litellm's error types for this vary by release
             raise ModelUnavailable(
                 f"unknown model {model!r}: litellm cannot tell its provider; give a litellm "
                 "model id with its provider, e.g. openai/gpt-4o-mini, anthropic/claude-sonnet-4-5"
@@ -259,7 +269,7 @@ class LlmClient:
             ) from None
         try:
             missing = list(lib.validate_environment(model=model).get("missing_keys") or [])
-        except Exception:  # litellm could not tell; the call itself will say
+        except Exception:  # noqa: BLE001 - litellm could not tell; the call itself will say
             missing = []
         if self.config.api_base:
             # --api-base replaces the provider's base URL variable, but not its key: an OpenAI
@@ -385,7 +395,7 @@ class LlmClient:
             return ((prompt_tokens or 0) * price[0] + (completion_tokens or 0) * price[1]) / 1e6
         try:
             cost = lib.completion_cost(completion_response=response, model=model)
-        except Exception:  # litellm raises for models it does not price
+        except Exception:  # noqa: BLE001 - litellm raises (various types) for unpriced models
             cost = None
         if cost is None and model not in self._unpriced_warned:
             self._unpriced_warned.add(model)

@@ -286,3 +286,15 @@ async def test_server_streams_and_lists_models(server: OpenAIServer) -> None:
     async with httpx.AsyncClient() as http:
         listing = (await http.get(server.url + "/models")).json()
     assert [m["id"] for m in listing["data"]] == ["test"]
+
+
+async def test_nothing_is_printed_to_the_terminal(server: OpenAIServer,
+                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    """The console owns the terminal: litellm's own stdout/stderr chatter must stay off it."""
+    server.enqueue(Reply.error(500), "fine", Reply.error(401), Reply.garbage())
+    client = client_for(server, max_retries=1)
+    await client.complete("ideator", "seed", MESSAGES)
+    with pytest.raises(ModelUnavailable):
+        await client.complete("ideator", "seed", MESSAGES)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""

@@ -55,7 +55,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["OpenAIServer", "Reply", "Request", "Responder"]
 
@@ -193,7 +193,7 @@ class OpenAIServer:
             return self._max_in_flight
 
     # -- life cycle ----------------------------------------------------------------------------
-    def start(self) -> OpenAIServer:
+    def start(self) -> Self:
         handler = type("_BoundHandler", (_Handler,), {"server_ref": self})
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         # Handler threads may sit in a scripted delay; they must neither keep the process alive
@@ -214,7 +214,7 @@ class OpenAIServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> OpenAIServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -258,10 +258,10 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_ref: OpenAIServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence the default stderr access log; tests read `requests` instead."""
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         srv = self.server_ref
         srv._record(Request("GET", self.path, _headers(self), {}, time.time()))
         if self.path.rstrip("/").endswith("/models"):
@@ -271,7 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(404, _error_body(f"no route GET {self.path}", "not_found"))
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+    def do_POST(self) -> None:
         srv = self.server_ref
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -300,7 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             reply = srv._next_reply(body)
-        except Exception as exc:  # a broken responder must show up as a 500, not a hang
+        except Exception as exc:  # noqa: BLE001 - a broken responder shows as a 500, not a hang
             reply = Reply.error(500, message=f"test responder raised {exc!r}")
         srv._wait(reply.delay_s)
         if reply.dropped:

@@ -34,7 +34,7 @@ def _workspace(args: argparse.Namespace) -> Path:
     return workspace_path(getattr(args, "workspace", None))
 
 
-def _store(args: argparse.Namespace, create: bool = False):  # noqa: ANN202
+def _store(args: argparse.Namespace, create: bool = False):
     from engine.store import Store
 
     return Store(_workspace(args), create=create)
@@ -96,7 +96,13 @@ def _drive(store: Any, search: Any, cpu_slots: int | None) -> int:
     from engine.search import EngineBusy, SearchEngine
 
     llm = _make_llm(store, search)
-    executor = LocalExecutor(store.workspace, cpu_slots=cpu_slots)
+    hosts_file = search.config.get("hosts")
+    if hosts_file:
+        from engine.executors.ssh import executor_from_hosts
+
+        executor = executor_from_hosts(Path(hosts_file), store)
+    else:
+        executor = LocalExecutor(store.workspace, cpu_slots=cpu_slots)
     engine = SearchEngine(store, search, executor, llm,
                           progress=lambda m: logging.getLogger("ideaforge").info(m))
     try:
@@ -127,7 +133,16 @@ def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
         raise UsageError(f"--model catalog needs {env.root}/catalog/; give an LLM with --model")
     store = _store(args, create=True)
     name = args.name or _next_name(store, env.name)
-    config = {"cpu_slots": args.cpu_slots}
+    llm_cfg = {k: v for k, v in (("concurrency", getattr(args, "concurrency", None)),
+                                 ("max_retries", getattr(args, "llm_retries", None)),
+                                 ("timeout_s", getattr(args, "llm_timeout", None)),
+                                 ("backoff_base_s", getattr(args, "llm_backoff", None)))
+               if v is not None}
+    hosts = getattr(args, "hosts", None)
+    if hosts and not Path(hosts).is_file():
+        raise UsageError(f"--hosts {hosts}: no such file; copy hosts.toml.example and edit it")
+    config = {"cpu_slots": args.cpu_slots, "llm": llm_cfg,
+              "hosts": str(Path(hosts).resolve()) if hosts else None}
     search = ops.create_search(
         store, name=name, env_name=env.name, env_path=str(env.root), env_version=env.version(),
         profile=profile.name, model=args.model, coder_model=args.coder_model,
@@ -556,6 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-cost", type=float, help="model budget in USD")
     r.add_argument("--max-attempts", type=int, default=10)
     r.add_argument("--cpu-slots", type=int, default=None)
+    r.add_argument("--hosts", help="hosts.toml: run jobs on these GPU hosts over SSH "
+                   "(default: this machine)")
+    r.add_argument("--concurrency", type=int, help="model calls in flight at once (16)")
+    r.add_argument("--llm-retries", type=int, help="retries per model call (6)")
+    r.add_argument("--llm-timeout", type=float, help="seconds per model call (600)")
+    r.add_argument("--llm-backoff", type=float, help="first retry wait in seconds (1.0)")
 
     x = add("resume", cmd_resume, "continue a stopped or interrupted search")
     x.add_argument("search")
@@ -627,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         sys.stderr.write(f"ideaforge: {exc}\n")
         return EXIT_USAGE
-    except Exception as exc:  # noqa: BLE001 - one line for the user, the trace with -v
+    except Exception as exc:
         if type(exc).__name__ in ("ModelUnavailable", "LlmError", "BudgetExceeded"):
             sys.stderr.write(f"ideaforge: {exc}\n")
             return 3 if type(exc).__name__ == "BudgetExceeded" else 1

@@ -24,10 +24,8 @@ from engine.environments import Environment
 from engine.environments import load as load_environment
 from engine.executors.base import Executor, LaunchSpec
 from engine.metrics import judge
-from engine.patching import combine_diffs, prepare_patch
-from engine.patching import PatchError
-from engine.store import Store, StoreError
-from engine.store import ops
+from engine.patching import PatchError, combine_diffs, prepare_patch
+from engine.store import Store, StoreError, ops
 from engine.store.views import IdeaView, JobView, SearchView
 
 log = logging.getLogger(__name__)
@@ -458,7 +456,7 @@ class SearchEngine:
             gpus = tuple(free[: job.gpus_wanted])
             if not ops.take_gpus(self.store, ex.host, gpus, job.id):
                 return False
-        job_dir = str(getattr(ex, "job_dir")(self.search_id, job.id))
+        job_dir = str(ex.job_dir(self.search_id, job.id))
         if not ops.update_job(self.store, job.id, expect_state="queued", state="launching",
                               job_dir=job_dir, host=ex.host):
             return True

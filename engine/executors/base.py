@@ -16,6 +16,19 @@ from engine.environments import Environment, Profile
 
 LOG_TAIL_BYTES = 4000
 
+#: Credentials a training job may legitimately use (W&B logging, Hugging Face downloads).
+JOB_SECRETS_ALLOWED = frozenset({"WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
+_SECRET_MARKERS = ("API_KEY", "SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "PRIVATE_KEY")
+
+
+def job_environment(base: dict[str, str]) -> dict[str, str]:
+    """The environment a job starts with: model-provider keys and other secrets removed.
+
+    Jobs run code a model wrote; they have no business holding the researcher's API keys.
+    """
+    return {k: v for k, v in base.items()
+            if k in JOB_SECRETS_ALLOWED or not any(m in k.upper() for m in _SECRET_MARKERS)}
+
 
 @dataclass(frozen=True)
 class LaunchSpec:

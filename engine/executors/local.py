@@ -18,6 +18,7 @@ from engine.executors.base import (
     JobStatus,
     LaunchSpec,
     Output,
+    job_environment,
     parse_metric_bytes,
     read_status_files,
 )
@@ -151,6 +152,6 @@ class LocalExecutor:
         return os.pathsep.join([str(Path(self.python).parent), os.environ.get("PATH", "")])
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = job_environment(dict(os.environ))
         env["PATH"] = self._path()
         return env

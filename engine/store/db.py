@@ -28,7 +28,7 @@ class StoreError(RuntimeError):
     """The workspace database cannot be used; the message names the problem and the fix."""
 
 
-def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
+def _on_connect(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
@@ -37,7 +37,7 @@ def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
     cur.close()
 
 
-def _on_begin(conn) -> None:  # noqa: ANN001
+def _on_begin(conn) -> None:
     # BEGIN IMMEDIATE takes the write lock up front, so a compare-and-set never fails late
     # with "database is locked" after reading stale state.
     conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -91,9 +91,8 @@ class Store:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: committed on success, rolled back on any exception."""
-        with Session(self.engine, expire_on_commit=False) as s:
-            with s.begin():
-                yield s
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            yield s
 
     def close(self) -> None:
         self.engine.dispose()

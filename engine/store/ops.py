@@ -198,7 +198,9 @@ def edit_idea(store: Store, idea_id: int, text: str, from_states: Iterable[str])
         if old is None or not _cas(s, Idea, idea_id, {"status": set(from_states)},
                                    {"status": "superseded"}):
             return None
-        new = NewIdea(text=text, origin=old.origin, catalog_stem=None, status="approved",
+        # The offline catalog cannot re-implement edited text: the edit keeps its diff source.
+        new = NewIdea(text=text, origin=old.origin, catalog_stem=old.catalog_stem,
+                      status="approved",
                       parents=(idea_id,), parent_kind="edit")
         new_id = _insert_idea(s, old.search_id, old.epoch, new, edited_from=idea_id)
         # The edited idea keeps the original's exploit parents too, so lineage stays whole.

@@ -10,7 +10,7 @@ from typing import Any
 @dataclass(frozen=True)
 class View:
     @classmethod
-    def of(cls, row: Any, **extra: Any):  # noqa: ANN206 - returns the subclass
+    def of(cls, row: Any, **extra: Any):
         names = {f.name for f in fields(cls)}
         data = {n: getattr(row, n) for n in names if n not in extra and hasattr(row, n)}
         data.update(extra)

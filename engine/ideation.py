@@ -327,8 +327,8 @@ def _previous_section(previous: Sequence[str], budget_chars: int) -> str:
         used += len(entry) + 1
     omitted = len({_gist(t) for t in previous}) - len(entries)
     entries.reverse()
-    head = (f"# Already proposed ({len(previous)} ideas): do not propose these again or trivial "
-            "variations of them")
+    head = (f"# Already proposed ({len(seen) + omitted} ideas): do not propose these again or "
+            "trivial variations of them")
     tail = (f"\n({omitted} earlier ideas omitted to save space)" if omitted else "")
     return head + "\n" + "\n".join(entries) + tail
 

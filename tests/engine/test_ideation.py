@@ -153,6 +153,7 @@ def test_previous_ideas_stay_within_the_budget(env: Environment) -> None:
     kept = sum(f"idea {i:03d}" in small for i in range(300))
     assert 5 <= kept < 20
     assert f"({300 - kept} earlier ideas omitted to save space)" in small
+    assert "Already proposed (300 ideas)" in small
     assert all(f"idea {i:03d}" in large for i in range(300)) and "omitted" not in large
     assert len(large) - len(small) > 40_000
 

@@ -1,0 +1,212 @@
+"""Sampling backends: vLLM colocated on the training GPU, or transformers `generate()`.
+
+`make_backend("auto", ...)` takes vLLM when it is installed and a GPU is there, else
+transformers. Both return, for each prompt, `n` completions that end at (and include) the stop
+string, or at the token limit.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 1024
+    stop: tuple[str, ...] = ("</answer>",)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    n_tokens: int  # tokens the backend generated for it
+
+
+def truncate_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    """Cut after the first stop string (kept, as vLLM's include_stop_str_in_output does)."""
+    cut = None
+    for stop in stops:
+        at = text.find(stop)
+        if at >= 0 and (cut is None or at + len(stop) < cut):
+            cut = at + len(stop)
+    return text if cut is None else text[:cut]
+
+
+class StopOnText(StoppingCriteria):
+    """Stops each row once its generated text contains a stop string.
+
+    Decoding every row at every step is slow for large batches, so it looks every `every`
+    steps at the last `window` generated tokens (window must exceed every + the stop's length
+    in tokens); rows may run a few tokens past the stop, and truncate_at_stop cuts them.
+    """
+
+    def __init__(self, tokenizer, stops: tuple[str, ...], prompt_len: int, every: int = 8,
+                 window: int = 32):
+        self.tokenizer, self.stops, self.prompt_len = tokenizer, stops, prompt_len
+        self.every, self.window, self.calls = every, window, 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        self.calls += 1
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if self.calls % self.every:
+            return done
+        generated = input_ids[:, self.prompt_len:]
+        tails = self.tokenizer.batch_decode(generated[:, -self.window:], skip_special_tokens=True)
+        for row, tail in enumerate(tails):
+            if any(stop in tail for stop in self.stops):
+                done[row] = True
+        return done
+
+
+class MaskUnusedIds(LogitsProcessor):
+    """Never sample ids the tokenizer cannot decode (padded or oversized embedding tables)."""
+
+    def __init__(self, first_unused: int):
+        self.first_unused = first_unused
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores[:, self.first_unused:] = float("-inf")
+        return scores
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, model, tokenizer, gen_batch: int = 0):
+        self.model, self.tokenizer = model, tokenizer
+        self.gen_batch = gen_batch  # rows per generate() call; 0 = all at once
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
+        rows = [p for p in prompts for _ in range(n)]
+        step = self.gen_batch or len(rows)
+        torch.manual_seed(seed)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            texts: list[Completion] = []
+            for start in range(0, len(rows), step):
+                texts.extend(self._generate_rows(rows[start:start + step], sampling))
+        finally:
+            self.model.train(was_training)
+        return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+    def _generate_rows(self, rows: list[str], sampling: Sampling) -> list[Completion]:
+        tok = self.tokenizer
+        side, tok.padding_side = tok.padding_side, "left"
+        try:
+            enc = tok(rows, return_tensors="pt", padding=True, add_special_tokens=False)
+        finally:
+            tok.padding_side = side
+        device = next(self.model.parameters()).device
+        enc = {k: v.to(device) for k, v in enc.items()}
+        prompt_len = enc["input_ids"].shape[1]
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        greedy = sampling.temperature <= 0
+        config = GenerationConfig(
+            do_sample=not greedy,
+            temperature=None if greedy else sampling.temperature,
+            top_p=None if greedy else sampling.top_p,
+            top_k=None if greedy else 0,
+            max_new_tokens=sampling.max_new_tokens,
+            pad_token_id=pad_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        processors = LogitsProcessorList()
+        if self.model.config.vocab_size > len(tok):
+            processors.append(MaskUnusedIds(len(tok)))
+        out = self.model.generate(
+            **enc,
+            generation_config=config,
+            logits_processor=processors,
+            stopping_criteria=[StopOnText(tok, sampling.stop, prompt_len)],
+        )
+        generated = out[:, prompt_len:]
+        n_tokens = (generated != pad_id).sum(dim=1).tolist()
+        texts = tok.batch_decode(generated, skip_special_tokens=True)
+        return [
+            Completion(text=truncate_at_stop(t, sampling.stop), n_tokens=k)
+            for t, k in zip(texts, n_tokens)
+        ]
+
+    def refresh(self, model) -> None:
+        """Nothing to copy: this backend samples from the training model itself."""
+
+
+def refresh_vllm_weights(llm, model) -> None:
+    """Copies the training model's weights into a colocated vLLM engine, without touching disk.
+
+    Current (V1) engines, created with VLLM_ENABLE_V1_MULTIPROCESSING=0 so that the model lives
+    in this process: load_weights takes (name, tensor) pairs in Hugging Face naming. The prefix
+    cache still holds KV blocks computed with the old weights, so it must be dropped.
+    """
+    runner_model = llm.llm_engine.model_executor.driver_worker.model_runner.model
+    runner_model.load_weights(model.state_dict().items())
+    llm.reset_prefix_cache()
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, model_name: str, gpu_memory_utilization: float, seed: int,
+                 dtype: str = "bfloat16"):
+        # Must be set before the engine exists, so that its model is reachable in-process.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        from vllm import LLM
+
+        self.llm = LLM(
+            model=model_name,
+            gpu_memory_utilization=gpu_memory_utilization,
+            dtype=dtype,
+            seed=seed,
+            enable_prefix_caching=True,
+            generation_config="vllm",  # our sampling settings, not the checkpoint's defaults
+        )
+
+    def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            stop=list(sampling.stop),
+            include_stop_str_in_output=True,
+            seed=seed,
+        )
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [
+            [Completion(text=o.text, n_tokens=len(o.token_ids)) for o in request.outputs]
+            for request in outputs
+        ]
+
+    def refresh(self, model) -> None:
+        refresh_vllm_weights(self.llm, model)
+
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def make_backend(kind: str, *, model, tokenizer, model_name: str, gpu_memory_utilization: float,
+                 seed: int, gen_batch: int = 0):
+    """kind: "auto" (vLLM if installed, on a GPU, for a checkpoint on disk/hub), "vllm", "transformers"."""
+    if kind == "auto":
+        on_gpu = next(model.parameters()).is_cuda
+        usable = on_gpu and vllm_installed() and not model_name.startswith("random:")
+        kind = "vllm" if usable else "transformers"
+    if kind == "vllm":
+        backend = VLLMBackend(model_name, gpu_memory_utilization, seed)
+        backend.refresh(model)  # start from the training model's weights, whatever their origin
+        return backend
+    if kind == "transformers":
+        return TransformersBackend(model, tokenizer, gen_batch=gen_batch)
+    raise ValueError(f"unknown backend {kind!r}")

@@ -1,0 +1,309 @@
+"""GRPO post-training on MATH: sample groups of responses, reward them, update the policy.
+
+    python train_grpo.py --profile full     # Qwen2.5-Math-1.5B, vLLM rollouts, 1 GPU, 1 h
+    python train_grpo.py --profile h100     # the same with half the micro-batch and prompts
+    python train_grpo.py --profile smoke    # CPU, tiny random model, arithmetic, seconds
+
+One step: rollouts -> rewards -> group advantages -> old log-probs -> train pass over the
+rollouts in micro-batches (AdamW every grad_accum micro-batches) -> weight refresh of the
+sampler. Evaluation, its schedule and the time limit live in evaluate.py (protected).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from data import Problem, default_data_dir, format_prompt, load_jsonl, synthetic_arithmetic
+from evaluate import EVAL_EVERY_STEPS, evaluate, load_eval_problems, time_is_up
+from grader import STOP, Grader, grade_r1_zero
+from grpo import aggregate_loss, group_advantages, masked_mean, policy_gradient_loss, token_logprobs
+from metrics import Reporter
+from modeling import load_policy, pick_dtype
+from rollout import Sampling, make_backend
+
+RUN_START = time.monotonic()  # the wall-clock limit counts from here (after the imports)
+
+
+@dataclass
+class Config:
+    profile: str = "full"
+    model: str = "Qwen/Qwen2.5-Math-1.5B"
+    train_data: str = ""  # JSON lines path; "" = <data dir>/math_train.jsonl; "synthetic"
+    backend: str = "auto"  # auto | vllm | transformers
+    vllm_gpu_memory: float = 0.55
+    gen_batch: int = 0  # transformers backend: rows per generate() call (0 = all)
+    n_steps: int = 20
+    prompts_per_step: int = 128
+    group_size: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 1024
+    loss_type: str = "grpo_clip"  # no_baseline | reinforce_with_baseline | grpo_clip
+    clip_range: float = 0.2
+    normalize_std: bool = True
+    adv_eps: float = 1e-6
+    epochs_per_rollout: int = 1
+    micro_batch: int = 4
+    grad_accum: int = 16
+    lr: float = 1e-5
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    dtype: str = "auto"  # bfloat16 on a GPU, float32 on a CPU
+    gradient_checkpointing: bool = False
+    grader_workers: int = 8
+    grade_timeout_s: float = 5.0
+    seed: int = 0
+
+
+PROFILES: dict[str, dict] = {
+    "full": {},
+    "h100": {"micro_batch": 2, "prompts_per_step": 64},
+    "smoke": {
+        "model": "random:tiny", "train_data": "synthetic", "backend": "transformers",
+        "n_steps": 2, "prompts_per_step": 4, "group_size": 4, "max_new_tokens": 24,
+        "micro_batch": 4, "grad_accum": 2, "lr": 1e-3, "grader_workers": 1,
+    },
+    # A randomly initialised model of Qwen2-0.5B's shape with a byte-level tokenizer: timings
+    # on a GPU with no download (pass --train-jsonl/--test-jsonl with MATH problems).
+    "gpu-bench": {
+        "model": "random:qwen2-0.5b", "backend": "transformers", "n_steps": 2,
+        "prompts_per_step": 64, "micro_batch": 2,
+    },
+}
+
+
+@dataclass
+class Rollout:
+    prompt_ids: list[int]
+    response_ids: list[int]
+    reward: float
+    advantage: float = 0.0
+    old_logprobs: torch.Tensor | None = None  # [len(response_ids)], filled before training
+
+
+def training_rewards(responses: list[str], answers: list[str], grader: Grader) -> tuple[list[float], dict]:
+    """The reward GRPO trains on (evaluation always uses grader.grade_r1_zero unchanged)."""
+    scores = grade_r1_zero(responses, answers, grader)
+    n = len(scores)
+    stats = {
+        "train_format_rate": sum(s.format_ok for s in scores) / n,
+        "train_accuracy": sum(s.correct and s.format_ok for s in scores) / n,
+    }
+    return [s.reward for s in scores], stats
+
+
+def collate(rollouts: list[Rollout], pad_id: int, device: torch.device):
+    """Right-padded prompt+response ids, attention mask, and the response mask on label positions."""
+    lengths = [len(r.prompt_ids) + len(r.response_ids) for r in rollouts]
+    width = max(lengths)
+    ids = torch.full((len(rollouts), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rollouts), width), dtype=torch.long)
+    response_mask = torch.zeros((len(rollouts), width - 1), dtype=torch.bool)
+    for row, r in enumerate(rollouts):
+        p, n = len(r.prompt_ids), len(r.response_ids)
+        ids[row, : p + n] = torch.tensor(r.prompt_ids + r.response_ids)
+        attention[row, : p + n] = 1
+        response_mask[row, p - 1: p - 1 + n] = True  # label t+1 is predicted at position t
+    return ids.to(device), attention.to(device), response_mask.to(device)
+
+
+def micro_batches(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+@torch.no_grad()
+def fill_old_logprobs(model, rollouts: list[Rollout], cfg: Config, pad_id: int, device) -> float:
+    """Log-probs under the policy that sampled the rollouts (before any update); mean entropy."""
+    model.eval()
+    entropy_sum, entropy_tokens = 0.0, 0
+    for batch in micro_batches(rollouts, cfg.micro_batch):
+        ids, attention, mask = collate(batch, pad_id, device)
+        logprobs, entropy = token_logprobs(model, ids, attention, with_entropy=True)
+        for row, r in enumerate(batch):
+            r.old_logprobs = logprobs[row][mask[row]].detach()
+        entropy_sum += float((entropy * mask).sum())
+        entropy_tokens += int(mask.sum())
+    model.train()
+    return entropy_sum / max(entropy_tokens, 1)
+
+
+def train_on_rollouts(model, optimizer, rollouts: list[Rollout], cfg: Config, pad_id: int,
+                      device, rng: random.Random) -> dict[str, float]:
+    model.train()
+    losses, clip_fractions, grad_norms = [], [], []
+    for _ in range(cfg.epochs_per_rollout):
+        order = rollouts[:]
+        rng.shuffle(order)
+        batches = micro_batches(order, cfg.micro_batch)
+        for i, batch in enumerate(batches):
+            ids, attention, mask = collate(batch, pad_id, device)
+            logprobs, _ = token_logprobs(model, ids, attention)
+            old = None
+            if cfg.loss_type == "grpo_clip":
+                old = torch.zeros_like(logprobs)
+                old[mask] = torch.cat([r.old_logprobs for r in batch])
+            per_token, clipped = policy_gradient_loss(
+                cfg.loss_type,
+                logprobs,
+                raw_rewards=torch.tensor([r.reward for r in batch], device=device),
+                advantages=torch.tensor([r.advantage for r in batch], device=device),
+                old_logprobs=old,
+                clip_range=cfg.clip_range,
+            )
+            loss = aggregate_loss(per_token, mask)
+            (loss / cfg.grad_accum).backward()
+            losses.append(float(loss.detach()))
+            clip_fractions.append(float(masked_mean(clipped.float(), mask)))
+            if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(batches):
+                grad_norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+    return {
+        "loss": sum(losses) / max(len(losses), 1),
+        "clip_fraction": sum(clip_fractions) / max(len(clip_fractions), 1),
+        "grad_norm": sum(grad_norms) / max(len(grad_norms), 1),
+        "optimizer_steps": len(grad_norms),
+    }
+
+
+def load_train_problems(cfg: Config, data_dir: Path) -> list[Problem]:
+    if cfg.train_data == "synthetic":
+        return synthetic_arithmetic(256, seed=cfg.seed)
+    return load_jsonl(cfg.train_data or data_dir / "math_train.jsonl")
+
+
+def parse_args() -> tuple[Config, argparse.Namespace]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="full", choices=sorted(PROFILES))
+    parser.add_argument("--model", help="hub id or local path (default: the profile's)")
+    parser.add_argument("--train-jsonl", help="MATH-style JSON lines to train on")
+    parser.add_argument("--test-jsonl", help="MATH500-style JSON lines to evaluate on")
+    parser.add_argument("--backend", choices=["auto", "vllm", "transformers"])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a Config field, e.g. --set n_steps=3")
+    parser.add_argument("--wandb", action="store_true", help="also log to Weights & Biases")
+    args = parser.parse_args()
+    cfg = Config(profile=args.profile, **PROFILES[args.profile])
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    for item in args.set:
+        key, _, raw = item.partition("=")
+        if key not in fields or key == "profile":
+            parser.error(f"unknown Config field {key!r}")
+        kind = type(getattr(cfg, key))
+        value = raw.lower() in ("1", "true", "yes") if kind is bool else kind(raw)
+        setattr(cfg, key, value)
+    if args.model:
+        cfg.model = args.model
+    if args.train_jsonl:
+        cfg.train_data = args.train_jsonl
+    if args.backend:
+        cfg.backend = args.backend
+    return cfg, args
+
+
+def main() -> None:
+    cfg, args = parse_args()
+    print(f"config: {dataclasses.asdict(cfg)}", flush=True)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+    reporter = Reporter(RUN_START, wandb_config=dataclasses.asdict(cfg) if args.wandb else None)
+    grader = Grader(workers=cfg.grader_workers, timeout_s=cfg.grade_timeout_s)  # starts in background
+
+    train_problems = load_train_problems(cfg, default_data_dir())
+    eval_problems = load_eval_problems(cfg.profile, args.test_jsonl)
+    model, tokenizer = load_policy(cfg.model, device, pick_dtype(cfg.dtype, device), seed=cfg.seed)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    pad_id = tokenizer.pad_token_id
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                  weight_decay=cfg.weight_decay)
+    backend = make_backend(cfg.backend, model=model, tokenizer=tokenizer, model_name=cfg.model,
+                           gpu_memory_utilization=cfg.vllm_gpu_memory, seed=cfg.seed,
+                           gen_batch=cfg.gen_batch)
+    sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, stop=(STOP,))
+    print(f"backend={backend.name} device={device} train={len(train_problems)} "
+          f"eval={len(eval_problems)} params={sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
+          f"setup_s={time.monotonic() - RUN_START:.1f}", flush=True)
+
+    for step in range(1, cfg.n_steps + 1):
+        step_start = time.monotonic()
+        times: dict[str, float] = {}
+        problems = rng.sample(train_problems, min(cfg.prompts_per_step, len(train_problems)))
+        prompts = [format_prompt(p) for p in problems]
+
+        t = time.monotonic()
+        groups = backend.generate(prompts, n=cfg.group_size, sampling=sampling, seed=cfg.seed * 100003 + step)
+        times["time_rollout_s"] = time.monotonic() - t
+        responses = [c.text for group in groups for c in group]
+        generated_tokens = sum(c.n_tokens for group in groups for c in group)
+
+        t = time.monotonic()
+        answers = [p.answer for p in problems for _ in range(cfg.group_size)]
+        rewards, reward_stats = training_rewards(responses, answers, grader)
+        reward_tensor = torch.tensor(rewards, dtype=torch.float32)
+        advantages = group_advantages(reward_tensor, cfg.group_size, cfg.normalize_std, cfg.adv_eps)
+        prompt_ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+        rollouts = [
+            Rollout(prompt_ids[i // cfg.group_size],
+                    tokenizer(text, add_special_tokens=False).input_ids, rewards[i], float(advantages[i]))
+            for i, text in enumerate(responses)
+        ]
+        times["time_reward_s"] = time.monotonic() - t
+
+        t = time.monotonic()
+        entropy = float("nan")  # only measured where old log-probs are needed anyway
+        if cfg.loss_type == "grpo_clip":
+            entropy = fill_old_logprobs(model, rollouts, cfg, pad_id, device)
+        times["time_old_logprobs_s"] = time.monotonic() - t
+
+        t = time.monotonic()
+        train_stats = train_on_rollouts(model, optimizer, rollouts, cfg, pad_id, device, rng)
+        times["time_train_s"] = time.monotonic() - t
+
+        t = time.monotonic()
+        backend.refresh(model)
+        times["time_weight_refresh_s"] = time.monotonic() - t
+        times["time_step_s"] = time.monotonic() - step_start
+
+        grouped = reward_tensor.view(-1, cfg.group_size)
+        lengths = [len(r.response_ids) for r in rollouts]
+        values = {
+            "train_reward": sum(rewards) / len(rewards),
+            **reward_stats,
+            **train_stats,
+            "entropy": entropy,
+            "response_length": sum(lengths) / len(lengths),
+            "response_length_max": max(lengths),
+            "zero_variance_groups": float((grouped.std(dim=1) == 0).float().mean()),
+            "rollout_tokens_per_s": generated_tokens / max(times["time_rollout_s"], 1e-9),
+            **times,
+        }
+        if device.type == "cuda":
+            values["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        reporter.emit_many(values, step)
+
+        if step % EVAL_EVERY_STEPS[cfg.profile] == 0 or step == cfg.n_steps or time_is_up(cfg.profile, RUN_START):
+            evaluate(backend, eval_problems, grader, cfg.profile, step, reporter)
+        if time_is_up(cfg.profile, RUN_START):
+            print(f"time limit reached after step {step}", flush=True)
+            break
+
+    grader.close()
+    reporter.close()
+
+
+if __name__ == "__main__":
+    main()

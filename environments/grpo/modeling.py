@@ -1,8 +1,8 @@
 """The policy: a Hugging Face checkpoint, or a randomly initialised Qwen2 built from a config.
 
 `random:*` models come with a byte-level tokenizer that needs no files, so the smoke profile and
-GPU checks run with no download. Their vocabulary may exceed the tokenizer's; the rollout
-backends never sample the unused ids.
+GPU checks run with no download. They sample only ASCII bytes (`sample_id_range`): no end of
+sequence, no undecodable ids, so every response runs to the token limit (the worst case).
 """
 
 from __future__ import annotations
@@ -23,6 +23,13 @@ RANDOM_CONFIGS = {
         rope_theta=1000000.0, rms_norm_eps=1e-6,
     ),
 }
+
+
+def sample_id_range(spec: str) -> tuple[int, int] | None:
+    """Ids a rollout may sample: for random models ByT5's ASCII bytes (ids 3..130); else all."""
+    if spec in RANDOM_CONFIGS:
+        return (3, 3 + 128)
+    return None
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:

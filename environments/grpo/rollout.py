@@ -65,23 +65,26 @@ class StopOnText(StoppingCriteria):
         return done
 
 
-class MaskUnusedIds(LogitsProcessor):
-    """Never sample ids the tokenizer cannot decode (padded or oversized embedding tables)."""
+class KeepIdRange(LogitsProcessor):
+    """Samples only ids in [low, high): never ids the tokenizer cannot decode (padded embedding
+    tables), and for random models only plain ASCII bytes, so text and tokens round-trip."""
 
-    def __init__(self, first_unused: int):
-        self.first_unused = first_unused
+    def __init__(self, low: int, high: int):
+        self.low, self.high = low, high
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        scores[:, self.first_unused:] = float("-inf")
+        scores[:, :self.low] = float("-inf")
+        scores[:, self.high:] = float("-inf")
         return scores
 
 
 class TransformersBackend:
     name = "transformers"
 
-    def __init__(self, model, tokenizer, gen_batch: int = 0):
+    def __init__(self, model, tokenizer, gen_batch: int = 0, id_range: tuple[int, int] | None = None):
         self.model, self.tokenizer = model, tokenizer
         self.gen_batch = gen_batch  # rows per generate() call; 0 = all at once
+        self.id_range = id_range or (0, min(len(tokenizer), model.config.vocab_size))
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
@@ -120,8 +123,8 @@ class TransformersBackend:
             eos_token_id=tok.eos_token_id,
         )
         processors = LogitsProcessorList()
-        if self.model.config.vocab_size > len(tok):
-            processors.append(MaskUnusedIds(len(tok)))
+        if self.id_range != (0, self.model.config.vocab_size):
+            processors.append(KeepIdRange(*self.id_range))
         out = self.model.generate(
             **enc,
             generation_config=config,
@@ -197,7 +200,7 @@ def vllm_installed() -> bool:
 
 
 def make_backend(kind: str, *, model, tokenizer, model_name: str, gpu_memory_utilization: float,
-                 seed: int, gen_batch: int = 0):
+                 seed: int, gen_batch: int = 0, id_range: tuple[int, int] | None = None):
     """kind: "auto" (vLLM if installed, on a GPU, for a checkpoint on disk/hub), "vllm", "transformers"."""
     if kind == "auto":
         on_gpu = next(model.parameters()).is_cuda
@@ -208,5 +211,5 @@ def make_backend(kind: str, *, model, tokenizer, model_name: str, gpu_memory_uti
         backend.refresh(model)  # start from the training model's weights, whatever their origin
         return backend
     if kind == "transformers":
-        return TransformersBackend(model, tokenizer, gen_batch=gen_batch)
+        return TransformersBackend(model, tokenizer, gen_batch=gen_batch, id_range=id_range)
     raise ValueError(f"unknown backend {kind!r}")

@@ -25,7 +25,7 @@ from evaluate import EVAL_EVERY_STEPS, evaluate, load_eval_problems, time_is_up
 from grader import STOP, Grader, grade_r1_zero
 from grpo import aggregate_loss, group_advantages, masked_mean, policy_gradient_loss, token_logprobs
 from metrics import Reporter
-from modeling import load_policy, pick_dtype
+from modeling import load_policy, pick_dtype, sample_id_range
 from rollout import Sampling, make_backend
 
 RUN_START = time.monotonic()  # the wall-clock limit counts from here (after the imports)
@@ -76,7 +76,7 @@ PROFILES: dict[str, dict] = {
     # on a GPU with no download (pass --train-jsonl/--test-jsonl with MATH problems).
     "gpu-bench": {
         "model": "random:qwen2-0.5b", "backend": "transformers", "n_steps": 2,
-        "prompts_per_step": 64, "micro_batch": 2,
+        "prompts_per_step": 64, "micro_batch": 2, "gen_batch": 512,
     },
 }
 
@@ -232,7 +232,7 @@ def main() -> None:
                                   weight_decay=cfg.weight_decay)
     backend = make_backend(cfg.backend, model=model, tokenizer=tokenizer, model_name=cfg.model,
                            gpu_memory_utilization=cfg.vllm_gpu_memory, seed=cfg.seed,
-                           gen_batch=cfg.gen_batch)
+                           gen_batch=cfg.gen_batch, id_range=sample_id_range(cfg.model))
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, stop=(STOP,))
     print(f"backend={backend.name} device={device} train={len(train_problems)} "
           f"eval={len(eval_problems)} params={sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "

@@ -1,0 +1,392 @@
+"""The GRPO environment (environments/grpo): grader, GRPO arithmetic, backends, smoke, catalog.
+
+The environment is stand-alone (its modules import each other by plain names), so these tests
+import it from its folder and put sys.modules back afterwards. vLLM cannot be installed here:
+its glue is checked against a stand-in `vllm` module, which is the only thing faked.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+import types
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("math_verify")
+
+ENV_DIR = Path(__file__).resolve().parents[2] / "environments" / "grpo"
+MODULES = ("data", "grader", "grpo", "metrics", "modeling", "rollout", "evaluate", "train_grpo")
+
+
+@pytest.fixture(scope="module")
+def env():
+    saved = {name: sys.modules.pop(name) for name in MODULES if name in sys.modules}
+    sys.path.insert(0, str(ENV_DIR))
+    try:
+        yield types.SimpleNamespace(**{name: importlib.import_module(name) for name in MODULES})
+    finally:
+        sys.path.remove(str(ENV_DIR))
+        for name in MODULES:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+
+
+@pytest.fixture(scope="module")
+def grader(env):
+    with env.grader.Grader(workers=2, timeout_s=3.0) as g:
+        yield g
+
+
+# ---------------------------------------------------------------- grader
+
+
+EQUIVALENT = [
+    ("\\frac{1}{2}", "0.5"),
+    ("\\frac12", "1/2"),
+    ("\\dfrac{3}{4}", "\\frac{3}{4}"),
+    ("0.25", "\\frac{1}{4}"),
+    ("3\\sqrt{2}", "\\sqrt{18}"),
+    ("180\\text{ miles}", "180"),
+    ("(1,2)", "(1, 2)"),
+    ("[2,5)", "[2, 5)"),
+    ("(-\\infty, 3]", "(-\\infty,3]"),
+    ("(3, -1)", "\\left( 3, -1 \\right)"),
+    ("x^2+1", "1+x^2"),
+    ("\\text{(C)}", "C"),
+    ("10", "\\boxed{10}"),
+    ("5", "x = 5"),
+]
+NOT_EQUIVALENT = [
+    ("10", "11"),
+    ("\\frac{1}{2}", "\\frac{1}{3}"),
+    ("(1,2)", "(2,1)"),
+    ("[2,5)", "[2,5]"),
+    ("\\pi", "3.14"),
+    ("x^2+1", "x^2-1"),
+]
+
+
+def test_equivalent_forms_are_accepted_and_wrong_answers_rejected(grader):
+    verdicts = grader.equivalent_many(EQUIVALENT + NOT_EQUIVALENT)
+    accepted = dict(zip(EQUIVALENT + NOT_EQUIVALENT, verdicts))
+    assert [pair for pair in EQUIVALENT if not accepted[pair]] == []
+    assert [pair for pair in NOT_EQUIVALENT if accepted[pair]] == []
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "2+2 is 4 <answer> 4 </answer>",  # no </think>
+        "2+2 is 4 </think> 4",  # no answer tags
+        "2+2 is 4 </think> <answer> 4",  # unterminated
+        "2+2 is 4 </think> <answer>  </answer>",  # empty answer
+        "2+2 </think> <answer> 3 </answer> </think> <answer> 4 </answer>",  # two answers
+        "2+2 is 4 </think> <answer> 4 </answer> and more text",  # text after the answer
+    ],
+)
+def test_malformed_responses_get_no_reward(env, grader, response):
+    assert env.grader.extract_r1_zero_answer(response) is None
+    [score] = env.grader.grade_r1_zero([response], ["4"], grader)
+    assert (score.reward, score.format_ok) == (0.0, False)
+
+
+def test_r1_zero_reward_separates_format_from_accuracy(env, grader):
+    responses = [
+        "half of one </think> <answer> \\frac{1}{2} </answer>",
+        "half of one </think><answer>0.5</answer>",
+        "a guess </think> <answer> 7 </answer>",
+    ]
+    scores = env.grader.grade_r1_zero(responses, ["1/2", "\\frac12", "8"], grader)
+    assert [(s.reward, s.format_ok, s.correct) for s in scores] == [
+        (1.0, True, True), (1.0, True, True), (0.0, True, False)]
+
+
+def test_a_pathological_answer_is_bounded_in_time_even_off_the_main_thread(env):
+    # sympy does not finish 9^(9^(9^9)) == 1 in any useful time; the grader must give up.
+    pairs = [("1", "9^{9^{9^{9}}}"), ("\\frac{1}{2}", "0.5")]
+    with env.grader.Grader(workers=1, timeout_s=1.5) as g:
+        g.equivalent_many([("1/3", "\\frac{1}{3}")])  # wait for the worker to start
+        out: list = []
+        started = time.monotonic()
+        thread = threading.Thread(target=lambda: out.append(g.equivalent_many(pairs)))
+        thread.start()
+        thread.join(timeout=60)
+        elapsed = time.monotonic() - started
+        assert out == [[False, True]]
+        assert g.restarts == 1
+    assert elapsed < 15, f"grading took {elapsed:.1f} s"
+
+
+# ---------------------------------------------------------------- GRPO arithmetic
+
+
+def _close(got, expected) -> None:
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=got.dtype), rtol=1e-6, atol=1e-6)
+
+
+def test_group_advantages_by_hand(env):
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    # group 1: mean 0.5, unbiased std sqrt(1/3); group 2: all equal -> 0
+    std = math.sqrt(1 / 3)
+    expected = [0.5 / (std + 1e-6), -0.5 / (std + 1e-6), -0.5 / (std + 1e-6), 0.5 / (std + 1e-6),
+                0, 0, 0, 0]
+    _close(env.grpo.group_advantages(rewards, group_size=4), expected)
+    centred = env.grpo.group_advantages(rewards, group_size=4, normalize_std=False)
+    _close(centred, [0.5, -0.5, -0.5, 0.5, 0, 0, 0, 0])
+
+
+def test_loss_variants_by_hand(env):
+    logprobs = torch.tensor([[-1.0, -2.0], [-0.5, -0.1]])
+    old = torch.tensor([[-1.0, -2.5], [-0.2, -0.1]])
+    rewards = torch.tensor([1.0, 0.0])
+    adv = torch.tensor([2.0, -1.0])
+    pg = env.grpo.policy_gradient_loss
+
+    loss, _ = pg("no_baseline", logprobs, raw_rewards=rewards)
+    _close(loss, [[1.0, 2.0], [0.0, 0.0]])
+    loss, _ = pg("reinforce_with_baseline", logprobs, advantages=adv)
+    _close(loss, [[2.0, 4.0], [-0.5, -0.1]])
+
+    loss, clipped = pg("grpo_clip", logprobs, advantages=adv, old_logprobs=old, clip_range=0.2)
+    r = [[1.0, math.exp(0.5)], [math.exp(-0.3), 1.0]]
+    expected = [
+        [-min(r[0][0] * 2, 1.0 * 2), -min(r[0][1] * 2, 1.2 * 2)],  # ratio 1.65 clipped at 1.2
+        [-min(r[1][0] * -1, 0.8 * -1), -min(r[1][1] * -1, 1.0 * -1)],  # ratio 0.74 clipped at 0.8
+    ]
+    _close(loss, expected)
+    assert clipped.tolist() == [[False, True], [True, False]]
+
+
+def test_masked_mean_and_aggregation(env):
+    values = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    mask = torch.tensor([[1, 1, 0], [0, 0, 1]])
+    assert float(env.grpo.masked_mean(values, mask)) == pytest.approx((1 + 2 + 6) / 3)
+    _close(env.grpo.masked_mean(values, mask, dim=1), [1.5, 6.0])
+    assert float(env.grpo.aggregate_loss(values, mask)) == pytest.approx((1.5 + 6.0) / 2)
+    empty = torch.zeros_like(mask)
+    assert env.grpo.masked_mean(values, empty, dim=1).tolist() == [0.0, 0.0]
+
+
+def test_token_logprobs_and_collate_mark_response_tokens(env):
+    model, tok = env.modeling.load_policy("random:tiny", torch.device("cpu"), torch.float32)
+    rollouts = [env.train_grpo.Rollout([5, 6, 7], [8, 9], 1.0),
+                env.train_grpo.Rollout([5, 6], [10, 11, 12], 0.0)]
+    ids, attention, mask = env.train_grpo.collate(rollouts, tok.pad_token_id, torch.device("cpu"))
+    assert ids.tolist() == [[5, 6, 7, 8, 9], [5, 6, 10, 11, 12]]
+    assert mask.tolist() == [[False, False, True, True], [False, True, True, True]]
+    with torch.no_grad():
+        logprobs, entropy = env.grpo.token_logprobs(model, ids, attention, with_entropy=True)
+        full = torch.log_softmax(model(ids).logits.float(), -1)
+    assert float(logprobs[0, 2]) == pytest.approx(float(full[0, 2, 8]), abs=1e-5)  # p(8 | 5 6 7)
+    assert logprobs.shape == entropy.shape == (2, 4)
+    assert bool((entropy > 0).all())
+
+
+# ---------------------------------------------------------------- rollout backends
+
+
+def test_stop_text_truncation_and_criterion(env):
+    rollout = env.rollout
+    stops = ("</answer>",)
+    assert rollout.truncate_at_stop("a </think> <answer> 4 </answer> junk", stops) == \
+        "a </think> <answer> 4 </answer>"
+    assert rollout.truncate_at_stop("no stop here", stops) == "no stop here"
+    tok = env.modeling.load_policy("random:tiny", torch.device("cpu"), torch.float32)[1]
+    prompt = tok(["The prompt mentions </answer> itself"], add_special_tokens=False).input_ids[0]
+    done_text = tok(["x </answer>"], add_special_tokens=False).input_ids[0]
+    going_text = tok(["still thinking"], add_special_tokens=False).input_ids[0]
+    rows = torch.tensor([prompt + done_text + [0] * (len(going_text) - len(done_text) + 3),
+                         prompt + going_text + [0] * 3])
+    criterion = rollout.StopOnText(tok, stops, prompt_len=len(prompt), every=1)
+    assert criterion(rows, None).tolist() == [True, False]  # the prompt's own </answer> is ignored
+
+
+def test_transformers_backend_samples_n_completions_per_prompt(env):
+    model, tok = env.modeling.load_policy("random:tiny", torch.device("cpu"), torch.float32)
+    backend = env.rollout.make_backend("auto", model=model, tokenizer=tok, model_name="random:tiny",
+                                       gpu_memory_utilization=0.5, seed=0)
+    assert backend.name == "transformers"
+    sampling = env.rollout.Sampling(max_new_tokens=5)
+    groups = backend.generate(["1+1=", "2+2="], n=3, sampling=sampling, seed=1)
+    assert [len(g) for g in groups] == [3, 3]
+    assert all(0 < c.n_tokens <= 5 for g in groups for c in g)
+
+
+class _FakeLLM:
+    """Stands in for vllm.LLM (which cannot be installed here) and records what it was asked."""
+
+    instances: list[_FakeLLM] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.multiprocessing_env = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+        self.loaded: list[tuple[str, torch.Tensor]] = []
+        self.prefix_resets = 0
+        runner = types.SimpleNamespace(model=types.SimpleNamespace(load_weights=self._load))
+        self.llm_engine = types.SimpleNamespace(model_executor=types.SimpleNamespace(
+            driver_worker=types.SimpleNamespace(model_runner=runner)))
+        _FakeLLM.instances.append(self)
+
+    def _load(self, weights):
+        self.loaded.extend(weights)
+
+    def reset_prefix_cache(self):
+        self.prefix_resets += 1
+
+    def generate(self, prompts, params, use_tqdm=False):
+        self.params = params
+        return [types.SimpleNamespace(outputs=[
+            types.SimpleNamespace(text=f"{p} </think> <answer> {i} </answer>", token_ids=[1] * (i + 1))
+            for i in range(params.n)]) for p in prompts]
+
+
+def test_vllm_glue_refreshes_weights_in_memory_and_maps_outputs(env, monkeypatch):
+    fake = types.ModuleType("vllm")
+    fake.LLM = _FakeLLM
+    fake.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    model, tok = env.modeling.load_policy("random:tiny", torch.device("cpu"), torch.float32)
+
+    backend = env.rollout.make_backend("vllm", model=model, tokenizer=tok, model_name="some/model",
+                                       gpu_memory_utilization=0.55, seed=3)
+    llm = _FakeLLM.instances[-1]
+    assert llm.multiprocessing_env == "0"  # set before the engine was created
+    assert llm.kwargs["gpu_memory_utilization"] == 0.55 and llm.kwargs["enable_prefix_caching"]
+    # make_backend refreshed once: every tensor of the state dict, by name, then the prefix cache
+    state = model.state_dict()
+    assert [name for name, _ in llm.loaded] == list(state)
+    assert all(tensor is state[name] or torch.equal(tensor, state[name]) for name, tensor in llm.loaded)
+    assert llm.prefix_resets == 1
+
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    llm.loaded.clear()
+    backend.refresh(model)
+    assert llm.prefix_resets == 2
+    first_name, first_tensor = llm.loaded[0]
+    assert torch.equal(first_tensor, model.state_dict()[first_name])  # the updated weights
+
+    sampling = env.rollout.Sampling(temperature=1.0, top_p=1.0, max_new_tokens=7)
+    groups = backend.generate(["p"], n=2, sampling=sampling, seed=9)
+    assert [(c.text, c.n_tokens) for c in groups[0]] == [
+        ("p </think> <answer> 0 </answer>", 1), ("p </think> <answer> 1 </answer>", 2)]
+    params = llm.params
+    assert (params.n, params.max_tokens, params.stop, params.include_stop_str_in_output, params.seed) \
+        == (2, 7, ["</answer>"], True, 9)
+
+
+# ---------------------------------------------------------------- the environment as a whole
+
+
+def _metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _smoke(workdir: Path, metrics: Path) -> subprocess.Popen:
+    env = dict(os.environ, IDEAFORGE_METRICS=str(metrics), PYTHONUNBUFFERED="1",
+               IDEAFORGE_JOB_DIR=str(workdir))
+    return subprocess.Popen([sys.executable, "train_grpo.py", "--profile", "smoke"], cwd=workdir,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _copy_env(dest: Path) -> Path:
+    shutil.copytree(ENV_DIR, dest, ignore=shutil.ignore_patterns("__pycache__", "catalog", "*.egg-info"))
+    return dest
+
+
+def test_the_environment_declares_the_contract(env):
+    spec = tomllib.loads((ENV_DIR / "environment.toml").read_text())
+    assert spec["metric"] == {"name": "eval_accuracy", "goal": "maximize", "baseline": 0.49,
+                              "suspicious_above": 0.95}
+    for rel in spec["context"]:
+        assert (ENV_DIR / rel).is_file(), rel
+    for pattern in spec["protected"]:
+        assert list(ENV_DIR.glob(pattern)), pattern
+    for rel in ("evaluate.py", "grader.py", "data.py", "environment.toml"):
+        assert rel in spec["protected"]
+    for rel, lines in spec["protected_lines"].items():
+        present = {line.strip() for line in (ENV_DIR / rel).read_text().splitlines()}
+        for line in lines:
+            assert line.strip() in present, f"{rel}: {line}"
+    assert {"smoke", "full", "h100"} <= set(spec["profiles"])
+    assert spec["profiles"]["smoke"]["gpus"] == 0
+    assert set(env.evaluate.TIME_LIMIT_S) == set(env.evaluate.EVAL_EVERY_STEPS) == \
+        set(env.train_grpo.PROFILES)
+    assert env.evaluate.TIME_LIMIT_S["full"] == 3600 and env.evaluate.EVAL_EVERY_STEPS["full"] == 2
+
+
+@pytest.mark.slow
+def test_smoke_profile_runs_end_to_end_and_reports_metrics(tmp_path):
+    workdir = _copy_env(tmp_path / "grpo")
+    metrics = tmp_path / "metrics.jsonl"
+    proc = _smoke(workdir, metrics)
+    output, _ = proc.communicate(timeout=170)
+    assert proc.returncode == 0, output[-3000:]
+    records = _metrics(metrics)
+    names = {r["name"] for r in records}
+    assert {"eval_accuracy", "eval_format_rate", "train_reward", "loss", "clip_fraction",
+            "response_length", "rollout_tokens_per_s", "time_rollout_s", "time_reward_s",
+            "time_old_logprobs_s", "time_train_s", "time_weight_refresh_s", "time_eval_s"} <= names
+    evals = [r for r in records if r["name"] == "eval_accuracy"]
+    assert [r["step"] for r in evals] == [2]
+    assert 0.0 <= evals[0]["value"] <= 1.0
+    assert all({"name", "value", "step", "time_s"} <= set(r) for r in records)
+
+
+def _catalog() -> list[str]:
+    return sorted(p.stem for p in (ENV_DIR / "catalog").glob("*.diff"))
+
+
+def test_catalog_pairs_are_complete_and_touch_only_open_files():
+    spec = tomllib.loads((ENV_DIR / "environment.toml").read_text())
+    stems = _catalog()
+    assert 8 <= len(stems) <= 12
+    assert sorted(p.stem for p in (ENV_DIR / "catalog").glob("*.txt")) == stems
+    for stem in stems:
+        text = (ENV_DIR / "catalog" / f"{stem}.txt").read_text()
+        assert text.startswith("[Experiment]") and "[Code Changes]" in text, stem
+        diff = (ENV_DIR / "catalog" / f"{stem}.diff").read_text()
+        touched = {line[6:].strip() for line in diff.splitlines() if line.startswith("+++ b/")}
+        assert touched, stem
+        for rel in touched:
+            assert (ENV_DIR / rel).is_file(), (stem, rel)
+            assert not any(Path(rel).match(p) for p in spec["protected"]), (stem, rel)
+
+
+@pytest.mark.slow
+def test_every_catalog_diff_applies_and_its_smoke_run_completes(tmp_path):
+    pending = _catalog()
+    running: list[tuple[str, subprocess.Popen, Path]] = []
+    failures = []
+    while pending or running:
+        while pending and len(running) < 2:
+            stem = pending.pop(0)
+            workdir = _copy_env(tmp_path / stem)
+            diff = ENV_DIR / "catalog" / f"{stem}.diff"
+            applied = subprocess.run(["git", "apply", str(diff)], cwd=workdir, capture_output=True,
+                                     text=True)
+            if applied.returncode != 0:
+                failures.append(f"{stem}: git apply: {applied.stderr}")
+                continue
+            metrics = tmp_path / f"{stem}.metrics.jsonl"
+            running.append((stem, _smoke(workdir, metrics), metrics))
+        stem, proc, metrics = running.pop(0)
+        output, _ = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            failures.append(f"{stem}: exit {proc.returncode}\n{output[-2000:]}")
+        elif "eval_accuracy" not in {r["name"] for r in _metrics(metrics)}:
+            failures.append(f"{stem}: no eval_accuracy\n{output[-2000:]}")
+    assert failures == []

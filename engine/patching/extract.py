@@ -14,7 +14,8 @@ from engine.patching.search_replace import has_search_replace
 
 #: CommonMark allows up to three spaces before a fence; the info string names the language.
 _FENCE_OPEN = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
-_DIFF_START = re.compile(r"^(diff --git |--- |\+\+\+ |@@)", re.MULTILINE)
+_DIFF_START = re.compile(r"^(diff --git |--- |\+\+\+ |@@|GIT binary patch|Binary files? )",
+                         re.MULTILINE)
 
 NO_DIFF_HELP = (
     "your answer holds no diff. Reply with the change as a unified diff in a ```diff block "
@@ -28,6 +29,8 @@ class Extracted:
     form: str  # "unified" | "search_replace"
     text: str
     repairs: list[str] = field(default_factory=list)
+    #: the answer ended inside a code fence: it may have been cut off (max tokens)
+    unterminated: bool = False
 
 
 @dataclass
@@ -85,9 +88,10 @@ def extract(answer: str) -> Extracted:
         inside = {i for f in fenced for i in range(f.start, min(f.end + 1, len(lines)))}
         if any(line.strip() for i, line in enumerate(lines) if i not in inside):
             repairs.append("ignored prose around the diff")
-        if fenced[-1].end >= len(lines):
+        unterminated = fenced[-1].end >= len(lines)
+        if unterminated:
             repairs.append("closed an unterminated code fence")
-        return Extracted("unified", "\n".join(body).rstrip("\n") + "\n", repairs)
+        return Extracted("unified", "\n".join(body).rstrip("\n") + "\n", repairs, unterminated)
     match = _DIFF_START.search(text)
     if match is None:
         raise Rejected(NO_DIFF_HELP)

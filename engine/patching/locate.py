@@ -10,7 +10,9 @@ model's approximation of them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from engine.patching.loose import LooseHunk
@@ -18,6 +20,7 @@ from engine.patching.text import content, newline_of
 
 LEVELS = ("exact", "ignoring trailing whitespace", "ignoring whitespace",
           "ignoring whitespace and blank lines")
+_WORD = re.compile(r"\w")
 _FUZZ = ((0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (0, 2), (2, 1), (1, 2), (2, 2))
 
 
@@ -89,20 +92,28 @@ class FileIndex:
         return out
 
     def _map_blank_lines(self, old: Sequence[str], mapping: list[int | None]) -> None:
-        """Give blank old lines the file's blank lines between the same neighbours, in order."""
-        prev = -1
-        for j, line in enumerate(old):
-            if mapping[j] is not None:
-                prev = mapping[j]  # type: ignore[assignment]
+        """Give blank old lines the file's blank lines between the same neighbours.
+
+        A run of k model blanks takes the *last* k file blanks of the gap: the model's added
+        lines after a blank then land next to the code that follows, where a shortened run of
+        blank lines (two between functions written as one) nearly always meant them.
+        """
+        j = 0
+        while j < len(old):
+            if mapping[j] is not None or old[j].strip():
+                j += 1
                 continue
-            if line.strip() or prev < 0:
-                continue
-            nxt = next((m for m in mapping[j + 1:] if m is not None), None)
-            if nxt is None:
-                continue
-            gap = next((f for f in range(prev + 1, nxt) if not self.lines[f].strip()), None)
-            if gap is not None:
-                mapping[j] = prev = gap
+            run_end = j
+            while run_end < len(old) and mapping[run_end] is None and not old[run_end].strip():
+                run_end += 1
+            prev = next((m for m in reversed(mapping[:j]) if m is not None), None)
+            nxt = next((m for m in mapping[run_end:] if m is not None), None)
+            if prev is not None and nxt is not None:
+                blanks = [f for f in range(prev + 1, nxt) if not self.lines[f].strip()]
+                run = list(range(j, run_end))
+                for model_j, file_f in zip(reversed(run), reversed(blanks), strict=False):
+                    mapping[model_j] = file_f
+            j = run_end
 
 
 def _indent(line: str) -> str:
@@ -128,9 +139,19 @@ def _indent_shift(old: Sequence[str], mapping: Sequence[int | None],
 
 
 def _distinctive(old: Sequence[str], tags: Sequence[str]) -> bool:
-    """Enough left after fuzz to pin the hunk: a removed line or two non-blank lines."""
-    filled = [tag for line, tag in zip(old, tags, strict=True) if line.strip()]
-    return "-" in filled or len(filled) >= 2
+    """Enough left after fuzz to pin the hunk: two lines with words in them, or one removed.
+
+    Lines of only brackets and commas ("}", "),") occur everywhere and pin nothing.
+    """
+    weight = sum(2 if tag == "-" else 1 for line, tag in zip(old, tags, strict=True)
+                 if _WORD.search(line))
+    return weight >= 2
+
+
+def _resembles(model: str, file: str) -> bool:
+    """A context line fuzz may drop must still look like the file's line at that spot."""
+    a, b = "".join(model.split()), "".join(file.split())
+    return a == b or difflib.SequenceMatcher(a=a, b=b, autojunk=False).ratio() >= 0.5
 
 
 def place(hunk: LooseHunk, index: FileIndex, hint: int | None,
@@ -147,8 +168,15 @@ def place(hunk: LooseHunk, index: FileIndex, hint: int | None,
         sub = old[lead:len(old) - trail]
         if lead + trail and not _distinctive(sub, tags[lead:len(old) - trail]):
             continue
+        def dropped_resemble(start: int, end: int, lead: int = lead, trail: int = trail) -> bool:
+            if start - lead < 0 or end + trail > len(index.lines):
+                return False
+            return (all(_resembles(old[k], index.lines[start - lead + k]) for k in range(lead))
+                    and all(_resembles(old[len(old) - trail + k], index.lines[end + k])
+                            for k in range(trail)))
         for level in range(len(LEVELS)):
-            best = _nearest(index, sub, level, lead, trail, hint, taken)
+            best = _nearest(index, sub, level, lead, trail, hint, taken,
+                            dropped_resemble if lead + trail else None)
             if best is not None:
                 mapping, start, end = best
                 add, drop = (_indent_shift(old, mapping, index) if level >= 2 else ("", ""))
@@ -158,6 +186,7 @@ def place(hunk: LooseHunk, index: FileIndex, hint: int | None,
 
 def _nearest(index: FileIndex, sub: Sequence[str], level: int, lead: int, trail: int,
              hint: int | None, taken: Sequence[Placement],
+             accept: Callable[[int, int], bool] | None = None,
              ) -> tuple[list[int | None], int, int] | None:
     best: tuple[tuple[int, bool], list[int | None], int, int] | None = None
     for sub_mapping in index.candidates(sub, level):
@@ -165,6 +194,8 @@ def _nearest(index: FileIndex, sub: Sequence[str], level: int, lead: int, trail:
         start, end = min(mapped), max(mapped) + 1
         probe = Placement(start, end, (), level, 0)
         if any(probe.overlaps(other) for other in taken):
+            continue
+        if accept is not None and not accept(start, end):
             continue
         target = hint if hint is not None else (max((t.end for t in taken), default=0))
         distance = start - lead - target

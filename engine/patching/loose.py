@@ -54,6 +54,14 @@ class LooseHunk:
         return [text for tag, text in self.ops if tag != "-"]
 
     @property
+    def short(self) -> bool:
+        """Fewer lines than the header announced (on either side)."""
+        if self.old_count is None:
+            return False
+        return len(self.old_lines) < self.old_count or (
+            self.new_count is not None and len(self.new_lines) < self.new_count)
+
+    @property
     def counts_wrong(self) -> bool:
         if self.old_count is None:
             return False
@@ -228,8 +236,15 @@ def parse_loose(text: str) -> LooseDiff:
 
 
 def _strip_listing(files: list[LooseFile]) -> None:
+    """Remove "NN | " prefixes when all old lines carry them ('+' lines: when all of those do)."""
     for loose in files:
         for hunk in loose.hunks:
-            texts, hunk.listing_numbers = strip_listing_numbers([text for _, text in hunk.ops])
-            if hunk.listing_numbers:
-                hunk.ops = [(tag, text) for (tag, _), text in zip(hunk.ops, texts, strict=True)]
+            old = [i for i, (tag, _) in enumerate(hunk.ops) if tag != "+"]
+            new = [i for i, (tag, _) in enumerate(hunk.ops) if tag == "+"]
+            for group in (old, new):
+                texts, stripped = strip_listing_numbers([hunk.ops[i][1] for i in group])
+                if not stripped:
+                    break  # '+' lines alone never decide it: numbers may be real code there
+                for i, text in zip(group, texts, strict=True):
+                    hunk.ops[i] = (hunk.ops[i][0], text)
+                hunk.listing_numbers = True

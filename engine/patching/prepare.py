@@ -68,8 +68,21 @@ class _Job:
         loose = parse_loose(extracted.text)
         for note in loose.repairs:
             self.repair(note)
+        for loose_file in loose.files:
+            empty = [h for h in loose_file.hunks if not h.ops]
+            if empty and len(empty) < len(loose_file.hunks):
+                self.repair(f"dropped {len(empty)} empty hunk(s)")
+            loose_file.hunks = [h for h in loose_file.hunks if h.ops]
+        last = loose.files[-1].hunks[-1] if loose.files and loose.files[-1].hunks else None
+        if extracted.unterminated and last is not None and last.short:
+            # an open fence plus a hunk shorter than its header: the answer was cut off, and
+            # "fixing" the counts would apply half a change
+            raise Rejected("the diff seems cut off: the code fence is never closed and the last "
+                           "hunk has fewer lines than its '@@' header says. Send the complete "
+                           "diff (keep it shorter if needed)")
         if not any(f.hunks or f.binary or f.creates or f.deletes for f in loose.files):
-            raise Rejected("the diff has file headers but no '@@' hunks. " + NO_DIFF_HELP)
+            raise Rejected("the diff has no usable '@@' hunks (a '@@ -l,n +l,n @@' line followed "
+                           "by ' ', '-' and '+' lines). " + NO_DIFF_HELP)
         return [e for e in (self._file_edit(f) for f in loose.files) if e is not None]
 
     def _search_replace_edits(self, text: str) -> list[_Edit]:
@@ -83,7 +96,8 @@ class _Job:
                 self.repair(f"removed line numbers copied from the listing (block "
                             f"{block.number})")
             if block.path is None:
-                edits.append(_Edit(None, "modify", [block.hunk()], f"block {block.number}"))
+                edits.append(_Edit(None, "modify", [block.hunk()],
+                                   f"the lines of SEARCH/REPLACE block {block.number}"))
                 continue
             if not any(line.strip() for line in block.search):
                 edits.append(self._new_file(block.path, [block.hunk()]))
@@ -97,7 +111,8 @@ class _Job:
         except PathProblem as exc:
             self.problems.append(str(exc))
             return None
-        if self.tree.exists(rel):
+        target = self.tree.root / rel
+        if self.tree.exists(rel) or target.exists() or target.is_symlink():
             self.problems.append(f"the diff creates {rel}, which already exists; write a diff "
                                  "that changes the existing file instead")
             return None
@@ -155,8 +170,7 @@ class _Job:
         if loose.old_path is None and loose.new_path is None:
             if not loose.hunks:
                 return None
-            self.repair("the diff had no file header: matched its hunks by content")
-            return _Edit(None, "modify", loose.hunks, "the header-less hunks")
+            return _Edit(None, "modify", loose.hunks, "the diff's hunks")
         if loose.creates and loose.deletes:
             self.problems.append(f"a file section for {name} names /dev/null on both sides")
             return None
@@ -249,8 +263,12 @@ class _Job:
         return msg + ". " + _RESEND
 
     def resolve_headerless(self, edit: _Edit) -> bool:
-        """Give header-less hunks the one environment file where they all fit."""
-        fits = []
+        """Give header-less hunks the environment file where they fit best, if only one does.
+
+        Fit is ranked by tolerance used (exact beats whitespace-blind beats fuzz), so a block
+        that two files share in similar forms goes to the one that holds it exactly.
+        """
+        fits: list[tuple[int, str]] = []
         for rel in self.tree.files:
             try:
                 self.tree.check_target(rel)
@@ -260,20 +278,24 @@ class _Job:
             index = FileIndex(split_keepends(text))
             taken: list[Placement] = []
             for hunk in edit.hunks:
-                where = place(hunk, index, None, taken) if hunk.old_lines else None
+                hint = None if hunk.old_start is None else max(hunk.old_start - 1, 0)
+                where = place(hunk, index, hint, taken) if hunk.old_lines else None
                 if where is None:
                     break
                 taken.append(where)
             else:
-                fits.append(rel)
-        if len(fits) != 1:
-            why = "fit no environment file" if not fits else \
-                f"fit several files ({', '.join(fits[:6])})"
-            self.problems.append(f"{edit.label} have no '--- a/<file>' / '+++ b/<file>' header "
-                                 f"and {why}; start each file's part with those two lines")
+                fits.append((sum(p.level + 10 * p.fuzz for p in taken), rel))
+        fits.sort()
+        best = [rel for cost, rel in fits if cost == fits[0][0]] if fits else []
+        if len(best) != 1:
+            why = "match no environment file" if not best else \
+                f"match several files equally well ({', '.join(best[:6])})"
+            self.problems.append(f"{edit.label} name no file and {why}; name the file: "
+                                 "'--- a/<file>' and '+++ b/<file>' before a diff's hunks, or "
+                                 "the file's path on the line before a SEARCH block")
             return False
-        edit.rel = fits[0]
-        self.repair(f"{edit.label} have no file header; they fit only {fits[0]}")
+        edit.rel = best[0]
+        self.repair(f"{edit.label} named no file; matched them to {best[0]} by content")
         return True
 
 

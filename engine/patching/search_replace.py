@@ -98,10 +98,12 @@ def parse_blocks(text: str) -> list[SearchReplaceBlock]:
             raise ValueError(f"SEARCH/REPLACE block {number} is not closed: it needs "
                              "'<<<<<<< SEARCH', the old lines, '=======', the new lines, "
                              "'>>>>>>> REPLACE'")
-        search, numbered_s = strip_listing_numbers(lines[i + 1:j])
-        replace, numbered_r = strip_listing_numbers(lines[j + 1:k])
+        search, numbered = strip_listing_numbers(lines[i + 1:j])
+        replace = lines[j + 1:k]
+        if numbered:  # the REPLACE part may carry numbers too; never strip them on their own
+            replace = strip_listing_numbers(replace)[0]
         blocks.append(SearchReplaceBlock(path, search, replace, number,
-                                         listing_numbers=numbered_s or numbered_r))
+                                         listing_numbers=numbered))
         last_path = path
         i = k + 1
     return blocks

@@ -165,6 +165,12 @@ def test_code_fence_and_prose_are_stripped(env: Path) -> None:
     assert "ignored prose around the diff" in outcome.repairs
 
 
+def test_unclosed_fence_around_a_complete_diff(env: Path) -> None:
+    outcome = prep(env, "```diff\n" + GOOD_DIFF)
+    assert applied(env, outcome) == EXPECTED
+    assert "closed an unterminated code fence" in outcome.repairs
+
+
 def test_unfenced_diff_after_prose(env: Path) -> None:
     outcome = prep(env, "I will lengthen the warmup:\n" + GOOD_DIFF + "\nDone.\n")
     assert applied(env, outcome) == EXPECTED
@@ -274,6 +280,16 @@ def test_fuzz_ignores_a_wrong_outer_context_line(env: Path) -> None:
     assert any("context line(s) of hunk 1" in r for r in outcome.repairs)
 
 
+def test_fuzz_never_pins_a_hunk_on_brackets_alone(env: Path) -> None:
+    (env / "lib" / "configs.py").write_text(
+        'CONFIGS = {\n    "tiny": dict(\n        width=64,\n    ),\n}\n\n\ndef build():\n'
+        "    return 1\n")
+    # the one worded context line is invented; what is left, "    )," and "}", pins nothing
+    diff = ("--- a/lib/configs.py\n+++ b/lib/configs.py\n@@ -3,5 +3,6 @@\n"
+            "         width_v2=64,\n     ),\n+EXTRA = 1\n }\n \n \n")
+    rejected(prep(env, diff), "hunk 1 of lib/configs.py does not match")
+
+
 def test_bare_file_name_maps_to_the_only_matching_file(env: Path) -> None:
     diff = "--- model.py\n+++ model.py\n@@ -1,2 +1,2 @@\n-WIDTH = 64\n+WIDTH = 128\n DEPTH = 2\n"
     outcome = prep(env, diff)
@@ -381,7 +397,8 @@ def test_hunks_without_file_header_are_matched_by_content(env: Path) -> None:
     diff = GOOD_DIFF.split("\n", 2)[2]  # drop the --- / +++ lines
     outcome = prep(env, diff)
     assert applied(env, outcome) == EXPECTED
-    assert any("fit only train.py" in r for r in outcome.repairs)
+    assert "the diff's hunks named no file; matched them to train.py by content" in \
+        outcome.repairs
 
 
 def test_repeated_file_headers_are_merged(env: Path) -> None:
@@ -517,8 +534,15 @@ def test_answer_without_a_diff_is_rejected(env: Path) -> None:
     rejected(prep(env, "```diff\n```\n"), "no diff")
 
 
+def test_cut_off_answer_is_rejected_not_half_applied(env: Path) -> None:
+    cut = GOOD_DIFF.rsplit("\n", 3)[0] + "\n"  # ends after the added dropout line
+    rejected(prep(env, "Here it is:\n```diff\n" + cut), "cut off")
+
+
 def test_headers_without_hunks_are_rejected(env: Path) -> None:
-    rejected(prep(env, "--- a/train.py\n+++ b/train.py\nchange the lr please\n"), "no '@@' hunks")
+    rejected(prep(env, "--- a/train.py\n+++ b/train.py\nchange the lr please\n"),
+             "no usable '@@' hunks")
+    rejected(prep(env, "@@ in train.py @@\nraise the lr\n"), "no usable '@@' hunks")
 
 
 def test_diff_that_changes_nothing_is_rejected(env: Path) -> None:

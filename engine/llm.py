@@ -233,8 +233,9 @@ class LlmClient:
 
     def __init__(self, config: LlmConfig, on_record: Callable[[CallRecord], None] | None = None,
                  spent_usd: float = 0.0) -> None:
-        if config.concurrency < 1:
-            raise ValueError("LlmConfig.concurrency must be at least 1")
+        if config.concurrency < 1 or config.max_retries < 0 or config.timeout_s <= 0:
+            raise ValueError("LlmConfig needs concurrency >= 1, max_retries >= 0 and a "
+                             "positive timeout_s")
         self.config = config
         self._on_record = on_record
         self._spent = float(spent_usd)  # a resumed search passes what it spent before
@@ -276,11 +277,14 @@ class LlmClient:
             # client refuses to send a request without one, even to a local server.
             missing = [m for m in missing if not m.endswith(("_API_BASE", "_BASE_URL"))]
         if missing:
-            names = " or ".join(missing)
+            # litellm lists alternatives (GEMINI_API_KEY, GOOGLE_API_KEY) and joint needs
+            # (AWS_*) alike, so the message names them without claiming "or" or "and".
+            names = ("the environment variable " if len(missing) == 1
+                     else "the environment variables ") + ", ".join(missing)
             hint = " (any value works for a local server that ignores keys)" \
                 if self.config.api_base else ""
             raise ModelUnavailable(
-                f"model {model!r} needs the environment variable {names}, which is not set: "
+                f"model {model!r} needs {names}, not set here: "
                 f"export {missing[0]}=...{hint}; ideaforge reads keys only from the environment"
             )
         self._checked.add(model)

@@ -7,6 +7,9 @@ so litellm (or any OpenAI client) reaches it over real loopback HTTP. It answers
   `"stream": true` (with a final usage chunk when `stream_options.include_usage` is set);
 - `GET /v1/models` — the model ids it was given.
 
+By default any model name is served; `OpenAIServer(models=["a", "b"])` answers other names with
+a 404 "model not found", as a real server does.
+
 Usage::
 
     from tests.support.openai_server import OpenAIServer, Reply
@@ -16,6 +19,8 @@ Usage::
         srv.script(lambda req: "answer for " + req["messages"][-1]["content"][:20])
         ...  # call litellm with model="openai/test", api_base=srv.url, OPENAI_API_KEY=sk-test
         assert srv.requests[0].json["model"] == "test"
+        assert "Propose" in srv.chat_requests[-1].prompt   # all message contents joined
+        assert srv.requests[0].headers["authorization"] == "Bearer sk-test"  # names lower-case
         assert srv.max_in_flight <= 4
 
 For an end-to-end run of the whole engine::
@@ -38,6 +43,8 @@ thread-safe when the client sends calls concurrently.
 - `Reply.drop()` — the connection is closed without any answer.
 - any shape takes `delay_s`: the server waits that long before answering (a slow model). A
   delay is cut short when the server stops, so a test never waits on it.
+
+`srv.clear()` forgets the queue and the recorded requests (the responder stays).
 
 Every request is recorded in `srv.requests` (a list of `Request`, in arrival order, including
 ones whose reply was an error); `srv.max_in_flight` is the most chat-completion requests that

@@ -109,7 +109,10 @@ def _drive(store: Any, search: Any, cpu_slots: int | None) -> int:
         outcome = asyncio.run(engine.run())
     except EngineBusy as exc:
         raise _Exit(4, str(exc)) from None
-    logging.getLogger("ideaforge").info("search %s: %s", search.name, outcome.message)
+    if outcome.code == 0:
+        logging.getLogger("ideaforge").info("search %s: %s", search.name, outcome.message)
+    else:
+        sys.stderr.write(f"ideaforge: search {search.name!r} stopped: {outcome.message}\n")
     return outcome.code
 
 

@@ -8,6 +8,7 @@ continues where it stopped — re-attaching to running jobs, never launching one
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import logging
 import os
@@ -61,7 +62,8 @@ class SearchEngine:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._lock_fh: Any = None
         self._stop: str | None = None
-        self._budget_hit: str | None = None
+        self._fatal: tuple[int, str] | None = None
+        self._task_failures: dict[str, int] = {}
         self._waiting_note: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -120,10 +122,11 @@ class SearchEngine:
             self._tick_jobs()
             done = self._tick_epoch()
             self._reap_tasks()
-            if self._budget_hit:
+            if self._fatal:
+                code, message = self._fatal
                 ops.update_search(self.store, self.search_id, status="stopped",
-                                  message=self._budget_hit, event=self._budget_hit)
-                return Outcome(EXIT_BUDGET, self._budget_hit)
+                                  message=message, event=f"stopped: {message}")
+                return Outcome(code, message)
             if done is not None:
                 return done
             ops.update_search(self.store, self.search_id, engine_heartbeat=time.time())
@@ -131,16 +134,24 @@ class SearchEngine:
 
     def _reap_tasks(self) -> None:
         for key, task in list(self.tasks.items()):
-            if task.done():
-                del self.tasks[key]
-                if not task.cancelled() and task.exception() is not None:
-                    exc = task.exception()
-                    if type(exc).__name__ == "BudgetExceeded":
-                        self._budget_hit = str(exc)
-                    else:
-                        log.error("%s failed: %s", key, exc, exc_info=exc)
-                        ops.add_event(self.store, "error", f"{key}: {exc}",
-                                      search_id=self.search_id)
+            if not task.done():
+                continue
+            del self.tasks[key]
+            exc = None if task.cancelled() else task.exception()
+            if exc is None:
+                continue
+            names = {c.__name__ for c in type(exc).__mro__}
+            if "BudgetExceeded" in names:
+                self._fatal = (EXIT_BUDGET, str(exc))
+            elif "LlmError" in names:
+                # The model is unreachable or unusable: stop cleanly; `resume` continues.
+                self._fatal = (EXIT_ERROR, str(exc))
+            else:
+                log.error("%s failed: %s", key, exc, exc_info=exc)
+                ops.add_event(self.store, "error", f"{key}: {exc}", search_id=self.search_id)
+                self._task_failures[key] = self._task_failures.get(key, 0) + 1
+                if self._task_failures[key] >= 3:
+                    self._fatal = (EXIT_ERROR, f"{key} failed 3 times: {exc}")
 
     # ------------------------------------------------------------------ decisions
     def _apply_decisions(self) -> None:
@@ -322,22 +333,27 @@ class SearchEngine:
             ops.finish_batch(self.store, batch_id, ideas, error)
             return
         assert self.llm is not None
+        # Prompts quote the baseline of this search's profile, not the paper-scale one.
+        env = dataclasses.replace(self.env, metric=dataclasses.replace(self.env.metric,
+                                                                       baseline=s.baseline))
         population = self._population()
         previous = [i.text for i in population]
         steering = ops.reject_reasons(self.store, self.search_id)
         parents: list[IdeaView] = []
+        winners = self._winners()
+        if kind == "exploit" and not winners:
+            kind = "explore"  # nothing beats the baseline yet: there is nothing to exploit
         if kind == "seed":
-            messages = ideation.seed_prompt(self.env, size, previous, steering)
+            messages = ideation.seed_prompt(env, size, previous, steering)
         elif kind == "exploit":
-            scored = [self._scored(i) for i in self._winners()]
-            chosen = ideation.sample_parents(scored, self.env.metric.goal, s.baseline,
-                                             rng=self.rng)
+            scored = [self._scored(i) for i in winners]
+            chosen = ideation.sample_parents(scored, env.metric.goal, s.baseline, rng=self.rng)
             parents = [i for i in population if i.id in {c.id for c in chosen}]
-            messages = ideation.exploit_prompt(self.env, size, chosen, previous, steering)
+            messages = ideation.exploit_prompt(env, size, chosen, previous, steering)
         else:
             sample = ideation.sample_population([self._scored(i) for i in population],
                                                 rng=self.rng)
-            messages = ideation.explore_prompt(self.env, size, sample, previous, steering)
+            messages = ideation.explore_prompt(env, size, sample, previous, steering)
         problems: list[str] = []
         for _ in range(3):
             text = await self.llm.complete("ideator", f"propose:{kind}:epoch{epoch}", messages)
@@ -361,7 +377,7 @@ class SearchEngine:
         todo = ops.list_ideas(self.store, self.search_id, epoch, ("approved", "implementing"))
         for idea in todo:
             key = f"implement:{idea.id}"
-            if key not in self.tasks and not self._budget_hit:
+            if key not in self.tasks and not self._fatal:
                 self.tasks[key] = asyncio.create_task(self._implement_idea(idea))
         return not todo
 

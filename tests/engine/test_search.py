@@ -20,6 +20,12 @@ def status(ws: Path, search: str = "t") -> dict:
     return json.loads(cli("status", search, "--json", workspace=ws, check=True).stdout)
 
 
+def phase(ws: Path, search: str = "t") -> str | None:
+    """The search's phase, or None while the engine has not created it yet."""
+    proc = cli("status", search, "--json", workspace=ws)
+    return json.loads(proc.stdout)["phase"] if proc.returncode == 0 else None
+
+
 def by_stem(rows: list[dict]) -> dict[str, dict]:
     return {r["catalog_stem"]: r for r in rows if r["catalog_stem"]}
 
@@ -53,7 +59,7 @@ def test_gate_waits_for_decisions_and_applies_them(toy_env: Path, workspace: Pat
     engine = start_cli("run", str(toy_env), "--name", "t", "--epochs", "1",
                        "--ideas-per-epoch", "4", workspace=workspace)
     try:
-        wait_for(lambda: status(workspace)["phase"] == "review_ideas", 60, "the idea gate")
+        wait_for(lambda: phase(workspace) == "review_ideas", 60, "the idea gate")
         proposed = by_stem(ideas(workspace))
         assert {r["status"] for r in proposed.values()} == {"proposed"}
         # nothing is implemented before approval
@@ -87,7 +93,7 @@ def test_a_second_engine_on_the_same_search_is_refused(toy_env: Path, workspace:
     engine = start_cli("run", str(toy_env), "--name", "t", "--epochs", "1",
                        "--ideas-per-epoch", "2", workspace=workspace)
     try:
-        wait_for(lambda: status(workspace)["phase"] == "review_ideas", 60, "the idea gate")
+        wait_for(lambda: phase(workspace) == "review_ideas", 60, "the idea gate")
         second = cli("resume", "t", workspace=workspace)
         assert second.returncode == 4
         assert f"engine pid {engine.pid}" in second.stderr

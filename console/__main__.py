@@ -1,0 +1,7 @@
+"""`python -m console [--workspace DIR] [SEARCH]`: the console without the `ideaforge` command."""
+
+import sys
+
+from console.app import main
+
+sys.exit(main())

@@ -1,0 +1,266 @@
+"""The ideaforge console: a Textual app over a workspace database.
+
+Modes (the number keys): 0 searches, 1 the ideas board, 2 jobs and hosts, 3 lineage; details are
+pushed screens, confirmations are modal. Every read happens in a thread worker through
+`engine.store.console_queries`; every decision is a row written with `ops.add_decision` that the
+engine applies. Closing the console never stops a search.
+
+Entry points: `run_console()` (what `ideaforge` and `ideaforge console` call) and
+`python -m console --workspace DIR [SEARCH]`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual.app import App, SuspendNotSupported
+from textual.binding import BindingType
+from textual.reactive import var
+from textual.screen import Screen
+from textual.worker import Worker
+
+from console import commands, config
+from engine.store import Store, StoreError
+from engine.store.views import SearchView
+
+
+def _searches() -> Screen[Any]:
+    from console.screens.searches import SearchesScreen
+
+    return SearchesScreen()
+
+
+def _ideas() -> Screen[Any]:
+    from console.screens.ideas import IdeasScreen
+
+    return IdeasScreen()
+
+
+def _jobs() -> Screen[Any]:
+    from console.screens.jobs import JobsScreen
+
+    return JobsScreen()
+
+
+def _lineage() -> Screen[Any]:
+    from console.screens.lineage import LineageScreen
+
+    return LineageScreen()
+
+
+class IdeaforgeApp(App[int]):
+    TITLE = "ideaforge"
+    CSS_PATH = "app.tcss"
+    MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {
+        "searches": _searches,
+        "ideas": _ideas,
+        "jobs": _jobs,
+        "lineage": _lineage,
+    }
+    BINDINGS: ClassVar[list[BindingType]] = commands.bindings("app")
+    COMMANDS = App.COMMANDS | {commands.RegistryCommands}
+
+    #: What the researcher opened: a search id or name (None: none yet).
+    search_ref: var[int | str | None] = var(None)
+    #: The open search's id once resolved.
+    search_id: var[int | None] = var(None)
+
+    def __init__(self, workspace: str | Path, search: str | int | None = None,
+                 attach_engine: Callable[[], object] | None = None, *,
+                 poll_s: float = 1.0, keys: dict[str, str] | None = None,
+                 config_problems: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.workspace = Path(workspace).expanduser().resolve()
+        self.poll_s = poll_s
+        self.attach_engine = attach_engine
+        self._store: Store | None = None
+        self._store_lock = threading.Lock()
+        self._initial_search = search
+        self._keys = keys
+        self._config_problems = config_problems
+        self._last_error: tuple[str, float] = ("", 0.0)
+        self.engines: list[subprocess.Popen[bytes]] = []
+
+    # ------------------------------------------------------------------ the store
+    def store(self) -> Store:
+        """The workspace database, opened on first use (called from worker threads)."""
+        with self._store_lock:
+            if self._store is None:
+                self._store = Store(self.workspace, create=False)
+            return self._store
+
+    # ------------------------------------------------------------------ life cycle
+    def on_mount(self) -> None:
+        if self._keys is None:
+            loaded = config.load()
+            self._keys, self._config_problems = loaded.keys, loaded.problems
+        if self._keys:
+            self.set_keymap(self._keys)
+        for problem in self._config_problems:
+            self.notify(problem, severity="warning", title="config", timeout=10)
+        if self._initial_search is not None:
+            self.search_ref = self._initial_search
+            self.switch_mode("ideas")
+        else:
+            self.switch_mode("searches")
+        if self.attach_engine is not None:
+            self.run_worker(self._attach, thread=True, exit_on_error=False,
+                            name="start the engine")
+        # Warm the detail screen's imports while the researcher reads the board.
+        self.run_worker(_warm_imports, thread=True, exit_on_error=False, name="warm up")
+
+    def _attach(self) -> None:
+        assert self.attach_engine is not None
+        started = self.attach_engine()
+        if isinstance(started, subprocess.Popen):
+            self.engines.append(started)
+            self._watch_engine(started, "the engine")
+
+    def _watch_engine(self, proc: subprocess.Popen[bytes], what: str) -> None:
+        """Blocks a worker thread until the engine exits, then says how it ended."""
+        from console.launch import describe_exit
+
+        code = proc.wait()
+        severity = "information" if code in (0, 5) else "error"
+        self.call_from_thread(self.notify, f"{what} (pid {proc.pid}) {describe_exit(code)}",
+                              severity=severity, timeout=10)
+
+    def on_unmount(self) -> None:
+        if self._store is not None:
+            from engine.store.console_queries import close_reader
+
+            close_reader(self._store)
+            self._store.close()
+
+    # ------------------------------------------------------------------ errors
+    def report_worker_error(self, worker: Worker[Any]) -> None:
+        """The one place a failed background task becomes a notification."""
+        error = worker.error
+        text = str(error) if isinstance(error, StoreError) else \
+            f"{worker.name or 'a background task'} failed: {type(error).__name__}: {error}"
+        last, at = self._last_error
+        if text == last and time.monotonic() - at < 30:
+            return  # a poll failing every second says it once
+        self._last_error = (text, time.monotonic())
+        self.notify(text, severity="error", title="error", timeout=8)
+
+    # ------------------------------------------------------------------ navigation
+    def action_mode(self, mode: str) -> None:
+        if mode != self.current_mode:
+            self.switch_mode(mode)
+
+    def action_help(self) -> None:
+        from console.screens.help import HelpScreen
+
+        self.push_screen(HelpScreen(commands.scope_of(self.screen)))
+
+    def open_search(self, search_id: int) -> None:
+        self.search_ref = search_id
+        self.search_id = search_id
+        self.action_mode("ideas")
+
+    def open_idea(self, idea_id: int) -> None:
+        from console.screens.idea_detail import IdeaDetailScreen
+
+        self.push_screen(IdeaDetailScreen(idea_id))
+
+    def show_lineage(self, idea_id: int) -> None:
+        from console.screens.lineage import LineageScreen
+
+        self.action_mode("lineage")
+        screen = self.screen
+        if isinstance(screen, LineageScreen):
+            screen.show_ancestry(idea_id)
+
+    # ------------------------------------------------------------------ engine control
+    async def stop_search(self, search: SearchView) -> None:
+        from console.screens.confirm import ConfirmScreen
+
+        if not await self.push_screen_wait(ConfirmScreen(
+                f"Stop search {search.name}?",
+                "The engine stops at its next step; running jobs keep running and report "
+                "when it resumes.", yes="Stop")):
+            return
+        self.run_worker(lambda: self._write_stop(search), thread=True, exit_on_error=False,
+                        name="stop the search")
+
+    def _write_stop(self, search: SearchView) -> None:
+        from engine.store import ops
+
+        ops.add_decision(self.store(), search.id, "stop", source="console")
+        self.call_from_thread(self.notify, f"stop sent to {search.name}")
+
+    def resume_search(self, search: SearchView) -> None:
+        from console.launch import resume
+
+        def start() -> None:
+            proc, log = resume(self.workspace, search.name)
+            self.engines.append(proc)
+            self.call_from_thread(self.notify, f"engine started for {search.name} (pid "
+                                  f"{proc.pid}); its log: {log}", timeout=8)
+            self._watch_engine(proc, f"the engine of {search.name}")
+
+        self.run_worker(start, thread=True, exit_on_error=False, name="resume the search")
+
+    # ------------------------------------------------------------------ $EDITOR
+    def edit_text(self, text: str, name: str = "idea") -> str | None:
+        """Edit `text` in $VISUAL/$EDITOR with the app suspended; None if the editor failed.
+
+        Runs on the UI thread on purpose: the editor owns the terminal until it exits.
+        """
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix=f"{name}-",
+                                         delete=False, encoding="utf-8") as fh:
+            fh.write(text)
+            path = Path(fh.name)
+        try:
+            command = [*shlex.split(editor), str(path)]
+            try:
+                with self.suspend():
+                    code = subprocess.call(command)
+            except SuspendNotSupported:  # headless (tests): the editor needs no terminal
+                code = subprocess.call(command, stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if code != 0:
+                self.notify(f"{editor} exited with {code}; nothing was saved",
+                            severity="warning")
+                return None
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            self.notify(f"could not run {editor!r}: {exc}", severity="error")
+            return None
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _warm_imports() -> None:
+    import console.screens.idea_detail  # noqa: F401
+
+
+def run_console(workspace: Path, search: str | None = None,
+                attach_engine: Callable[[], object] | None = None) -> int:
+    """Open the console on a workspace (and a search). Returns the exit code (0)."""
+    app = IdeaforgeApp(workspace, search, attach_engine)
+    result = app.run()
+    return int(result or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m console", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("--workspace", help="workspace folder (default ./.ideaforge or "
+                        "$IDEAFORGE_WORKSPACE)")
+    parser.add_argument("search", nargs="?", help="open this search's ideas board")
+    args = parser.parse_args(argv)
+    workspace = args.workspace or os.environ.get("IDEAFORGE_WORKSPACE") or ".ideaforge"
+    return run_console(Path(workspace), args.search)

@@ -1,0 +1,421 @@
+"""One idea, pushed over a mode: its text, lineage, diff, attempts, job log and curves.
+
+The screen opens with its frame only (a key press must stay cheap); the data arrives from a
+worker, and each pane's widgets are built the first time the pane is shown.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+from rich.console import Group
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import ContentSwitcher, Footer, OptionList, Static, Tab, Tabs
+from textual.widgets.option_list import Option
+from textual.worker import Worker
+
+from console import commands, fmt
+from console.screens.base import ConsoleScreen
+from console.widgets.search_header import engine_alive
+from engine.store import console_queries as cq
+from engine.store import ops
+from engine.store.console_queries import IdeaBrief, IdeaDetail
+from engine.store.views import JobView, SearchView
+
+PANES: tuple[tuple[str, str], ...] = (("idea", "Idea"), ("lineage", "Lineage"),
+                                      ("diff", "Diff"), ("attempts", "Attempts"),
+                                      ("log", "Log"), ("curves", "Curves"))
+
+
+class IdeaDetailScreen(ConsoleScreen):
+    SCOPE = "detail"
+    CSS_PATH = "idea_detail.tcss"
+    BINDINGS = commands.bindings("detail")
+    FOLLOW_S: ClassVar[float] = 1.0
+
+    class Loaded(Message):
+        def __init__(self, detail: IdeaDetail | None, search: SearchView | None,
+                     marker: object, series: dict[str, list[tuple[float, float]]] | None
+                     ) -> None:
+            super().__init__()
+            self.detail = detail
+            self.search = search
+            self.marker = marker
+            self.series = series
+
+    class LogRead(Message):
+        def __init__(self, source: str, text: str, offset: int, whole: bool) -> None:
+            super().__init__()
+            self.source = source
+            self.text = text
+            self.offset = offset
+            self.whole = whole
+
+    class Sent(Message):
+        def __init__(self, note: str) -> None:
+            super().__init__()
+            self.note = note
+
+    def __init__(self, idea_id: int, pane: str = "idea") -> None:
+        super().__init__()
+        self.idea_id = idea_id
+        self.pane = pane
+        self.detail: IdeaDetail | None = None
+        self.search: SearchView | None = None
+        self._marker: object = None
+        self._built: set[str] = set()
+        self._log_worker: Worker[None] | None = None
+        self._split = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(f"idea #{self.idea_id} — loading…", style="dim"), id="header")
+        yield Tabs(*[Tab(label, id=f"tab-{key}") for key, label in PANES], id="panes",
+                   active=f"tab-{self.pane}")
+        with ContentSwitcher(initial=f"pane-{self.pane}", id="switcher"):
+            for key, _ in PANES:
+                yield Vertical(id=f"pane-{key}", classes="pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._build(self.pane)
+        self._tick()
+        self.start_polling()
+        self.set_interval(self.FOLLOW_S, self._follow_log)
+
+    # ------------------------------------------------------------------ panes
+    def _build(self, pane: str) -> None:
+        if pane in self._built:
+            return
+        self._built.add(pane)
+        container = self.query_one(f"#pane-{pane}", Vertical)
+        widget: Widget
+        if pane == "idea":
+            widget = VerticalScroll(Static(id="idea-text"), id="idea-scroll")
+        elif pane == "lineage":
+            widget = OptionList(id="relatives")
+        elif pane == "diff":
+            from console.widgets.diff_view import DiffView
+
+            widget = DiffView(id="diff")
+        elif pane == "attempts":
+            widget = VerticalScroll(Static(id="attempts-text"), id="attempts-scroll")
+        elif pane == "log":
+            from console.widgets.log_view import LogView
+
+            widget = LogView(id="log")
+        else:
+            from console.widgets.metric_chart import MetricCharts
+
+            widget = MetricCharts(id="charts")
+        container.mount(widget)
+        if self.detail is not None:
+            self.call_after_refresh(self._fill, pane)
+
+    def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
+        event.stop()
+        if event.tab is None or event.tab.id is None:
+            return
+        pane = event.tab.id.removeprefix("tab-")
+        self.pane = pane
+        self.query_one(ContentSwitcher).current = f"pane-{pane}"
+        self._build(pane)
+        if pane in ("log", "curves"):
+            self._marker = None  # fetch the newest now
+            self._tick()
+            self._follow_log()
+        self.refresh_bindings()
+
+    def action_pane(self, step: int) -> None:
+        keys = [k for k, _ in PANES]
+        index = (keys.index(self.pane) + step) % len(keys)
+        self.query_one(Tabs).active = f"tab-{keys[index]}"
+
+    # ------------------------------------------------------------------ loading
+    def poll(self) -> Worker[None] | None:
+        return self._load(self._marker, self.pane == "curves" or "curves" in self._built)
+
+    @work(thread=True, group="poll", exit_on_error=False, name="load the idea")
+    def _load(self, marker: object, with_series: bool) -> None:
+        store = self.console.store()
+        now = cq.change_marker(store)
+        if now == marker:
+            return
+        detail = cq.idea_detail(store, self.idea_id)
+        search = cq.get_search(store, detail.idea.search_id) if detail else None
+        series = None
+        if detail and detail.jobs and with_series:
+            series = cq.metric_series(store, detail.jobs[-1].id)
+        self.post_message(self.Loaded(detail, search, now, series))
+
+    def on_idea_detail_screen_loaded(self, message: Loaded) -> None:
+        self._marker = message.marker
+        if message.detail is None:
+            self.query_one("#header", Static).update(Text(
+                f"no idea #{self.idea_id} in this workspace", style="red"))
+            return
+        self.detail, self.search = message.detail, message.search
+        self._header()
+        for pane in self._built:
+            self._fill(pane, message.series)
+        self.refresh_bindings()
+
+    def _header(self) -> None:
+        d, s = self.detail, self.search
+        if d is None:
+            return
+        i = d.idea
+        baseline = s.baseline if s else None
+        goal = s.goal if s else "minimize"
+        t = Text()
+        t.append(f"#{i.id} ", style="bold")
+        t.append(i.title or "", style="bold")
+        t.append("\n")
+        t.append(f"epoch {i.epoch} · {i.origin} · ")
+        t.append(i.status, style=fmt.STATUS_STYLE.get(i.status, ""))
+        t.append(f" · {s.metric_name if s else 'score'} ")
+        t.append(fmt.score(i.score), style=fmt.score_style(i.score, baseline, goal))
+        if i.score is not None and baseline is not None:
+            t.append(f" ({fmt.delta(i.score, baseline)} vs baseline {fmt.score(baseline)})",
+                     style="dim")
+        t.append(f" · {len(d.attempts)} attempt(s) · {len(d.jobs)} job(s)")
+        if d.jobs:
+            j = d.jobs[-1]
+            t.append(f" · job {j.id} {j.state} on {j.host}", style="dim")
+        if i.reason:
+            t.append("\n")
+            t.append(fmt.first_line(i.reason, 200), style="yellow")
+        if i.quarantine == "pending":
+            t.append("\n⚠ quarantined: the result is beyond the environment's suspicious "
+                     "bound — y accepts it, x discards it", style="bold magenta")
+        elif i.quarantine:
+            t.append(f"\nquarantine: {i.quarantine}", style="magenta")
+        if d.pending:
+            t.append(f"\n→ {', '.join(d.pending)} sent; waiting for the engine", style="cyan")
+        self.query_one("#header", Static).update(t)
+
+    def _fill(self, pane: str, series: dict[str, list[tuple[float, float]]] | None = None
+              ) -> None:
+        d = self.detail
+        if d is None:
+            return
+        if pane == "idea":
+            self.query_one("#idea-text", Static).update(self._idea_text(d))
+        elif pane == "lineage":
+            self._relatives(d)
+        elif pane == "diff":
+            from console.widgets.diff_view import DiffView
+
+            note = ("no diff: " + (d.idea.reason or d.idea.status)
+                    if d.idea.status in ("implement_failed", "rejected", "skipped")
+                    else "no diff yet (the idea is not implemented)")
+            self.query_one(DiffView).show(d.idea.diff or _last_diff(d), self._split, note)
+        elif pane == "attempts":
+            self.query_one("#attempts-text", Static).update(self._attempts(d))
+        elif pane == "log":
+            self._follow_log()
+        elif pane == "curves" and series is not None:
+            from console.widgets.metric_chart import MetricCharts
+
+            s = self.search
+            self.query_one(MetricCharts).show(series, s.metric_name if s else "",
+                                              s.baseline if s else None)
+
+    @staticmethod
+    def _idea_text(d: IdeaDetail) -> Group:
+        parts: list[Text] = [Text(d.idea.text)]
+        if d.edited_from is not None:
+            parts += [Text(""), Text(f"Edited from #{d.edited_from.id} — the original:",
+                                     style="bold"),
+                      Text(d.edited_from.text, style="dim")]
+        edits = [c for c in d.children if c.kind == "edit"]
+        if edits:
+            parts += [Text(""), Text("Edited into " + ", ".join(f"#{c.id}" for c in edits)
+                                     + " (open it from the Lineage pane)", style="italic")]
+        return Group(*parts)
+
+    def _relatives(self, d: IdeaDetail) -> None:
+        options = self.query_one("#relatives", OptionList)
+        highlighted = options.highlighted
+        options.clear_options()
+        s = self.search
+        def line(kind: str, b: IdeaBrief) -> Option:
+            t = Text(f"{kind:<9}", style="dim")
+            t.append(f"#{b.id:<6}", style="bold")
+            t.append(f"{fmt.score(b.score):>9} ", style=fmt.score_style(
+                b.score, s.baseline if s else None, s.goal if s else "minimize"))
+            t.append(f"{b.status:<16}", style=fmt.STATUS_STYLE.get(b.status, ""))
+            t.append(f"{b.title}" + (f"  ({b.kind})" if b.kind else ""))
+            return Option(t, id=str(b.id))
+        opts = [line("parent", b) for b in d.parents] + [line("child", b) for b in d.children]
+        if not opts:
+            options.add_option(Option(Text("no parents and no children: a founder with no "
+                                           "descendants yet", style="dim"), disabled=True))
+            return
+        options.add_options(opts)
+        if highlighted is not None and highlighted < len(opts):
+            options.highlighted = highlighted
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        if event.option.id:
+            self.console.open_idea(int(event.option.id))
+
+    @staticmethod
+    def _attempts(d: IdeaDetail) -> Group:
+        if not d.attempts:
+            return Group(Text("no implementation attempts yet", style="dim"))
+        parts: list[Text] = []
+        for a in d.attempts:
+            head = Text(f"attempt {a.number} · {a.model} · ", style="bold")
+            head.append(a.outcome, style="green" if a.outcome == "ok" else "red")
+            parts.append(head)
+            if a.error:
+                parts.append(Text(a.error, style="red"))
+            if a.repairs:
+                parts.append(Text("repaired: " + "; ".join(a.repairs.splitlines()),
+                                  style="dim"))
+            answer = a.answer.strip().splitlines()
+            if answer:
+                shown = "\n".join(answer[:15]) + (f"\n… {len(answer) - 15} more lines"
+                                                   if len(answer) > 15 else "")
+                parts.append(Text(shown, style="dim"))
+            parts.append(Text(""))
+        return Group(*parts)
+
+    # ------------------------------------------------------------------ the log, followed
+    def _follow_log(self) -> None:
+        if self.pane != "log" or "log" not in self._built or self.detail is None:
+            return
+        if not self.detail.jobs or (self._log_worker and self._log_worker.is_running):
+            if not self.detail.jobs:
+                from console.widgets.log_view import LogView
+
+                log = self.query_one(LogView)
+                log.replace_all("no job has run for this idea yet\n")
+            return
+        from console.widgets.log_view import LogView
+
+        log = self.query_one(LogView)
+        job = self.detail.jobs[-1]
+        path = os.path.join(job.job_dir, "output.log") if job.job_dir else None
+        self._log_worker = self._read_log(job, path, log.source, log.read_offset)
+
+    @work(thread=True, group="log", exit_on_error=False, name="read the job log")
+    def _read_log(self, job: JobView, path: str | None, source: str | None,
+                  offset: int) -> None:
+        from console.widgets.log_view import read_from
+
+        if path and os.path.exists(path):
+            text, new_offset = read_from(path, offset if source == path else 0)
+            self.post_message(self.LogRead(path, text, new_offset, whole=False))
+            return
+        # Not on this machine (an SSH host): the tail the engine keeps in the database.
+        fresh = cq.get_job(self.console.store(), job.id)
+        self.post_message(self.LogRead(f"db:{job.id}", (fresh or job).log_tail or
+                                       "(no output yet)\n", 0, whole=True))
+
+    def on_idea_detail_screen_log_read(self, message: LogRead) -> None:
+        from console.widgets.log_view import LogView
+
+        log = self.query_one(LogView)
+        log.switch_source(message.source)
+        if message.whole:
+            log.replace_all(message.text)
+        else:
+            log.read_offset = message.offset
+            log.append(message.text)
+
+    # ------------------------------------------------------------------ decisions
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        d, s = self.detail, self.search
+        writable = d is not None and s is not None and s.status != "imported"
+        if action in ("approve", "reject", "edit"):
+            allowed = {"approve": fmt.APPROVABLE, "reject": fmt.REJECTABLE,
+                       "edit": fmt.EDITABLE}[action]
+            return writable and d is not None and d.idea.status in allowed and not d.pending
+        if action == "quarantine":
+            return writable and d is not None and d.idea.quarantine == "pending"
+        if action == "toggle_split":
+            return self.pane == "diff"
+        return True
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def action_lineage(self) -> None:
+        idea_id = self.idea_id
+        self.dismiss()
+        self.console.show_lineage(idea_id)
+
+    def action_toggle_split(self) -> None:
+        from console.widgets.diff_view import DiffView
+
+        self._split = not self._split
+        view = self.query_one(DiffView)
+        view.show(view.diff, self._split)
+
+    def action_approve(self) -> None:
+        self._decide("approve", None, "approved")
+
+    @work(exclusive=True, group="dialog")
+    async def action_reject(self) -> None:
+        from console.screens.prompt import PromptScreen
+
+        reason = await self.app.push_screen_wait(PromptScreen(
+            f"Reject idea #{self.idea_id}?", self.detail.idea.title if self.detail else "",
+            placeholder="why (optional) — the reason steers the next proposals"))
+        if reason is not None:
+            self._decide("reject", reason or None, "rejected")
+
+    @work(exclusive=True, group="dialog")
+    async def action_edit(self) -> None:
+        if self.detail is None:
+            return
+        text = self.console.edit_text(self.detail.idea.text, f"idea-{self.idea_id}")
+        if text is None or text.strip() == self.detail.idea.text.strip():
+            if text is not None:
+                self.notify("the text is unchanged; nothing was saved")
+            return
+        self._decide("edit", text, "edit saved as a new version")
+
+    @work(exclusive=True, group="dialog")
+    async def action_quarantine(self, verdict: str) -> None:
+        if verdict == "discard":
+            from console.screens.confirm import ConfirmScreen
+
+            if not await self.app.push_screen_wait(ConfirmScreen(
+                    f"Discard the result of #{self.idea_id}?",
+                    "It stays in the search, but never becomes a parent.", yes="Discard")):
+                return
+        self._decide(verdict, None, f"quarantine: {verdict}")
+
+    def _decide(self, action: str, text: str | None, note: str) -> None:
+        if self.detail is None or self.search is None:
+            return
+        if not engine_alive(self.search):
+            note += " — no engine is attached: it applies when the search resumes"
+        self._send(self.search.id, action, text, note)
+
+    @work(thread=True, group="decide", exit_on_error=False, name="send the decision")
+    def _send(self, search_id: int, action: str, text: str | None, note: str) -> None:
+        ops.add_decision(self.console.store(), search_id, action, idea_id=self.idea_id,
+                         text=text, source="console")
+        self.post_message(self.Sent(note))
+
+    def on_idea_detail_screen_sent(self, message: Sent) -> None:
+        self.notify(f"#{self.idea_id}: {message.note}", title="sent")
+        self._marker = None
+        self._tick()
+
+
+def _last_diff(d: IdeaDetail) -> str | None:
+    for attempt in reversed(d.attempts):
+        if attempt.diff:
+            return attempt.diff
+    return None

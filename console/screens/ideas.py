@@ -1,0 +1,419 @@
+"""Mode 1: the ideas board of the open search — where the researcher decides."""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.message import Message
+from textual.widgets import Footer, Input
+from textual.worker import Worker
+
+from console import commands, filtering, fmt
+from console.screens.base import ConsoleScreen
+from console.widgets.event_feed import EventFeed
+from console.widgets.idea_board import IdeaBoard
+from console.widgets.search_header import SearchHeader, at_gate, engine_alive
+from engine.store import StoreError, ops
+from engine.store import console_queries as cq
+from engine.store.console_queries import BoardPage, BoardQuery, BoardRow, SearchSummary
+from engine.store.views import EventView, SearchView
+
+SORT_LABELS = {"default": "newest epoch first", "id": "id", "score": "score (best first)",
+               "status": "status", "origin": "origin", "epoch": "epoch"}
+
+
+class IdeasScreen(ConsoleScreen):
+    SCOPE = "ideas"
+    CSS_PATH = "ideas.tcss"
+    BINDINGS = commands.bindings("ideas")
+
+    class Opened(Message):
+        """The search and the board's first page, loaded together."""
+
+        def __init__(self, summary: SearchSummary | None, page: BoardPage | None,
+                     query: BoardQuery | None, events: list[EventView], problem: str = ""
+                     ) -> None:
+            super().__init__()
+            self.summary = summary
+            self.page = page
+            self.query = query
+            self.events = events
+            self.problem = problem
+
+    class Refreshed(Message):
+        def __init__(self, summary: SearchSummary | None, events: list[EventView],
+                     marker: tuple[int, int, int]) -> None:
+            super().__init__()
+            self.summary = summary
+            self.events = events
+            self.marker = marker
+
+    class Sent(Message):
+        def __init__(self, note: str) -> None:
+            super().__init__()
+            self.note = note
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.search: SearchView | None = None
+        self.summary: SearchSummary | None = None
+        self.filter = filtering.Filter()
+        self.filter_text = ""
+        self.epoch: int | None = None
+        self.sort = "default"
+        self.reverse = False
+        self._marker: tuple[int, int, int] | None = None
+        self._applicable: frozenset[str] = frozenset()
+
+    def compose(self) -> ComposeResult:
+        yield SearchHeader(id="header")
+        yield IdeaBoard(self._load_page, id="board")
+        yield Input(placeholder="filter: words, status:proposed, origin:exploit, epoch:3, #12 "
+                    "— enter applies, esc closes", id="filter")
+        yield EventFeed(id="feed")
+        yield Footer()
+
+    @property
+    def board(self) -> IdeaBoard:
+        return self.query_one(IdeaBoard)
+
+    def on_mount(self) -> None:
+        self.board.focus()
+        self.watch(self.app, "search_ref", self._search_changed, init=False)
+        self.open_search()
+        self.start_polling()
+
+    def _search_changed(self) -> None:
+        self.epoch, self.filter, self.filter_text = None, filtering.Filter(), ""
+        self.board.clear_marks()
+        self.query_one(EventFeed).reset()
+        self.open_search()
+
+    # ------------------------------------------------------------------ loading
+    def _load_page(self, query: BoardQuery, offset: int, limit: int) -> BoardPage:
+        return cq.board_page(self.console.store(), query, offset, limit)
+
+    def _query(self, search: SearchView) -> BoardQuery:
+        f = self.filter
+        return BoardQuery(search_id=search.id,
+                          epoch=f.epoch if f.epoch is not None else self.epoch,
+                          statuses=f.statuses, origins=f.origins, ids=f.ids, words=f.words,
+                          sort=self.sort, reverse=self.reverse, goal=search.goal)
+
+    def open_search(self) -> None:
+        ref = self.console.search_ref
+        header = self.query_one(SearchHeader)
+        if ref is None:
+            header.empty_note = "no search is open — press 0 to pick one, or n there to start one"
+            header.show(None)
+            self.board.placeholder = "no search open"
+            self.board.refresh()
+            return
+        self._open(ref, self.board.page_rows + 40)
+
+    @work(thread=True, exclusive=True, group="open", exit_on_error=False,
+          name="open the search")
+    def _open(self, ref: int | str, limit: int) -> None:
+        try:
+            store = self.console.store()
+        except StoreError as exc:
+            self.post_message(self.Opened(None, None, None, [], str(exc)))
+            return
+        search = (cq.get_search(store, ref) if isinstance(ref, int)
+                  else cq.search_by_name(store, ref))
+        if search is None and isinstance(ref, str) and ref.isdigit():
+            search = cq.get_search(store, int(ref))
+        if search is None:
+            self.post_message(self.Opened(None, None, None, [], f"no search {ref!r} in "
+                                          f"{store.workspace}"))
+            return
+        # The board first: it is what the researcher came for.
+        query = self._query(search)
+        page = cq.board_page(store, query, 0, limit)
+        self.post_message(self.Opened(None, page, query, []))
+        summaries = cq.search_summaries(store, search.id)
+        events = cq.recent_events(store, search.id, 0, 100)
+        self.post_message(self.Opened(summaries[0] if summaries else None, None, None, events))
+
+    def on_ideas_screen_opened(self, message: Opened) -> None:
+        if message.problem:
+            header = self.query_one(SearchHeader)
+            header.empty_note = message.problem
+            header.show(None)
+            self.board.placeholder = "no search open"
+            self.board.refresh()
+            return
+        if message.page is not None and message.query is not None:
+            self.board.query_ = message.query
+            self.board.set_page(message.page)
+        if message.summary is not None:
+            self._take_summary(message.summary)
+            self.console.search_id = message.summary.search.id
+            self.query_one(EventFeed).add(message.events)
+
+    def _take_summary(self, summary: SearchSummary) -> None:
+        self.summary = summary
+        self.search = summary.search
+        self.board.set_context(summary.search.baseline, summary.search.goal)
+        self.query_one(SearchHeader).show(summary, self._view_line())
+        self._bindings_changed()
+
+    def poll(self) -> Worker[None] | None:
+        if self.search is None:
+            return None
+        return self._refresh(self.search.id, self._marker,
+                             self.query_one(EventFeed).last_id)
+
+    @work(thread=True, group="poll", exit_on_error=False, name="refresh the ideas board")
+    def _refresh(self, search_id: int, marker: tuple[int, int, int] | None,
+                 last_event: int) -> None:
+        store = self.console.store()
+        now = cq.change_marker(store, search_id)
+        if now == marker:
+            self.post_message(self.Refreshed(None, [], now))
+            return
+        summaries = cq.search_summaries(store, search_id)
+        events = cq.recent_events(store, search_id, last_event, 100)
+        self.post_message(self.Refreshed(summaries[0] if summaries else None, events, now))
+
+    def on_ideas_screen_refreshed(self, message: Refreshed) -> None:
+        changed = message.marker != self._marker
+        self._marker = message.marker
+        if message.summary is not None:
+            self._take_summary(message.summary)
+        else:  # nothing new in the database; ages in the header still move
+            self.query_one(SearchHeader).show(self.summary)
+        if changed:
+            self.board.reload()
+            self.query_one(EventFeed).add(message.events)
+
+    # ------------------------------------------------------------------ view state
+    def _view_line(self) -> str:
+        if self.search is None:
+            return ""
+        parts = ["all epochs" if self.epoch is None and self.filter.epoch is None
+                 else f"epoch {self.filter.epoch if self.filter.epoch is not None else self.epoch}"]
+        parts.append(f"{self.board.total} ideas")
+        parts.append(f"sorted by {SORT_LABELS[self.sort]}{' (reversed)' if self.reverse else ''}")
+        if self.filter_text:
+            parts.append(f"filter “{self.filter_text}”")
+        if self.board.marked:
+            parts.append(f"{len(self.board.marked)} marked")
+        return " · ".join(parts)
+
+    def _requery(self) -> None:
+        if self.search is not None:
+            self.board.set_query(self._query(self.search))
+            self.query_one(SearchHeader).set_view_line(self._view_line())
+
+    def on_idea_board_loaded(self, message: IdeaBoard.Loaded) -> None:
+        self.query_one(SearchHeader).set_view_line(self._view_line())
+
+    def on_idea_board_highlighted(self, message: IdeaBoard.Highlighted) -> None:
+        self._bindings_changed()
+
+    def on_idea_board_opened(self, message: IdeaBoard.Opened) -> None:
+        self.console.open_idea(message.row.id)
+
+    def _bindings_changed(self) -> None:
+        """Refresh the footer only when what applies changed (a cursor move stays cheap)."""
+        names = ("approve", "reject", "edit", "add_idea", "go", "stop_search", "resume_search")
+        applicable = frozenset(n for n in names if self.check_action(n, ()))
+        if applicable != self._applicable:
+            self._applicable = applicable
+            self.refresh_bindings()
+
+    # ------------------------------------------------------------------ what applies
+    def _writable(self) -> bool:
+        return self.search is not None and self.search.status != "imported"
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("approve", "reject", "edit"):
+            if not self._writable():
+                return False
+            allowed = {"approve": fmt.APPROVABLE, "reject": fmt.REJECTABLE,
+                       "edit": fmt.EDITABLE}[action]
+            if action == "edit":
+                row = self.board.current
+                return row is not None and row.status in allowed and not row.pending
+            return any(r.status in allowed for r in self.board.targets())
+        if action == "add_idea":
+            return self._writable() and self.search is not None and \
+                self.search.status != "finished"
+        if action == "go":
+            return self._writable() and self.search is not None and at_gate(self.search)
+        if action == "stop_search":
+            return self._writable() and self.search is not None and engine_alive(self.search)
+        if action == "resume_search":
+            return (self._writable() and self.search is not None
+                    and self.search.status != "finished" and not engine_alive(self.search))
+        return True
+
+    # ------------------------------------------------------------------ actions
+    def action_open(self) -> None:
+        self.board.open_current()
+
+    def action_mark(self) -> None:
+        if self.board.toggle_mark() is not None:
+            self.board.action_cursor(1)
+            self.query_one(SearchHeader).set_view_line(self._view_line())
+            self._bindings_changed()
+
+    def action_mark_all(self) -> None:
+        n = self.board.mark_where(lambda r: r.status in fmt.REJECTABLE)
+        self.notify(f"marked {n} idea(s) that await a decision" if n else
+                    "no loaded idea awaits a decision")
+        self.query_one(SearchHeader).set_view_line(self._view_line())
+        self._bindings_changed()
+
+    def action_epoch(self, step: int) -> None:
+        if self.search is None:
+            return
+        options: list[int | None] = [None, *range(self.search.epoch + 1)]
+        index = options.index(self.epoch) if self.epoch in options else 0
+        self.epoch = options[(index + step) % len(options)]
+        self._requery()
+
+    def action_sort(self) -> None:
+        keys = list(cq.SORT_KEYS)
+        self.sort = keys[(keys.index(self.sort) + 1) % len(keys)]
+        self._requery()
+
+    def action_sort_reverse(self) -> None:
+        self.reverse = not self.reverse
+        self._requery()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = self.filter_text
+        box.display = True
+        box.focus()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        parsed = filtering.parse(event.value)
+        if parsed.problems:
+            self.notify("; ".join(parsed.problems), severity="warning", title="filter")
+        self.filter, self.filter_text = parsed, event.value.strip()
+        event.input.display = False
+        self.board.focus()
+        self._requery()
+
+    def action_back(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.display:
+            box.display = False
+            self.board.focus()
+        elif self.board.marked:
+            self.board.clear_marks()
+            self.query_one(SearchHeader).set_view_line(self._view_line())
+            self._bindings_changed()
+        elif self.filter_text or self.epoch is not None:
+            self.filter, self.filter_text, self.epoch = filtering.Filter(), "", None
+            self._requery()
+        else:
+            self.console.action_mode("searches")
+
+    def action_approve(self) -> None:
+        rows = [r for r in self.board.targets() if r.status in fmt.APPROVABLE]
+        self._decide([("approve", r.id, None) for r in rows], f"approve → {_ids(rows)}")
+
+    @work(exclusive=True, group="dialog")
+    async def action_reject(self) -> None:
+        rows = [r for r in self.board.targets() if r.status in fmt.REJECTABLE]
+        if not rows:
+            return
+        from console.screens.prompt import PromptScreen
+
+        titles = "\n".join(f"#{r.id} {fmt.clip(r.title, 70)}" for r in rows[:6])
+        more = f"\n… and {len(rows) - 6} more" if len(rows) > 6 else ""
+        reason = await self.app.push_screen_wait(PromptScreen(
+            f"Reject {len(rows)} idea(s)?", titles + more,
+            placeholder="why (optional) — the reason steers the next proposals"))
+        if reason is None:
+            return
+        self._decide([("reject", r.id, reason or None) for r in rows],
+                     f"reject → {_ids(rows)}" + (f" ({reason})" if reason else ""))
+
+    @work(exclusive=True, group="dialog")
+    async def action_edit(self) -> None:
+        row = self.board.current
+        if row is None or row.status not in fmt.EDITABLE:
+            return
+        store = self.console.store()
+        idea = await asyncio.to_thread(ops.get_idea, store, row.id)
+        text = self.console.edit_text(idea.text, f"idea-{idea.id}")
+        if text is None:
+            return
+        if text.strip() == idea.text.strip():
+            self.notify("the text is unchanged; nothing was saved")
+            return
+        self._decide([("edit", idea.id, text)], f"edit of #{idea.id} saved as a new version")
+
+    @work(exclusive=True, group="dialog")
+    async def action_add_idea(self) -> None:
+        if self.search is None:
+            return
+        from console.screens.add_idea import AddIdeaScreen
+
+        text = await self.app.push_screen_wait(AddIdeaScreen(self.search.name,
+                                                             self.search.epoch))
+        if text:
+            self._decide([("add", None, text)], "your idea is on its way to the engine")
+
+    @work(exclusive=True, group="dialog")
+    async def action_go(self) -> None:
+        if self.search is None:
+            return
+        from console.screens.confirm import ConfirmScreen
+
+        waiting = self.summary.ideas.get("proposed", 0) if self.summary else 0
+        if await self.app.push_screen_wait(ConfirmScreen(
+                "Release the gate?", f"{waiting} undecided idea(s) will be skipped; decided "
+                "ones go on to implementation.", yes="Go")):
+            self._decide([("go", None, None)], "gate released")
+
+    @work(exclusive=True, group="dialog")
+    async def action_stop_search(self) -> None:
+        if self.search is not None:
+            await self.console.stop_search(self.search)
+
+    def action_resume_search(self) -> None:
+        if self.search is not None:
+            self.console.resume_search(self.search)
+
+    # ------------------------------------------------------------------ decisions
+    def _decide(self, decisions: list[tuple[str, int | None, str | None]], note: str) -> None:
+        if not decisions or self.search is None:
+            return
+        for action, idea_id, _ in decisions:
+            if idea_id is not None:  # shown at once; the engine's answer replaces it
+                self.board.update_row(idea_id, pending=action)
+        self.board.clear_marks()
+        if not engine_alive(self.search):
+            note += " — no engine is attached: it applies when the search resumes (R)"
+        self._send(self.search.id, decisions, note)
+
+    @work(thread=True, group="decide", exit_on_error=False, name="send decisions")
+    def _send(self, search_id: int, decisions: list[tuple[str, int | None, str | None]],
+              note: str) -> None:
+        store = self.console.store()
+        for action, idea_id, text in decisions:
+            ops.add_decision(store, search_id, action, idea_id=idea_id, text=text,
+                             source="console")
+        self.post_message(self.Sent(note))
+
+    def on_ideas_screen_sent(self, message: Sent) -> None:
+        self.notify(message.note, title="sent")
+        self.query_one(SearchHeader).set_view_line(self._view_line())
+        self._bindings_changed()
+        self._tick()
+
+
+def _ids(rows: list[BoardRow]) -> str:
+    shown = ", ".join(f"#{r.id}" for r in rows[:8])
+    return shown + (f" +{len(rows) - 8}" if len(rows) > 8 else "")
+

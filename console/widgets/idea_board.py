@@ -1,0 +1,400 @@
+"""The ideas board: a Line API widget that holds only the rows around what is on screen.
+
+A search may hold 100k ideas. A DataTable would build a row object for each of them before
+anything is shown (seconds); this widget knows only the total, and asks its loader — in a
+thread worker — for the window of rows around the viewport whenever that window moves. Rows
+not yet loaded draw as placeholders for the few milliseconds a page takes.
+
+The cursor is an index into the board's order; on a live reload it follows its idea when the
+idea moves within the loaded window (new proposals arrive above it in the default order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from console import fmt
+from console.workers import ReportsWorkerErrors, busy
+from engine.store.console_queries import BoardPage, BoardQuery, BoardRow
+
+Loader = Callable[[BoardQuery, int, int], BoardPage]
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    width: int  # 0: takes what is left
+    right: bool = False
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("", 2),
+    Column("id", 6, right=True),
+    Column("ep", 4, right=True),
+    Column("origin", 9),
+    Column("status", 19),
+    Column("score", 10, right=True),
+    Column("Δ", 10, right=True),
+    Column("att", 4, right=True),
+    Column("host", 10),
+    Column("title", 0),
+)
+
+PENDING_ARROW = {"approve": "→approve", "reject": "→reject", "edit": "→edit",
+                 "accept": "→accept", "discard": "→discard"}
+
+
+class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
+    """Ideas of a search, windowed; `loader(query, offset, limit)` runs in a thread."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up,k", "cursor(-1)", "Up", show=False),
+        Binding("down,j", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "jump(0)", "First", show=False),
+        Binding("end", "jump(-1)", "Last", show=False),
+    ]
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "idea-board--header",
+        "idea-board--cursor",
+        "idea-board--marked",
+        "idea-board--placeholder",
+    }
+
+    DEFAULT_CSS = """
+    IdeaBoard { height: 1fr; }
+    IdeaBoard > .idea-board--header { text-style: bold; background: $panel; }
+    IdeaBoard > .idea-board--cursor { background: $accent 40%; }
+    IdeaBoard:focus > .idea-board--cursor { background: $accent 70%; }
+    IdeaBoard > .idea-board--marked { background: $warning 20%; }
+    IdeaBoard > .idea-board--placeholder { color: $text-muted; }
+    """
+
+    class Highlighted(Message):
+        def __init__(self, board: IdeaBoard, row: BoardRow | None) -> None:
+            super().__init__()
+            self.board = board
+            self.row = row
+
+    class Opened(Message):
+        def __init__(self, board: IdeaBoard, row: BoardRow) -> None:
+            super().__init__()
+            self.board = board
+            self.row = row
+
+    class Loaded(Message):
+        def __init__(self, board: IdeaBoard, total: int) -> None:
+            super().__init__()
+            self.board = board
+            self.total = total
+
+    class PageLoaded(Message):
+        def __init__(self, page: BoardPage, seq: int, follow: int | None) -> None:
+            super().__init__()
+            self.page = page
+            self.seq = seq
+            self.follow = follow
+
+    def __init__(self, loader: Loader, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.loader = loader
+        self.query_: BoardQuery | None = None
+        self.total = 0
+        self.cursor = 0
+        self.marked: dict[int, str] = {}  # idea id → status when marked
+        self.baseline: float | None = None
+        self.goal = "minimize"
+        self.loaded_once = False
+        self.placeholder = "loading…"
+        self._rows: dict[int, BoardRow] = {}
+        self._window = (0, 0)
+        self._seq = 0
+        self._worker = None
+        self._stale = False
+        self._last_highlight: int | None = None
+        self._cache: dict[tuple[int, bool, bool, int], Strip] = {}
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def current(self) -> BoardRow | None:
+        return self._rows.get(self.cursor)
+
+    @property
+    def page_rows(self) -> int:
+        return max(1, self.scrollable_content_region.height - 1)
+
+    def set_query(self, query: BoardQuery) -> None:
+        """Show another selection of ideas: the cursor goes to the top."""
+        self.query_ = query
+        self.cursor = 0
+        self._rows.clear()
+        self._cache.clear()
+        self._window = (0, 0)
+        self.scroll_to(y=0, animate=False)
+        self._request(0, follow=None)
+
+    def set_context(self, baseline: float | None, goal: str) -> None:
+        if (baseline, goal) != (self.baseline, self.goal):
+            self.baseline, self.goal = baseline, goal
+            self._cache.clear()
+            self.refresh()
+
+    def set_page(self, page: BoardPage) -> None:
+        """Take rows loaded elsewhere (the screen's first load) as if this board had asked."""
+        self._seq += 1
+        self._apply(page, follow=None)
+
+    def reload(self) -> None:
+        """Fetch the rows on screen again (something changed); the cursor keeps its idea."""
+        if self.query_ is None:
+            return
+        if busy(self._worker):
+            self._stale = True
+            return
+        row = self.current
+        start = self._window[0] if self._window[1] else max(0, int(self.scroll_y) - 1)
+        self._request(start, follow=row.id if row else None)
+
+    def toggle_mark(self) -> BoardRow | None:
+        row = self.current
+        if row is None:
+            return None
+        if row.id in self.marked:
+            del self.marked[row.id]
+        else:
+            self.marked[row.id] = row.status
+        self._cache.clear()
+        self.refresh_line(self._line_of(self.cursor))
+        return row
+
+    def mark_where(self, keep: Callable[[BoardRow], bool]) -> int:
+        n = 0
+        for row in self._rows.values():
+            if keep(row) and row.id not in self.marked:
+                self.marked[row.id] = row.status
+                n += 1
+        self._cache.clear()
+        self.refresh()
+        return n
+
+    def clear_marks(self) -> None:
+        if self.marked:
+            self.marked.clear()
+            self._cache.clear()
+            self.refresh()
+
+    def targets(self) -> list[BoardRow]:
+        """What a decision applies to: the marked rows loaded, else the cursor's row."""
+        if self.marked:
+            rows = {r.id: r for r in self._rows.values() if r.id in self.marked}
+            return [rows.get(i) or BoardRow(id=i, epoch=0, origin="", status=s, score=None,
+                                            title="", attempts=0, host=None, quarantine=None,
+                                            edited_from=None, pending=None)
+                    for i, s in self.marked.items()]
+        return [self.current] if self.current else []
+
+    # ------------------------------------------------------------------ loading
+    def _request(self, offset: int, follow: int | None) -> None:
+        query = self.query_
+        if query is None:
+            return
+        self._seq += 1
+        seq = self._seq
+        limit = max(60, self.page_rows * 3)
+        loader = self.loader
+
+        def load() -> None:
+            page = loader(query, offset, limit)
+            self.post_message(self.PageLoaded(page, seq, follow))
+
+        self._worker = self.run_worker(load, thread=True, exclusive=True, group="board",
+                                       exit_on_error=False, name="load the ideas board")
+
+    def on_idea_board_page_loaded(self, message: PageLoaded) -> None:
+        message.stop()
+        if message.seq != self._seq:
+            return
+        self._apply(message.page, message.follow)
+        if self._stale:
+            self._stale = False
+            self.reload()
+
+    def _apply(self, page: BoardPage, follow: int | None) -> None:
+        old_cursor_line = self.cursor - int(self.scroll_y)
+        self.total = page.total
+        self._rows = {page.offset + i: row for i, row in enumerate(page.rows)}
+        self._window = (page.offset, page.offset + len(page.rows))
+        self._cache.clear()
+        if follow is not None:
+            for index, row in self._rows.items():
+                if row.id == follow:
+                    if index != self.cursor:
+                        self.cursor = index
+                        # keep the row on the same screen line while others arrive above it
+                        self.scroll_to(y=max(0, index - old_cursor_line), animate=False)
+                    break
+        self.cursor = max(0, min(self.cursor, self.total - 1))
+        self.virtual_size = Size(self.scrollable_content_region.width, self.total + 1)
+        self.loaded_once = True
+        self.refresh()
+        self._highlight()
+        self.post_message(self.Loaded(self, self.total))
+
+    def _ensure_window(self) -> None:
+        if self.query_ is None or not self.loaded_once:
+            return
+        top = int(self.scroll_y)
+        bottom = min(self.total, top + self.page_rows)
+        start, end = self._window
+        if start <= top and bottom <= end:
+            return
+        self._request(max(0, top - self.page_rows), follow=None)
+
+    # ------------------------------------------------------------------ cursor
+    def _line_of(self, index: int) -> int:
+        return index - int(self.scroll_y) + 1
+
+    def _move_to(self, index: int) -> None:
+        if self.total == 0:
+            return
+        index = max(0, min(index, self.total - 1))
+        if index == self.cursor:
+            return
+        old = self.cursor
+        self.cursor = index
+        top = int(self.scroll_y)
+        if index < top:
+            self.scroll_to(y=index, animate=False)
+        elif index >= top + self.page_rows:
+            self.scroll_to(y=index - self.page_rows + 1, animate=False)
+        else:
+            self.refresh_line(self._line_of(old))
+            self.refresh_line(self._line_of(index))
+        self._highlight()
+
+    def _highlight(self) -> None:
+        row = self.current
+        key = row.id if row else None
+        if key != self._last_highlight or row is None:
+            self._last_highlight = key
+            self.post_message(self.Highlighted(self, row))
+
+    def action_cursor(self, step: int) -> None:
+        self._move_to(self.cursor + step)
+
+    def action_page(self, direction: int) -> None:
+        self._move_to(self.cursor + direction * self.page_rows)
+
+    def action_jump(self, where: int) -> None:
+        self._move_to(self.total - 1 if where < 0 else where)
+
+    def on_click(self, event: events.Click) -> None:
+        if event.y >= 1:
+            index = int(self.scroll_y) + event.y - 1
+            if index < self.total:
+                self._move_to(index)
+                if event.chain == 2 and self.current:
+                    self.post_message(self.Opened(self, self.current))
+
+    def open_current(self) -> None:
+        if self.current:
+            self.post_message(self.Opened(self, self.current))
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self._ensure_window()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.virtual_size = Size(self.scrollable_content_region.width, self.total + 1)
+        self._cache.clear()
+        self._ensure_window()
+
+    def update_row(self, idea_id: int, **changes: object) -> None:
+        """Change a loaded row in place (an optimistic mark while a decision travels)."""
+        for index, row in self._rows.items():
+            if row.id == idea_id:
+                self._rows[index] = replace(row, **changes)  # type: ignore[arg-type]
+                self._cache.clear()
+                self.refresh_line(self._line_of(index))
+
+    # ------------------------------------------------------------------ drawing
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        if y == 0:
+            return self._header(width)
+        index = int(self.scroll_y) + y - 1
+        if index >= self.total:
+            if index == 0 and self.loaded_once:
+                style = self.get_component_rich_style("idea-board--placeholder")
+                return Strip([Segment(fmt.clip("  no ideas match", width), style)]
+                             ).extend_cell_length(width)
+            return Strip.blank(width, self.rich_style)
+        row = self._rows.get(index)
+        if row is None:
+            style = self.get_component_rich_style("idea-board--placeholder")
+            return Strip([Segment(fmt.clip(f"  {self.placeholder}", width), style)]
+                          ).extend_cell_length(width)
+        is_cursor = index == self.cursor
+        is_marked = row.id in self.marked
+        key = (row.id, is_cursor, is_marked, width)
+        strip = self._cache.get(key)
+        if strip is None:
+            strip = self._row_strip(row, width, is_cursor, is_marked)
+            if len(self._cache) > 500:
+                self._cache.clear()
+            self._cache[key] = strip
+        return strip
+
+    def _header(self, width: int) -> Strip:
+        style = self.get_component_rich_style("idea-board--header")
+        cells = [c.title for c in COLUMNS]
+        return self._cells_strip(cells, [style] * len(cells), width, style)
+
+    def _row_strip(self, row: BoardRow, width: int, is_cursor: bool, is_marked: bool) -> Strip:
+        base = self.rich_style
+        if is_marked:
+            base = base + self.get_component_rich_style("idea-board--marked")
+        if is_cursor:
+            base = base + self.get_component_rich_style("idea-board--cursor")
+        status = row.status + (f" {PENDING_ARROW.get(row.pending, '→' + row.pending)}"
+                               if row.pending else "")
+        verdict_style = fmt.score_style(row.score, self.baseline, self.goal)
+        title = row.title or ""
+        if row.quarantine == "pending":
+            title = "⚠ quarantined · " + title
+        if row.edited_from:
+            title = f"✎#{row.edited_from} " + title
+        cells = ["●" if is_marked else "", str(row.id), str(row.epoch), row.origin, status,
+                 fmt.score(row.score), fmt.delta(row.score, self.baseline),
+                 str(row.attempts) if row.attempts else "", row.host or "", title]
+        styles = ["bold yellow", "", "dim", "", fmt.STATUS_STYLE.get(row.status, ""),
+                  verdict_style, verdict_style, "dim", "dim", ""]
+        return self._cells_strip(cells, [base + Style.parse(s) if s else base for s in styles],
+                                 width, base)
+
+    @staticmethod
+    def _cells_strip(cells: list[str], styles: list[Style], width: int, fill: Style) -> Strip:
+        segments: list[Segment] = []
+        used = 0
+        for column, text, style in zip(COLUMNS, cells, styles, strict=True):
+            w = column.width or max(0, width - used)
+            if w <= 0:
+                break
+            body = fmt.clip(text, w - 1) if column.width else fmt.clip(text, w)
+            cell = body.rjust(w - 1) + " " if column.right else body.ljust(w)
+            segments.append(Segment(cell[:w], style))
+            used += w
+        return Strip(segments).adjust_cell_length(width, fill)

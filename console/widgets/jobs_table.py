@@ -1,0 +1,64 @@
+"""Jobs: the queue and what runs, then what finished lately; rows update in place by id."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from console import fmt
+from engine.store.console_queries import JobRow
+
+COLUMNS = (("job", "job"), ("idea", "idea"), ("state", "state"), ("host", "host"),
+           ("gpus", "GPUs"), ("beat", "heartbeat"), ("time", "run time"),
+           ("exit", "exit / reason"), ("search", "search"), ("title", "idea title"))
+
+
+class JobsTable(DataTable[Text | str]):
+    DEFAULT_CSS = """
+    JobsTable { height: 1fr; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self.rows_by_id: dict[int, JobRow] = {}
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+
+    @property
+    def current(self) -> JobRow | None:
+        if self.row_count == 0:
+            return None
+        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        return self.rows_by_id.get(int(key)) if key is not None else None
+
+    def show(self, rows: list[JobRow]) -> None:
+        fresh = {r.job.id: r for r in rows}
+        order_changed = list(fresh) != list(self.rows_by_id)
+        if order_changed:
+            current = self.current
+            self.clear()
+            for job_id, row in fresh.items():
+                self.add_row(*_cells(row), key=str(job_id))
+            if current is not None and current.job.id in fresh:
+                self.move_cursor(row=self.get_row_index(str(current.job.id)))
+        else:
+            for job_id, row in fresh.items():
+                if row != self.rows_by_id.get(job_id) or row.job.state == "running":
+                    for (key, _), value in zip(COLUMNS, _cells(row), strict=True):
+                        self.update_cell(str(job_id), key, value)
+        self.rows_by_id = fresh
+
+
+def _cells(row: JobRow) -> list[Text | str]:
+    j = row.job
+    end = j.finished_at if j.finished_at is not None else fmt.clock()
+    runtime = fmt.duration(end - j.started_at) if j.started_at else "-"
+    beat = fmt.age(j.heartbeat_at) if j.state in ("running", "unreachable") else ""
+    exit_ = "" if j.exit_code is None else f"exit {j.exit_code}"
+    if j.reason:
+        exit_ = f"{exit_} {j.reason}".strip()
+    gpus = j.gpus or ("cpu" if j.gpus_wanted == 0 else f"wants {j.gpus_wanted}")
+    return [str(j.id), f"#{j.idea_id}", Text(j.state, style=fmt.JOB_STATE_STYLE.get(j.state, "")),
+            j.host, gpus, beat, runtime, exit_, row.search_name, fmt.clip(row.idea_title, 60)]

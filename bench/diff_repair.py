@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="diff-repair-") as tmp:
         sources = discover(REPO, Path(tmp))
-        envs = sorted({s.env_name for s in sources})
-        log.info("sources: %d files of %s", len(sources), ", ".join(envs))
+        log.info("sources (%d files): %s", len(sources),
+                 ", ".join(f"{s.env_name}/{s.rel}" for s in sources))
         cases = build(sources, args.per_class, args.seed)
         verdicts: dict[str, Counter[str]] = defaultdict(Counter)
         git_ok: Counter[str] = Counter()

@@ -209,6 +209,20 @@ def typical_model_answer(src: Source, rng: random.Random) -> Case:
     return _repair("typical_model_answer", src, edit, _fenced(diff, rng))
 
 
+def context_without_leading_space(src: Source, rng: random.Random) -> Case:
+    """Every context line lost its leading space (the header's counts are right)."""
+    edit = make_edit(src, rng)
+    return _repair("context_without_leading_space", src, edit,
+                   map_body(edit.diff, lambda tag, text, _: text if tag == " " else tag + text))
+
+
+def missing_hunk_header(src: Source, rng: random.Random) -> Case:
+    """The '@@' line left out of a one-hunk diff: the body follows the file header."""
+    edit = make_edit(src, rng, sites=1)
+    answer = "\n".join(line for line in edit.diff.split("\n") if not line.startswith("@@"))
+    return _repair("missing_hunk_header", src, edit, answer)
+
+
 def hunks_out_of_order(src: Source, rng: random.Random) -> Case:
     edit = make_edit(src, rng, sites=rng.choice([2, 3]))
     head, *hunks = re.split(r"(?m)^(?=@@ )", edit.diff)
@@ -359,7 +373,7 @@ REPAIRABLE: tuple[Callable[[Source, random.Random], Case], ...] = (
     missing_blank_context_line, crlf_line_endings, missing_final_newline,
     spurious_no_newline_marker, listing_line_numbers, no_file_header, wrong_outer_context_line,
     search_replace_blocks, typical_model_answer, hunks_out_of_order, file_header_per_hunk,
-    two_files_typical,
+    two_files_typical, context_without_leading_space, missing_hunk_header,
 )
 REJECTION: tuple[Callable[[Source, random.Random], Case], ...] = (
     path_outside, absolute_path, symlink_target, protected_file, protected_line_changed,

@@ -84,9 +84,9 @@ def discover(repo: Path, work: Path) -> list[Source]:
     for env in dirs:
         copy = work / env.name
         shutil.copytree(env, copy, ignore=_COPY_IGNORE)
-        if not (copy / "environment.toml").exists():
-            (copy / "environment.toml").write_text(f'name = "{env.name}"\n')
         protected, lines = _env_rules(copy)
+        if not (copy / "environment.toml").exists():  # the protected-file cases edit it
+            (copy / "environment.toml").write_text(f'name = "{env.name}"\n')
         files = sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*.py"))
         files = [f for f in files if not is_protected(f, protected)]
         if not files:

@@ -120,17 +120,27 @@ def _indent(line: str) -> str:
     return line[:len(line) - len(line.lstrip())]
 
 
-def _indent_shift(old: Sequence[str], mapping: Sequence[int | None],
+def _indent_shift(old: Sequence[str], tags: Sequence[str], mapping: Sequence[int | None],
                   index: FileIndex) -> tuple[str, str]:
-    """A prefix that consistently separates the model's indentation from the file's."""
-    pairs = [(_indent(old[j]), _indent(index.lines[f])) for j, f in enumerate(mapping)
-             if f is not None and old[j].strip()]
+    """A prefix that consistently separates the model's indentation from the file's.
+
+    Removed lines decide when there are any: they carry the diff's '-' for sure, while context
+    lines often lose their leading space, which shifts only them. For the same reason a
+    one-space shift seen on context lines alone is read as that lost space, never applied to
+    the added lines (models do not mis-indent code by one column).
+    """
+    def pairs_of(wanted: str) -> list[tuple[str, str]]:
+        return [(_indent(old[j]), _indent(index.lines[f])) for j, f in enumerate(mapping)
+                if f is not None and old[j].strip() and tags[j] == wanted]
+    pairs = pairs_of("-") or pairs_of(" ")
     if not pairs:
         return "", ""
+    only_context = not pairs_of("-")
     adds = {file[:len(file) - len(model)] if file.endswith(model) else None
             for model, file in pairs}
     if len(adds) == 1 and None not in adds:
-        return adds.pop() or "", ""
+        add = adds.pop() or ""
+        return ("", "") if only_context and add == " " else (add, "")
     drops = {model[:len(model) - len(file)] if model.endswith(file) else None
              for model, file in pairs}
     if len(drops) == 1 and None not in drops:
@@ -179,7 +189,8 @@ def place(hunk: LooseHunk, index: FileIndex, hint: int | None,
                             dropped_resemble if lead + trail else None)
             if best is not None:
                 mapping, start, end = best
-                add, drop = (_indent_shift(old, mapping, index) if level >= 2 else ("", ""))
+                add, drop = (_indent_shift(old, tags, mapping, index) if level >= 2
+                             else ("", ""))
                 return Placement(start, end, tuple(mapping), level, lead + trail, add, drop)
     return None
 

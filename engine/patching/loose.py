@@ -107,6 +107,10 @@ def _path_of(raw: str) -> str:
     return path
 
 
+def _shown(path: str) -> str:
+    return path[2:] if path.startswith(("a/", "b/")) else path
+
+
 def _hunk_header(line: str) -> LooseHunk | None:
     match = _HUNK.match(line)
     if match:
@@ -205,15 +209,22 @@ def parse_loose(text: str) -> LooseDiff:
                 current = LooseFile(old, new)
                 files.append(current)
             if not nxt.startswith("+++ "):
-                repairs.append(f"added the missing '+++' line for {old}")
+                repairs.append(f"added the missing '+++' line for {_shown(old)}")
             in_git_header = False
             i += 2 if nxt.startswith("+++ ") else 1
+            if i < len(lines) and lines[i][:1] in ("+", "-", " ") and not _is_file_header(
+                    lines, i) and _hunk_header(lines[i]) is None:
+                # body lines right under the file header: the '@@' line was left out
+                hunk = LooseHunk("@@", None, None)
+                i = _read_hunk(lines, i - 1, hunk)
+                current.hunks.append(hunk)
+                repairs.append(f"added the missing '@@' line for {_shown(new)}")
             continue
         if line.startswith("+++ ") and _hunk_header(nxt) and (current is None or current.hunks):
             new = _path_of(line[4:])
             current = LooseFile(new, new)
             files.append(current)
-            repairs.append(f"added the missing '---' line for {new}")
+            repairs.append(f"added the missing '---' line for {_shown(new)}")
             i += 1
             continue
         hunk = _hunk_header(line)

@@ -272,6 +272,30 @@ def train(steps=1000):
     assert any("without a leading space" in r for r in outcome.repairs)
 
 
+def test_indented_context_lines_without_leading_space_keep_added_indent(env: Path) -> None:
+    # every context line lost the diff's leading space; the added line is right as written
+    diff = """\
+--- a/train.py
++++ b/train.py
+@@ -20,3 +20,4 @@
+    def forward(self, x, targets):
+        h = F.gelu(self.fc1(x))
++        h = F.dropout(h, 0.1, self.training)
+        logits = self.fc2(h)
+"""
+    outcome = prep(env, diff)
+    assert applied(env, outcome) == EXPECTED.replace("    if step < warmup * 2:",
+                                                     "    if step < warmup:")
+    assert not any("re-indented" in r for r in outcome.repairs)
+
+
+def test_missing_hunk_header_line(env: Path) -> None:
+    diff = GOOD_DIFF.split("@@ -20")[0].replace("@@ -7,3 +7,3 @@\n", "")
+    outcome = prep(env, diff)
+    assert "if step < warmup * 2:" in applied(env, outcome)
+    assert "added the missing '@@' line for train.py" in outcome.repairs
+
+
 def test_fuzz_ignores_a_wrong_outer_context_line(env: Path) -> None:
     diff = GOOD_DIFF.replace(" def get_lr(step, warmup=100, total=1000):",
                              " def get_lr(step, warmup=50, total=2000):")

@@ -17,11 +17,12 @@ _FENCE_OPEN = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 _DIFF_START = re.compile(r"^(diff --git |--- |\+\+\+ |@@|GIT binary patch|Binary files? )",
                          re.MULTILINE)
 
-NO_DIFF_HELP = (
-    "your answer holds no diff. Reply with the change as a unified diff in a ```diff block "
+FORMAT_HELP = (
+    "Reply with the change as a unified diff in a ```diff block "
     "('--- a/train.py', '+++ b/train.py', then '@@ -l,n +l,n @@' hunks whose ' ' and '-' lines "
     "are copied exactly from the file), or as SEARCH/REPLACE blocks."
 )
+NO_DIFF_HELP = "your answer holds no diff. " + FORMAT_HELP
 
 
 @dataclass

@@ -194,7 +194,9 @@ def parse_loose(text: str) -> LooseDiff:
             continue
         if _BINARY.match(line):
             if current is None or current.hunks:
-                current = LooseFile(None, None)
+                named = re.match(r"^Binary files? (\S+)", line)
+                name = _path_of(named.group(1)) if named else None
+                current = LooseFile(name, name)
                 files.append(current)
             current.binary = True
             i += 1

@@ -12,15 +12,18 @@ class PatchError(Exception):
 class Rejected(Exception):
     """A model answer that cannot become a patch; each problem is written for the model."""
 
-    def __init__(self, *problems: str) -> None:
+    def __init__(self, *problems: str, advice: str = "") -> None:
         super().__init__("; ".join(problems))
         self.problems = tuple(problems)
+        self.advice = advice  # said once after all problems, however many share it
 
     def for_model(self) -> str:
         if len(self.problems) == 1:
-            return f"The patch was not applied: {self.problems[0]}"
-        items = "\n".join(f"- {p}" for p in self.problems)
-        return f"The patch was not applied, for these reasons:\n{items}"
+            text = f"The patch was not applied: {self.problems[0]}"
+        else:
+            items = "\n".join(f"- {p}" for p in self.problems)
+            text = f"The patch was not applied, for these reasons:\n{items}"
+        return f"{text}\n{self.advice}" if self.advice else text
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.patching.apply import apply_diff
-from engine.patching.extract import NO_DIFF_HELP, extract
+from engine.patching.extract import FORMAT_HELP, extract
 from engine.patching.locate import LEVELS, FileIndex, Placement, apply_placed, insertion, place
 from engine.patching.loose import DEV_NULL, LooseFile, LooseHunk, parse_loose
 from engine.patching.outcome import PatchError, PatchOutcome, Rejected
@@ -25,7 +25,12 @@ from engine.patching.text import content, file_mode, make_diff, read_text, split
 
 log = logging.getLogger(__name__)
 
-_RESEND = "Copy the ' ' and '-' lines exactly from the current file and send the whole diff again."
+_RESEND = {
+    "unified": "Copy the ' ' and '-' lines exactly from the current file and send the whole "
+               "diff again.",
+    "search_replace": "Copy the SEARCH lines exactly from the current file and send all blocks "
+                      "again.",
+}
 
 
 @dataclass
@@ -47,7 +52,9 @@ class _Job:
                                 for k, vs in protected_lines.items()}
         self.repairs: list[str] = []
         self.problems: list[str] = []
+        self.advice = ""
         self.form = "unified"
+        self._moved: dict[tuple[str, int], list[int]] = {}
 
     def repair(self, note: str | None) -> None:
         if note and note not in self.repairs:
@@ -55,7 +62,7 @@ class _Job:
 
     def fail_if_problems(self) -> None:
         if self.problems:
-            raise Rejected(*self.problems)
+            raise Rejected(*self.problems, advice=self.advice)
 
     # -- reading the answer ------------------------------------------------------------------
     def edits(self, answer: str) -> list[_Edit]:
@@ -82,7 +89,7 @@ class _Job:
                            "diff (keep it shorter if needed)")
         if not any(f.hunks or f.binary or f.creates or f.deletes for f in loose.files):
             raise Rejected("the diff has no usable '@@' hunks (a '@@ -l,n +l,n @@' line followed "
-                           "by ' ', '-' and '+' lines). " + NO_DIFF_HELP)
+                           "by ' ', '-' and '+' lines). " + FORMAT_HELP)
         return [e for e in (self._file_edit(f) for f in loose.files) if e is not None]
 
     def _search_replace_edits(self, text: str) -> list[_Edit]:
@@ -100,6 +107,15 @@ class _Job:
                                    f"the lines of SEARCH/REPLACE block {block.number}"))
                 continue
             if not any(line.strip() for line in block.search):
+                try:
+                    exists = self.tree.existing(block.path) is not None
+                except PathProblem:
+                    exists = False  # _new_file reports the path problem
+                if exists:
+                    self.problems.append(f"SEARCH/REPLACE block {block.number} has an empty "
+                                         f"SEARCH part, which creates a file, but {block.path} "
+                                         "exists: put the lines to replace in SEARCH")
+                    continue
                 edits.append(self._new_file(block.path, [block.hunk()]))
                 continue
             edits.append(self._existing(block.path, block.path, [block.hunk()]))
@@ -151,14 +167,14 @@ class _Job:
         rel = rels.pop()
         for raw, (_, note) in hits.items():
             self.repair(note)
-            if note is None and raw.split("/", 1)[0] not in ("a", "b"):
+            if note is None and self.form == "unified" and raw.split("/", 1)[0] not in ("a", "b"):
                 self.repair("added a/ b/ prefixes to the paths")
         if len(found) == 2 and len(hits) == 1:
             self.repair(f"'---' and '+++' named different files; used {rel}")
         return _Edit(rel, "modify", hunks, label)
 
     def _file_edit(self, loose: LooseFile) -> _Edit | None:
-        name = loose.new_path or loose.old_path or "?"
+        name = _shown(loose.new_path or loose.old_path or "?")
         if loose.binary:
             self.problems.append(f"the diff holds a binary patch ({name}); only text changes "
                                  "to source files are accepted")
@@ -208,6 +224,11 @@ class _Job:
                 first = next(m for m in where.mapping if m is not None)
                 lead = where.mapping.index(first)
                 offset = first - lead - max(hunk.old_start - 1, 0)
+        for (rel, delta), numbers in self._moved.items():
+            which = (f"hunk {numbers[0]}" if len(numbers) == 1 else
+                     "hunks " + ", ".join(map(str, numbers)))
+            self.repair(f"relocated {which} of {rel} by context ({delta:+d} lines)")
+        self._moved.clear()
         if failed:
             return None
         final_newline = original.endswith("\n") or not original
@@ -219,7 +240,7 @@ class _Job:
     def _place_one(self, edit: _Edit, n: int, hunk: LooseHunk, index: FileIndex, offset: int,
                    taken: list[Placement]) -> Placement | None:
         which = f"hunk {n} of {edit.rel}" if self.form == "unified" else \
-            f"SEARCH/REPLACE block for {edit.rel}"
+            f"{hunk.header} ({edit.rel})"
         if not hunk.old_lines:
             where = insertion(hunk, len(index.lines))
             if where is None:
@@ -230,12 +251,13 @@ class _Job:
         hint = None if hunk.old_start is None else max(hunk.old_start - 1, 0) + offset
         where = place(hunk, index, hint, taken)
         if where is None:
-            self.problems.append(self._not_found(which, edit.rel or '?', hunk, index))
+            self.problems.append(self._not_found(which, edit.rel or "?", hunk, index))
+            self.advice = _RESEND[self.form]
             return None
         first = next(m for m in where.mapping if m is not None)
         start = first - where.mapping.index(first)
         if hunk.old_start is not None and start != hunk.old_start - 1:
-            self.repair(f"relocated {which} by context ({start - hunk.old_start + 1:+d} lines)")
+            self._moved.setdefault((edit.rel or "?", start - hunk.old_start + 1), []).append(n)
         if where.level:
             self.repair(f"matched {which} {LEVELS[where.level]}")
         if where.fuzz:
@@ -255,12 +277,13 @@ class _Job:
         if missing:
             msg += f"the line {probe.strip()[:80]!r} is not in {rel}"
         else:
-            msg += "its ' ' and '-' lines exist but not together in that order"
+            msg += ("its lines exist in the file but not together in that order (or only where "
+                    "another hunk already changes it)")
         close = difflib.get_close_matches(probe, index.lines, n=1, cutoff=0.6)
         if missing and close:
             line_no = index.lines.index(close[0]) + 1
             msg += f" (closest, line {line_no}: {close[0].strip()[:80]!r})"
-        return msg + ". " + _RESEND
+        return msg + "."
 
     def resolve_headerless(self, edit: _Edit) -> bool:
         """Give header-less hunks the environment file where they fit best, if only one does.

@@ -47,7 +47,8 @@ def judge(case: Case) -> tuple[str, PatchOutcome, float]:
         return ("rejected" if right else "other_reason"), outcome, took
     if not outcome.ok:
         return "asked_again", outcome, took
-    before = {rel: (case.source.env_dir / rel).read_text() for rel in case.expected}
+    before = {rel: (case.source.env_dir / rel).read_text() for rel in case.expected
+              if (case.source.env_dir / rel).is_file()}
     try:
         after = apply_diff(before, outcome.diff or "")
     except PatchError:

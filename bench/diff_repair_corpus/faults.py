@@ -239,17 +239,23 @@ def file_header_per_hunk(src: Source, rng: random.Random) -> Case:
 
 
 def two_files_typical(src: Source, rng: random.Random) -> Case:
-    """One answer editing two files of the environment, shifted and fenced."""
+    """One answer editing two files (or editing one and adding a helper module), fenced."""
     others = [s for s in SOURCES if s.env_dir == src.env_dir and s.rel != src.rel]
-    if not others:
-        return typical_model_answer(src, rng)
-    other = rng.choice(others)
-    first, second = make_edit(src, rng), make_edit(other, rng)
+    first = make_edit(src, rng)
     off = rng.randint(-20, 20)
-    diff = map_headers(first.diff + second.diff,
-                       lambda n: [max(1, n[0] + off), n[1], max(1, n[2] + off), n[3]])
+    diff = map_headers(first.diff, lambda n: [max(1, n[0] + off), n[1], max(1, n[2] + off),
+                                              n[3]])
+    if others:
+        second = make_edit(rng.choice(others), rng)
+        extra_rel, extra_text = second.rel, second.after
+        diff += map_headers(second.diff, lambda n: [max(1, n[0] + off), n[1],
+                                                    max(1, n[2] + off), n[3]])
+    else:  # a one-file environment: the second file is a new helper module
+        extra_rel = f"ideaforge_helper_{rng.randint(1, 99)}.py"
+        extra_text = "def scale(x):\n    return 0.5 * x\n"
+        diff += unified(extra_rel, "", extra_text).replace(f"--- a/{extra_rel}", "--- /dev/null")
     case = _repair("two_files_typical", src, first, _fenced(diff, rng))
-    return replace(case, expected={first.rel: first.after, second.rel: second.after})
+    return replace(case, expected={first.rel: first.after, extra_rel: extra_text})
 
 
 # -- rejections -----------------------------------------------------------------------------------

@@ -63,6 +63,7 @@ class SearchEngine:
         self._lock_fh: Any = None
         self._stop: str | None = None
         self._fatal: tuple[int, str] | None = None
+        self._wake = asyncio.Event()
         self._task_failures: dict[str, int] = {}
         self._waiting_note: str | None = None
 
@@ -130,7 +131,18 @@ class SearchEngine:
             if done is not None:
                 return done
             ops.update_search(self.store, self.search_id, engine_heartbeat=time.time())
-            await asyncio.sleep(self.poll_s)
+            # Sleep until the next poll, or until a proposal/implementation task finishes: a
+            # finished task usually unblocks the next phase, which should not wait a tick.
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    def _start(self, key: str, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        task.add_done_callback(lambda _t: self._wake.set())
+        self.tasks[key] = task
 
     def _reap_tasks(self) -> None:
         for key, task in list(self.tasks.items()):
@@ -265,6 +277,7 @@ class SearchEngine:
 
     def _set_phase(self, phase: str, message: str) -> None:
         ops.update_search(self.store, self.search_id, phase=phase, event=message)
+        self._wake.set()  # the next phase can start at once
         self._waiting_note = None
         self.progress(message)
 
@@ -292,8 +305,7 @@ class SearchEngine:
         for b in pending:
             key = f"propose:{b.id}"
             if key not in self.tasks:
-                self.tasks[key] = asyncio.create_task(self._propose_batch(b.id, b.kind, b.size,
-                                                                          s.epoch))
+                self._start(key, self._propose_batch(b.id, b.kind, b.size, s.epoch))
         if pending:
             return False
         if not ops.list_ideas(self.store, self.search_id, s.epoch):
@@ -378,7 +390,7 @@ class SearchEngine:
         for idea in todo:
             key = f"implement:{idea.id}"
             if key not in self.tasks and not self._fatal:
-                self.tasks[key] = asyncio.create_task(self._implement_idea(idea))
+                self._start(key, self._implement_idea(idea))
         return not todo
 
     async def _implement_idea(self, idea: IdeaView) -> None:

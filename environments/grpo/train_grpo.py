@@ -218,7 +218,7 @@ def main() -> None:
     rng = random.Random(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
-        torch.set_num_threads(min(2, torch.get_num_threads()))
+        torch.set_num_threads(1)
     reporter = Reporter(RUN_START, wandb_config=dataclasses.asdict(cfg) if args.wandb else None)
     grader = Grader(workers=cfg.grader_workers, timeout_s=cfg.grade_timeout_s)  # starts in background
 
@@ -261,6 +261,7 @@ def main() -> None:
                     tokenizer(text, add_special_tokens=False).input_ids, rewards[i], float(advantages[i]))
             for i, text in enumerate(responses)
         ]
+        lengths = [len(r.response_ids) for r in rollouts]
         times["time_reward_s"] = time.monotonic() - t
 
         t = time.monotonic()
@@ -279,7 +280,6 @@ def main() -> None:
         times["time_step_s"] = time.monotonic() - step_start
 
         grouped = reward_tensor.view(-1, cfg.group_size)
-        lengths = [len(r.response_ids) for r in rollouts]
         values = {
             "train_reward": sum(rewards) / len(rewards),
             **reward_stats,

@@ -8,6 +8,7 @@ of a first that shifted the file.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
@@ -177,10 +178,42 @@ def apply_to_copy(env_dir: Path, diff: str | None, dest: Path) -> None:
         log.debug("patched copy at %s: %s", dest, ", ".join(rels))
 
 
+def _changes(base: list[str], other: list[str]) -> list[tuple[int, int, list[str]]]:
+    matcher = difflib.SequenceMatcher(a=base, b=other, autojunk=False)
+    return [(i1, i2, other[j1:j2]) for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+            if tag != "equal"]
+
+
+def merge3(base: str, ours: str, theirs: str) -> str | None:
+    """Both sides' changes to `base` in one text, or None where they touch the same lines.
+
+    Like git's merge, changes must be separated by at least one unchanged line; two diffs
+    whose hunks only share context lines then combine although neither applies on top of the
+    other as written.
+    """
+    lines = split_keepends(base)
+    mine = _changes(lines, split_keepends(ours))
+    yours = _changes(lines, split_keepends(theirs))
+    for a1, a2, _ in mine:
+        for b1, b2, _ in yours:
+            if max(a1, b1) <= min(a2, b2):  # overlapping or adjacent (insertions included)
+                return None
+    out: list[str] = []
+    pos = 0
+    for i1, i2, new in sorted(mine + yours, key=lambda c: (c[0], c[1])):
+        out.extend(lines[pos:i1])
+        out.extend(new)
+        pos = i2
+    out.extend(lines[pos:])
+    return "".join(out)
+
+
 def combine_diffs(env_dir: Path, diffs: Sequence[str]) -> str:
     """Apply `diffs` in order onto the environment; one normalised diff of the result.
 
-    Raises PatchError naming the diff that conflicts with the earlier ones.
+    A diff that no longer applies on top of the earlier ones is merged three-way against the
+    pristine files instead (its changes must not touch lines the earlier ones changed).
+    Raises PatchError naming the diff that conflicts.
     """
     env_dir = Path(env_dir)
     rels = [rel for diff in diffs for rel in touched_paths(diff)]
@@ -189,9 +222,33 @@ def combine_diffs(env_dir: Path, diffs: Sequence[str]) -> str:
     for n, diff in enumerate(diffs, 1):
         try:
             current = apply_diff(current, diff)
+            continue
         except PatchError as exc:
             where = "the environment" if n == 1 else f"the environment after diffs 1-{n - 1}"
-            raise PatchError(f"diff {n} of {len(diffs)} does not apply to {where}: {exc}") \
-                from None
+            failure = PatchError(f"diff {n} of {len(diffs)} does not apply to {where}: {exc}")
+        if n == 1:
+            raise failure
+        try:
+            alone = apply_diff(original, diff)
+        except PatchError:
+            raise failure from None
+        merged: dict[str, str] = {}
+        for rel in set(original) | set(current) | set(alone):
+            base, ours, theirs = original.get(rel), current.get(rel), alone.get(rel)
+            if theirs == base:
+                result = ours  # this diff leaves the file alone
+            elif ours == base:
+                result = theirs  # only this diff changes (creates, deletes) it
+            elif base is None or ours is None or theirs is None:
+                raise failure  # created or deleted on one side, changed on the other
+            else:
+                result = merge3(base, ours, theirs)
+                if result is None:
+                    raise PatchError(f"diff {n} of {len(diffs)} changes the same lines of {rel} "
+                                     "as an earlier diff")
+            if result is not None:
+                merged[rel] = result
+        current = merged
+        log.debug("combine_diffs: diff %d merged three-way", n)
     modes = {rel: file_mode(env_dir / rel) for rel in original}
     return make_diff(original, current, modes)

@@ -682,5 +682,33 @@ def test_combine_diffs_applies_both(env: Path) -> None:
 
 def test_combine_conflicting_diffs_raises(env: Path) -> None:
     rival = GOOD_DIFF.replace("+    if step < warmup * 2:", "+    if step < warmup // 2:")
-    with pytest.raises(PatchError, match="diff 2 of 2 does not apply"):
+    with pytest.raises(PatchError, match="diff 2 of 2 changes the same lines of train.py"):
         combine_diffs(env, [GOOD_DIFF, rival])
+
+
+def test_combine_merges_diffs_that_share_only_context(env: Path) -> None:
+    # each diff's context holds a line the other one changes: neither applies on top of the
+    # other as written, but the changed lines are apart, so a three-way merge combines them
+    first = ("--- a/train.py\n+++ b/train.py\n@@ -28,3 +28,3 @@\n     model = Model(64)\n"
+             "-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)\n"
+             "+    opt = torch.optim.AdamW(model.parameters(), lr=6e-4, weight_decay=0.1)\n"
+             "     for step in range(steps):\n")
+    second = ("--- a/train.py\n+++ b/train.py\n@@ -29,3 +29,3 @@\n"
+              "     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)\n"
+              "     for step in range(steps):\n"
+              "-        for group in opt.param_groups:\n"
+              "+        for group in opt.param_groups[:1]:\n")
+    combined = combine_diffs(env, [first, second])
+    text = applied(env, prep(env, combined))
+    assert "lr=6e-4, weight_decay" in text and "opt.param_groups[:1]:" in text
+
+
+def test_combine_refuses_adjacent_changes(env: Path) -> None:
+    first = ("--- a/train.py\n+++ b/train.py\n@@ -28,2 +28,2 @@\n     model = Model(64)\n"
+             "-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)\n"
+             "+    opt = torch.optim.AdamW(model.parameters(), lr=6e-4, weight_decay=0.1)\n")
+    second = ("--- a/train.py\n+++ b/train.py\n@@ -29,2 +29,2 @@\n"
+              "     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)\n"
+              "-    for step in range(steps):\n+    for step in range(2 * steps):\n")
+    with pytest.raises(PatchError, match="the same lines"):
+        combine_diffs(env, [first, second])

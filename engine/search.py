@@ -26,7 +26,7 @@ from engine.environments import load as load_environment
 from engine.executors.base import Executor, LaunchSpec
 from engine.metrics import judge
 from engine.patching import PatchError, combine_diffs, prepare_patch
-from engine.store import Store, StoreError, ops
+from engine.store import Store, ops
 from engine.store.views import IdeaView, JobView, SearchView
 
 log = logging.getLogger(__name__)
@@ -308,10 +308,14 @@ class SearchEngine:
                 self._start(key, self._propose_batch(b.id, b.kind, b.size, s.epoch))
         if pending:
             return False
-        if not ops.list_ideas(self.store, self.search_id, s.epoch):
+        if not [i for i in ops.list_ideas(self.store, self.search_id, s.epoch)
+                if i.origin != "baseline"]:
             errors = "; ".join(b.error or "" for b in batches if b.error)[:300]
-            raise StoreError(f"epoch {s.epoch} produced no ideas ({errors}); check --model "
-                             "and the events with `ideaforge status`")
+            self._fatal = (EXIT_ERROR, f"epoch {s.epoch} produced no ideas ({errors}); check "
+                           "--model, then `ideaforge resume` asks again")
+            # Let a resume ask again instead of finding the same failed batches.
+            ops.reset_failed_batches(self.store, self.search_id, s.epoch)
+            return False
         return True
 
     def _ensure_baseline_job(self) -> None:

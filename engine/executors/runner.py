@@ -37,7 +37,10 @@ def proc_start_time(pid):
     except OSError:
         return None
     # The command name may hold spaces and parentheses: split after the last ')'.
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None  # a zombie has exited; only its parent has not read the exit status yet
+    return int(fields[19])
 
 
 def boot_id():

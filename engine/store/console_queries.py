@@ -500,23 +500,21 @@ def jobs_overview(store: Store, search_id: int | None = None, finished_limit: in
 
 
 def hosts_overview(store: Store) -> list[HostRow]:
-    """Hosts that hold GPUs or run jobs: which job holds each GPU, and the newest heartbeat."""
+    """Every host that ran a job or holds a GPU: which job holds each GPU, how many jobs run
+    and wait there, and the newest heartbeat of a job still active on it."""
     hosts: dict[str, HostRow] = {}
     with read_session(store) as s:
         for host, gpu, job_id in s.exec(select(GpuLease.host, GpuLease.gpu, GpuLease.job_id)
                                         .order_by(GpuLease.host, GpuLease.gpu)).all():
             hosts.setdefault(host, HostRow(host=host)).leases[int(gpu)] = int(job_id)
-        for host, state, n, beat in s.exec(
-                select(Job.host, Job.state, func.count(), func.max(Job.heartbeat_at))
-                .where(col(Job.state).in_(ACTIVE_JOB_STATES)).group_by(Job.host, Job.state)
-                ).all():
+        running = func.sum(case((col(Job.state).in_(("running", "launching")), 1), else_=0))
+        queued = func.sum(case((Job.state == "queued", 1), else_=0))
+        beat = func.max(case((col(Job.state).in_(ACTIVE_JOB_STATES), Job.heartbeat_at)))
+        for host, n_running, n_queued, last in s.exec(
+                select(Job.host, running, queued, beat).group_by(Job.host)).all():
             row = hosts.setdefault(host, HostRow(host=host))
-            beats = [b for b in (row.last_heartbeat, beat) if b is not None]
-            hosts[host] = HostRow(
-                host=host, leases=row.leases,
-                running=row.running + (int(n) if state in ("running", "launching") else 0),
-                queued=row.queued + (int(n) if state == "queued" else 0),
-                last_heartbeat=max(beats) if beats else None)
+            hosts[host] = HostRow(host=host, leases=row.leases, running=int(n_running or 0),
+                                  queued=int(n_queued or 0), last_heartbeat=last)
     return [hosts[h] for h in sorted(hosts)]
 
 

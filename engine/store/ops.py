@@ -163,6 +163,16 @@ def finish_batch(store: Store, batch_id: int, ideas: Sequence[NewIdea],
         return ids
 
 
+def reset_failed_batches(store: Store, search_id: int, epoch: int) -> int:
+    """Failed proposal batches of an epoch go back to planned, so a resume asks again."""
+    with store.session() as s:
+        rows = s.exec(select(Batch).where(Batch.search_id == search_id, Batch.epoch == epoch,
+                                          Batch.status == "failed")).all()
+        for b in rows:
+            _cas(s, Batch, b.id, {"status": "failed"}, {"status": "planned"})
+        return len(rows)
+
+
 def _insert_idea(s: Session, search_id: int, epoch: int, idea: NewIdea,
                  batch_id: int | None = None, edited_from: int | None = None) -> int:
     row = Idea(search_id=search_id, epoch=epoch, origin=idea.origin, text=idea.text,

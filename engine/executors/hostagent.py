@@ -1,0 +1,540 @@
+"""The host side of the SSH executor: copied to each GPU host next to runner.py and run there.
+
+Stand-alone on purpose (standard library only, Python >= 3.8): GPU hosts need nothing of
+ideaforge installed. The engine runs `python agent.py ACTION` over an SSH exec channel, sends a
+JSON request on stdin and reads one JSON object from stdout; no secret is ever on the command
+line. Actions:
+
+- `launch`   create the attempt directory (mkdir is the lock: a second launch adopts it), copy
+             the pristine environment into it, apply the job's patch with `patch -p1` (or
+             `git apply`), check every patched file's SHA-256 against the engine's, then start
+             the runner detached in its own session (the `setsid -f` pattern), so the SSH call
+             returns at once and the job outlives the connection.
+- `poll`     one batched report for many attempt directories: state, heartbeat, and the bytes
+             of metrics.jsonl and output.log from the offsets the engine already holds. Times
+             are the host's clock.
+- `prepare`  whether an environment version's pristine copy exists; start its setup once.
+- `unpack`   receive a pristine copy as tar.gz on stdin (path checks, then an atomic rename).
+- `cancel`   ask the runner to stop (TERM then KILL to the job's process group); if the runner
+             is gone, kill what is left of the group.
+- `info`     GPUs (and whether processes we did not start use them), free disk, interpreters.
+"""
+
+import base64
+import glob
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+
+#: Never copied from the pristine copy into a job; linked instead when present (setup outputs).
+LINKED_NAMES = ("data", ".venv", "venv")
+SKIPPED_NAMES = ("__pycache__", ".pytest_cache", ".ruff_cache", "wandb", ".git")
+STARTING_GRACE_S = 60.0
+
+
+def _write(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path):
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def _boot_id():
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def _stat_fields(pid):
+    """Fields after the command name of /proc/PID/stat (state is [0], pgrp [2], sid [3])."""
+    try:
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(info):
+    """The runner of a pid file still runs: same pid, start time and boot."""
+    if not info or info.get("boot_id") != _boot_id():
+        return False
+    fields = _stat_fields(info.get("pid", -1))
+    return bool(fields) and fields[0] != "Z" and int(fields[19]) == info.get("start")
+
+
+def _read_from(path, offset, limit):
+    """(bytes from offset, at most limit; file size)."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            offset = min(offset, size)
+            fh.seek(offset)
+            return fh.read(limit), size
+    except OSError:
+        return b"", 0
+
+
+def _tail(path, n=4000):
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(0, size - n))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def dir_state(d, now):
+    """What an attempt directory says, without its output."""
+    if not os.path.isdir(d):
+        return {"state": "missing"}
+    out = {}
+    exit_info = _read_json(os.path.join(d, "exit"))
+    if exit_info is not None:
+        out.update(state="finished", exit=exit_info)
+        return out
+    pid_info = _read_json(os.path.join(d, "pid"))
+    try:
+        with open(os.path.join(d, "hb")) as fh:
+            out["hb"] = float(fh.read().strip() or 0)
+    except (OSError, ValueError):
+        pass
+    if pid_info is None:
+        try:
+            age = now - os.stat(d).st_mtime
+        except OSError:
+            age = 0.0
+        # A launcher that died between mkdir and starting the runner leaves this behind.
+        out["state"] = "starting" if age < STARTING_GRACE_S else "lost"
+        out["age"] = age
+        return out
+    out["pid"] = pid_info.get("pid")
+    if _alive(pid_info):
+        out["state"] = "running"
+        return out
+    # The runner may have written `exit` between our two reads.
+    exit_info = _read_json(os.path.join(d, "exit"))
+    if exit_info is not None:
+        out.update(state="finished", exit=exit_info)
+    else:
+        out["state"] = "lost"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# actions
+
+
+def act_poll(req):
+    now = time.time()
+    limit = int(req.get("max_bytes", 262144))
+    jobs = {}
+    for item in req.get("jobs", []):
+        d = item["dir"]
+        rep = dir_state(d, now)
+        if rep["state"] != "missing":
+            m, msize = _read_from(os.path.join(d, "metrics.jsonl"), int(item.get("metrics", 0)),
+                                  limit)
+            lg, lsize = _read_from(os.path.join(d, "output.log"), int(item.get("log", 0)), limit)
+            rep.update(metrics=base64.b64encode(m).decode(), metrics_size=msize,
+                       log=base64.b64encode(lg).decode(), log_size=lsize)
+            if rep["state"] in ("finished", "lost"):
+                rep["launch_error"] = _launch_error(d)
+        jobs[d] = rep
+    setups = {}
+    for d in req.get("setups", []):
+        rep = dir_state(d, now)
+        if rep["state"] in ("finished", "lost"):
+            rep["tail"] = _tail(os.path.join(d, "output.log"), 2000)
+        setups[d] = rep
+    out = {"now": now, "boot_id": _boot_id(), "jobs": jobs, "setups": setups}
+    if req.get("gpus"):
+        out["gpus"] = gpu_info(req.get("workdir"))
+    return out
+
+
+def _launch_error(d):
+    try:
+        with open(os.path.join(d, "launch_error")) as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def _copy_env(src, dest):
+    def ignore(folder, names):
+        if os.path.abspath(folder) == os.path.abspath(src):
+            return [n for n in names if n in LINKED_NAMES or n in SKIPPED_NAMES]
+        return [n for n in names if n in SKIPPED_NAMES]
+
+    shutil.copytree(src, dest, symlinks=True, ignore=ignore)
+    for name in LINKED_NAMES:
+        if os.path.exists(os.path.join(src, name)):
+            os.symlink(os.path.join(src, name), os.path.join(dest, name))
+
+
+def _apply_patch(work, patch_path):
+    if shutil.which("patch"):
+        cmd = ["patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch", "--silent",
+               "-i", patch_path]
+    elif shutil.which("git"):
+        cmd = ["git", "apply", "--whitespace=nowarn", patch_path]
+    else:
+        raise RuntimeError("neither `patch` nor `git` is installed on this host")
+    env = dict(os.environ)
+    # Keep `git apply` from treating an enclosing repository as the patch root.
+    env["GIT_CEILING_DIRECTORIES"] = os.path.dirname(work)
+    proc = subprocess.run(cmd, cwd=work, env=env, stdin=subprocess.DEVNULL, check=False,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        said = proc.stdout.decode("utf-8", "replace")[-800:]
+        raise RuntimeError(f"{cmd[0]} failed (exit {proc.returncode}): {said}")
+
+
+def _check_hashes(work, expect):
+    for rel, digest in sorted(expect.items()):
+        path = os.path.join(work, rel)
+        if digest is None:
+            if os.path.lexists(path):
+                raise RuntimeError(f"{rel} should have been deleted by the patch")
+            continue
+        try:
+            with open(path, "rb") as fh:
+                got = hashlib.sha256(fh.read()).hexdigest()
+        except OSError:
+            got = None
+        if got != digest:
+            raise RuntimeError(f"{rel} differs from the engine's patched copy after applying "
+                               "the patch (the pristine copy on this host may be damaged)")
+
+
+def _resolve_python(python):
+    found = python if os.path.isabs(python) else shutil.which(python)
+    if not found or not os.access(found, os.X_OK):
+        raise RuntimeError(f"python {python!r} not found on this host")
+    return found
+
+
+def _free_port(start):
+    for port in list(range(start, 30000)) + list(range(29500, start)):
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    return 0
+
+
+def _start_runner(d, runner):
+    with open(os.path.join(d, "runner.err"), "ab") as err:
+        # A new session and no descriptor shared with the SSH channel: the call returns at
+        # once and the runner lives on after the connection closes (the `setsid -f` pattern).
+        subprocess.Popen([sys.executable, runner, d], cwd=d, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                         close_fds=True)
+
+
+def act_launch(req):
+    d = req["dir"]
+    os.makedirs(os.path.dirname(d), exist_ok=True)
+    try:
+        os.mkdir(d)
+    except FileExistsError:
+        return {"result": "exists"}
+    try:
+        work = os.path.join(d, "env")
+        _copy_env(req["pristine"], work)
+        if req.get("patch"):
+            patch_path = os.path.join(d, "patch.diff")
+            with open(patch_path, "w") as fh:
+                fh.write(req["patch"])
+            _apply_patch(work, patch_path)
+            _check_hashes(work, req.get("expect") or {})
+        bindir = os.path.join(d, "bin")
+        os.mkdir(bindir)
+        os.symlink(_resolve_python(req["python"]), os.path.join(bindir, "python"))
+        spec = dict(req["spec"])
+        env = dict(spec.get("env") or {})
+        path = [bindir] + ([os.path.join(req["venv"], "bin")] if req.get("venv") else [])
+        env["PATH"] = os.pathsep.join(path + [os.environ.get("PATH", "/usr/bin:/bin")])
+        if req.get("venv"):
+            env["VIRTUAL_ENV"] = req["venv"]
+        port = _free_port(29510 + int(req.get("port_hint", 0)) % 400)
+        env["MASTER_PORT"] = env["IDEAFORGE_RDZV_PORT"] = str(port)
+        env.update(IDEAFORGE_JOB_DIR=d, IDEAFORGE_METRICS=os.path.join(d, "metrics.jsonl"),
+                   WANDB_DIR=d, WANDB_CACHE_DIR=os.path.join(d, ".wandb-cache"))
+        if env.get("IDEAFORGE_DATA_DIR"):
+            os.makedirs(env["IDEAFORGE_DATA_DIR"], exist_ok=True)
+        spec.update(cwd=work, env=env)
+        _write(os.path.join(d, "spec.json"), json.dumps(spec, indent=1))
+        open(os.path.join(d, "metrics.jsonl"), "a").close()
+        open(os.path.join(d, "output.log"), "a").close()
+    except (OSError, RuntimeError, ValueError, KeyError, shutil.Error) as exc:
+        # The directory stays: it is the record of this attempt.
+        message = f"{type(exc).__name__}: {exc}"
+        _write(os.path.join(d, "launch_error"), message)
+        _write(os.path.join(d, "exit"), json.dumps({"code": None, "time": time.time(),
+                                                    "launch_error": message}))
+        return {"result": "failed", "error": message}
+    _start_runner(d, req["runner"])
+    return {"result": "started", "port": port}
+
+
+def act_prepare(req):
+    pristine = req["pristine"]
+    out = {"pristine": os.path.isfile(os.path.join(pristine, ".ideaforge-complete"))}
+    d = req.get("setup_dir")
+    if not d or not out["pristine"]:
+        return out
+    now = time.time()
+    state = dir_state(d, now)
+    failed = state["state"] == "lost" or (state["state"] == "finished"
+                                          and (state.get("exit") or {}).get("code") != 0)
+    if failed and req.get("retry_failed"):
+        os.rename(d, f"{d}.failed-{int(now)}")
+        state = {"state": "missing"}
+    if state["state"] == "missing":
+        os.makedirs(os.path.dirname(d), exist_ok=True)
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            return dict(out, setup=dir_state(d, now))
+        spec = dict(req["spec"])
+        env = dict(spec.get("env") or {})
+        bindir = os.path.join(d, "bin")
+        os.mkdir(bindir)
+        try:
+            os.symlink(_resolve_python(req["python"]), os.path.join(bindir, "python"))
+        except RuntimeError as exc:
+            _write(os.path.join(d, "exit"), json.dumps({"code": None, "time": now,
+                                                        "launch_error": str(exc)}))
+            return dict(out, setup={"state": "finished", "exit": {"code": None},
+                                    "tail": str(exc)})
+        path = [bindir] + ([os.path.join(req["venv"], "bin")] if req.get("venv") else [])
+        env["PATH"] = os.pathsep.join(path + [os.environ.get("PATH", "/usr/bin:/bin")])
+        if env.get("IDEAFORGE_DATA_DIR"):
+            os.makedirs(env["IDEAFORGE_DATA_DIR"], exist_ok=True)
+        spec.update(cwd=pristine, env=env)
+        _write(os.path.join(d, "spec.json"), json.dumps(spec, indent=1))
+        _start_runner(d, req["runner"])
+        state = {"state": "starting"}
+    if state["state"] in ("finished", "lost"):
+        state["tail"] = _tail(os.path.join(d, "output.log"), 2000)
+    out["setup"] = state
+    return out
+
+
+def _safe_member(m, dest):
+    name = m.name
+    if name.startswith("/") or ".." in name.split("/") or "\0" in name:
+        return False
+    if m.islnk() or m.isdev() or m.isfifo():
+        return False
+    if m.issym():
+        target = os.path.normpath(os.path.join(dest, os.path.dirname(name), m.linkname))
+        if not target.startswith(os.path.abspath(dest) + os.sep):
+            return False
+    return m.isfile() or m.isdir() or m.issym()
+
+
+def act_unpack(dest):
+    data = sys.stdin.buffer.read()
+    if os.path.isfile(os.path.join(dest, ".ideaforge-complete")):
+        return {"result": "exists"}
+    tmp = f"{dest}.tmp-{os.getpid()}"
+    os.makedirs(tmp)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        members = tar.getmembers()
+        bad = [m.name for m in members if not _safe_member(m, tmp)]
+        if bad:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return {"result": "failed", "error": f"unsafe paths in the archive: {bad[:5]}"}
+        for m in members:
+            # Owner read/write always; keep the archive's execute bits, nothing else.
+            m.mode = ((m.mode or 0o644) & 0o755) | (0o700 if m.isdir() else 0o600)
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(tmp, members, filter="data")
+        else:
+            tar.extractall(tmp, members)
+    _write(os.path.join(tmp, ".ideaforge-complete"), json.dumps({"time": time.time()}))
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        # Another upload of the same version won the rename: same content, keep theirs.
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.isfile(os.path.join(dest, ".ideaforge-complete")):
+            shutil.rmtree(dest, ignore_errors=True)
+            return {"result": "failed", "error": "a broken copy was in the way; removed it"}
+        return {"result": "exists"}
+    return {"result": "unpacked", "bytes": len(data)}
+
+
+def act_cancel(req):
+    d = req["dir"]
+    if not os.path.isdir(d):
+        return {"result": "missing"}
+    if os.path.exists(os.path.join(d, "exit")):
+        return {"result": "finished"}
+    open(os.path.join(d, "cancel"), "a").close()
+    info = _read_json(os.path.join(d, "pid"))
+    if info and not _alive(info):
+        pgid = info.get("pgid")
+        fields = _stat_fields(pgid) if pgid else None
+        # Kill only a group that is still the job's: its leader leads a session of that id.
+        if fields and int(fields[2]) == pgid and int(fields[3]) == pgid:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except OSError:
+                pass
+        return {"result": "killed_orphans"}
+    return {"result": "requested"}
+
+
+def _our_sessions(workdir):
+    """Session ids of jobs whose runner is alive: their GPU processes are not foreign."""
+    sids = set()
+    if not workdir:
+        return sids
+    for pid_path in glob.glob(os.path.join(workdir, "jobs", "*", "*", "*", "pid")) + \
+            glob.glob(os.path.join(workdir, "setup", "*", "pid")):
+        info = _read_json(pid_path)
+        if info and info.get("pgid") and _alive(info):
+            sids.add(int(info["pgid"]))
+    return sids
+
+
+def _smi(args):
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None, "nvidia-smi not found"
+    try:
+        proc = subprocess.run([exe, *args], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"nvidia-smi failed: {exc}"
+    if proc.returncode != 0:
+        said = proc.stderr.decode("utf-8", "replace")[:200]
+        return None, f"nvidia-smi exit {proc.returncode}: {said}"
+    return proc.stdout.decode("utf-8", "replace"), None
+
+
+def gpu_info(workdir):
+    out, err = _smi(["--query-gpu=index,uuid,name,memory.total,memory.used",
+                     "--format=csv,noheader,nounits"])
+    if out is None:
+        return {"error": err, "list": []}
+    gpus = []
+    by_uuid = {}
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 5 or not parts[0].isdigit():
+            continue
+        g = {"index": int(parts[0]), "uuid": parts[1], "name": parts[2],
+             "memory_total_mib": _num(parts[3]), "memory_used_mib": _num(parts[4]),
+             "procs": 0, "foreign_procs": 0}
+        gpus.append(g)
+        by_uuid[parts[1]] = g
+    apps, _ = _smi(["--query-compute-apps=gpu_uuid,pid", "--format=csv,noheader,nounits"])
+    ours = _our_sessions(workdir)
+    for line in (apps or "").splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 2 or parts[0] not in by_uuid or not parts[1].isdigit():
+            continue
+        g = by_uuid[parts[0]]
+        g["procs"] += 1
+        fields = _stat_fields(int(parts[1]))
+        if not fields or int(fields[3]) not in ours:
+            g["foreign_procs"] += 1
+    return {"error": None, "list": gpus}
+
+
+def _num(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def act_info(req):
+    workdir = req.get("workdir")
+    out = {"hostname": socket.gethostname(), "now": time.time(), "boot_id": _boot_id(),
+           "agent_python": sys.version.split()[0], "gpus": gpu_info(workdir)}
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        st = os.statvfs(workdir)
+        out["disk_free_bytes"] = st.f_bavail * st.f_frsize
+    except OSError as exc:
+        out["disk_error"] = str(exc)
+    pythons = {}
+    probe = ("import sys\ntry:\n import torch\n t=(torch.__version__, "
+             "bool(torch.cuda.is_available()))\nexcept Exception as e:\n t=(None, None)\n"
+             "print(sys.version.split()[0], t[0], t[1])")
+    for label, spec in sorted((req.get("pythons") or {}).items()):
+        python = spec.get("python") or "python3"
+        if spec.get("venv"):
+            python = os.path.join(spec["venv"], "bin", "python")
+        try:
+            exe = _resolve_python(python)
+            proc = subprocess.run([exe, "-c", probe], capture_output=True, timeout=120,
+                                  check=False)
+            ver, torch, cuda = (proc.stdout.decode().split() + ["?", "None", "None"])[:3]
+            pythons[label] = {"python": exe, "version": ver,
+                              "torch": None if torch == "None" else torch,
+                              "cuda": None if cuda == "None" else cuda == "True"}
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            pythons[label] = {"python": python, "error": str(exc)}
+    out["pythons"] = pythons
+    setups = []
+    for d in sorted(glob.glob(os.path.join(workdir or "", "setup", "*"))):
+        if os.path.isdir(d) and ".failed-" not in d:
+            st = dir_state(d, time.time())
+            setups.append({"name": os.path.basename(d), "state": st["state"],
+                           "code": (st.get("exit") or {}).get("code")})
+    out["setups"] = setups
+    out["pristine"] = sorted(os.path.basename(p) for p in
+                             glob.glob(os.path.join(workdir or "", "envs", "*"))
+                             if os.path.isfile(os.path.join(p, ".ideaforge-complete")))
+    return out
+
+
+def main(argv):
+    action = argv[1] if len(argv) > 1 else ""
+    if action == "unpack":
+        reply = act_unpack(argv[2])
+    else:
+        req = json.loads(sys.stdin.read() or "{}")
+        handler = {"poll": act_poll, "launch": act_launch, "prepare": act_prepare,
+                   "cancel": act_cancel, "info": act_info}.get(action)
+        if handler is None:
+            sys.stderr.write(f"unknown action {action!r}\n")
+            return 2
+        reply = handler(req)
+    sys.stdout.write(json.dumps(reply))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

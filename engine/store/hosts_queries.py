@@ -1,0 +1,247 @@
+"""Queries and state changes for running jobs on several hosts (the SSH executor's side).
+
+Same pattern as `engine.store.ops`: one transaction per call, compare-and-set on the expected
+old state plus an event row, plain frozen data out. The `host_state` table (failure counts and
+quarantine) is created on first use, so databases written before it existed keep working.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import inspect, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, Session, SQLModel, col, select
+
+from engine.store.db import Store
+from engine.store.models import Event, GpuLease, Idea, Job, Search, now
+from engine.store.views import JobView, View
+
+ACTIVE = ("launching", "running", "unreachable")
+
+
+class HostState(SQLModel, table=True):
+    """A host's run of infrastructure failures, and its quarantine (None: not quarantined)."""
+
+    __tablename__ = "host_state"
+    name: str = Field(primary_key=True)
+    failures: int = 0  # consecutive: launch errors, lost jobs, failed setups, outages
+    last_error: str | None = None
+    quarantined_until: float | None = None
+    updated_at: float = Field(default_factory=now)
+
+
+@dataclass(frozen=True)
+class HostStateView(View):
+    name: str
+    failures: int
+    last_error: str | None
+    quarantined_until: float | None
+    updated_at: float
+
+    def quarantined(self, at: float | None = None) -> bool:
+        return self.quarantined_until is not None and self.quarantined_until > (at or time.time())
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    job: JobView
+    env_path: str  # of its search: where its profile's time limit is read
+    mine: bool
+
+
+_tables_ready: set[str] = set()
+
+
+def _ensure_table(store: Store) -> None:
+    key = str(store.path)
+    if key in _tables_ready:
+        return
+    if "host_state" not in inspect(store.engine).get_table_names():
+        HostState.__table__.create(store.engine, checkfirst=True)  # type: ignore[attr-defined]
+    _tables_ready.add(key)
+
+
+def _event(s: Session, message: str, job: Job | None = None, kind: str = "job") -> None:
+    s.add(Event(search_id=job.search_id if job else None, idea_id=job.idea_id if job else None,
+                job_id=job.id if job else None, kind=kind, message=message))
+
+
+# ---------------------------------------------------------------------------------------------
+# placement
+
+
+def active_jobs(store: Store, executor: str) -> list[JobView]:
+    """Jobs holding GPUs or CPU slots on this executor's hosts, of every search."""
+    with store.session() as s:
+        q = select(Job).where(Job.executor == executor, col(Job.state).in_(ACTIVE))
+        return [JobView.of(r) for r in s.exec(q.order_by(Job.id)).all()]
+
+
+def leases(store: Store) -> dict[str, dict[int, int]]:
+    """host → {gpu: job id} for every leased GPU."""
+    out: dict[str, dict[int, int]] = {}
+    with store.session() as s:
+        for r in s.exec(select(GpuLease)).all():
+            out.setdefault(r.host, {})[r.gpu] = r.job_id
+    return out
+
+
+def queued_jobs(store: Store, executor: str, own_search: int, live_within_s: float = 30.0
+                ) -> list[QueuedJob]:
+    """Queued jobs of this search, and of other searches whose engine is alive (their wide
+    jobs' reservations must be respected here too)."""
+    cutoff = time.time() - live_within_s
+    with store.session() as s:
+        q = (select(Job, Search.env_path).join(Search, Search.id == Job.search_id)  # type: ignore[arg-type]
+             .where(Job.executor == executor, Job.state == "queued")
+             .where((Job.search_id == own_search) | (col(Search.engine_heartbeat) > cutoff))
+             .order_by(Job.queued_at, Job.id))
+        return [QueuedJob(JobView.of(job), env_path, job.search_id == own_search)
+                for job, env_path in s.exec(q).all()]
+
+
+def claim_placement(store: Store, job_id: int, host: str, gpus: Sequence[int], job_dir: str
+                    ) -> bool:
+    """Lease the GPUs and move the job queued → launching on `host`, all or nothing."""
+    try:
+        with store.session() as s:
+            for gpu in gpus:
+                s.add(GpuLease(host=host, gpu=gpu, job_id=job_id))
+            s.flush()
+            result = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == "queued")
+                .values(state="launching", host=host, gpus=",".join(map(str, gpus)),
+                        job_dir=job_dir, started_at=now()))
+            if result.rowcount != 1:
+                raise _Lost()
+            job = s.get(Job, job_id)
+            where = f"{host} GPUs {','.join(map(str, gpus))}" if gpus else f"{host} (CPU)"
+            _event(s, f"job {job_id} placed on {where}", job)
+        return True
+    except (IntegrityError, _Lost):
+        return False
+
+
+class _Lost(Exception):
+    """The compare-and-set lost: roll the whole claim back."""
+
+
+def set_job_state(store: Store, job_id: int, expect: str | Sequence[str], to: str,
+                  message: str | None = None, **changes: object) -> bool:
+    states = [expect] if isinstance(expect, str) else list(expect)
+    with store.session() as s:
+        result = s.execute(update(Job)
+                           .where(Job.id == job_id, col(Job.state).in_(states))
+                           .values(state=to, **changes))
+        if result.rowcount != 1:
+            return False
+        if message:
+            _event(s, message, s.get(Job, job_id))
+        return True
+
+
+def advance_log(store: Store, job_id: int, old_offset: int, new_offset: int, log_tail: str
+                ) -> bool:
+    """Record that the job's log was mirrored up to `new_offset` (exactly once)."""
+    with store.session() as s:
+        result = s.execute(update(Job)
+                           .where(Job.id == job_id, Job.log_offset == old_offset)
+                           .values(log_offset=new_offset, log_tail=log_tail))
+        return result.rowcount == 1
+
+
+def retry_job(store: Store, job_id: int, *, reason: str, log_tail: str, max_attempts: int,
+              message: str) -> int | None:
+    """Fail this attempt (kept, with its reason) and queue the next one, in one transaction.
+
+    Returns the new job's id; None when the attempts are used up (the idea fails) or the job
+    was no longer active.
+    """
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            return None
+        result = s.execute(update(Job)
+                           .where(Job.id == job_id, col(Job.state).in_(ACTIVE))
+                           .values(state="failed", reason=reason, log_tail=log_tail,
+                                   finished_at=now()))
+        if result.rowcount != 1:
+            return None
+        for lease in s.exec(select(GpuLease).where(GpuLease.job_id == job_id)).all():
+            s.delete(lease)
+        if job.attempt >= max_attempts:
+            s.execute(update(Idea)
+                      .where(Idea.id == job.idea_id, col(Idea.status).in_(["queued", "running"]))
+                      .values(status="failed", reason=f"{reason} (after {job.attempt} "
+                              "attempts)", updated_at=now()))
+            _event(s, f"{message}; no attempts left", job)
+            return None
+        s.execute(update(Idea)
+                  .where(Idea.id == job.idea_id, col(Idea.status).in_(["queued", "running"]))
+                  .values(status="queued", updated_at=now()))
+        new = Job(search_id=job.search_id, idea_id=job.idea_id, attempt=job.attempt + 1,
+                  profile=job.profile, gpus_wanted=job.gpus_wanted, executor=job.executor)
+        s.add(new)
+        s.flush()
+        _event(s, f"{message}; retried as job {new.id} (attempt {new.attempt})", job)
+        return new.id
+
+
+# ---------------------------------------------------------------------------------------------
+# host failures and quarantine
+
+
+def host_states(store: Store) -> dict[str, HostStateView]:
+    _ensure_table(store)
+    with store.session() as s:
+        return {r.name: HostStateView.of(r) for r in s.exec(select(HostState)).all()}
+
+
+def record_host_failure(store: Store, host: str, error: str, *, threshold: int = 3,
+                        quarantine_s: float = 1800.0, search_id: int | None = None) -> bool:
+    """Count an infrastructure failure; True when this one puts the host in quarantine."""
+    _ensure_table(store)
+    with store.session() as s:
+        row = s.get(HostState, host) or HostState(name=host)
+        row.failures += 1
+        row.last_error = error[:500]
+        row.updated_at = now()
+        quarantined = row.failures >= threshold and not (
+            row.quarantined_until and row.quarantined_until > now())
+        if quarantined:
+            row.quarantined_until = now() + quarantine_s
+            s.add(Event(search_id=search_id, kind="host",
+                        message=f"host {host} quarantined for {quarantine_s / 60:.0f} min after "
+                        f"{row.failures} failures in a row; last: {error[:200]}"))
+        s.add(row)
+        return quarantined
+
+
+def record_host_success(store: Store, host: str) -> None:
+    _ensure_table(store)
+    with store.session() as s:
+        row = s.get(HostState, host)
+        if row is not None and (row.failures or row.quarantined_until):
+            row.failures = 0
+            row.quarantined_until = None
+            row.updated_at = now()
+            s.add(row)
+
+
+def release_host(store: Store, host: str) -> bool:
+    """End a host's quarantine by hand (`ideaforge hosts release`)."""
+    _ensure_table(store)
+    with store.session() as s:
+        row = s.get(HostState, host)
+        if row is None or row.quarantined_until is None:
+            return False
+        row.failures = 0
+        row.quarantined_until = None
+        row.updated_at = now()
+        s.add(row)
+        s.add(Event(kind="host", message=f"host {host} released from quarantine by hand"))
+        return True

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.environments import Environment
+from engine.patching import PatchError, combine_diffs
 from engine.store.ops import NewIdea
 from engine.store.views import IdeaView
 
@@ -47,11 +48,18 @@ def propose(env: Environment, kind: str, n: int, rng: random.Random, used: set[s
         usable = [w for w in winners if w.diff]
         pairs = [(a, b) for i, a in enumerate(usable) for b in usable[i + 1:]]
         rng.shuffle(pairs)
-        for a, b in pairs[:n]:
-            text = (f"[Experiment] Combine two winning ideas: #{a.id} ({a.title}) and "
-                    f"#{b.id} ({b.title}).\n[Code Changes] Apply both ideas' changes together.")
+        for a, b in pairs:
+            if len(ideas) >= n:
+                break
+            try:
+                # Only cross parents whose changes merge: a known conflict wastes a slot.
+                combine_diffs(env.root, [a.diff or "", b.diff or ""])
+            except PatchError:
+                continue
+            text = (f"[Experiment] Combine two winning ideas: #{a.id} ({_short(a)}) and "
+                    f"#{b.id} ({_short(b)}).\n[Code Changes] Apply both ideas' changes together.")
             ideas.append(NewIdea(text=text, origin="exploit", parents=(a.id, b.id),
-                                 parent_kind="exploit"))
+                                 parent_kind="exploit", title=f"combine #{a.id} + #{b.id}"))
     fresh = [c for c in catalog if c.stem not in used]
     rng.shuffle(fresh)
     while len(ideas) < n and fresh:
@@ -59,6 +67,10 @@ def propose(env: Environment, kind: str, n: int, rng: random.Random, used: set[s
         used.add(c.stem)
         ideas.append(NewIdea(text=c.text, origin="catalog", catalog_stem=c.stem))
     return ideas
+
+
+def _short(idea: IdeaView) -> str:
+    return idea.title if idea.origin != "exploit" else idea.title.replace("combine ", "")
 
 
 def diff_for(env: Environment, stem: str) -> str:

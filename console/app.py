@@ -79,6 +79,10 @@ class IdeaforgeApp(App[int]):
                  config_problems: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.workspace = Path(workspace).expanduser().resolve()
+        home = str(Path.home())
+        shown = str(self.workspace)
+        self.workspace_label = "~" + shown[len(home):] if shown.startswith(home + "/") \
+            else shown
         self.poll_s = poll_s
         self.attach_engine = attach_engine
         self._store: Store | None = None
@@ -87,6 +91,7 @@ class IdeaforgeApp(App[int]):
         self._keys = keys
         self._config_problems = config_problems
         self._last_error: tuple[str, float] = ("", 0.0)
+        self.worker_errors: list[BaseException] = []  # every failure reported (tests read it)
         self.engines: list[subprocess.Popen[bytes]] = []
 
     # ------------------------------------------------------------------ the store
@@ -121,17 +126,25 @@ class IdeaforgeApp(App[int]):
         assert self.attach_engine is not None
         started = self.attach_engine()
         if isinstance(started, subprocess.Popen):
-            self.engines.append(started)
-            self._watch_engine(started, "the engine")
+            self.call_from_thread(self.follow_engine, started, "the engine")
 
-    def _watch_engine(self, proc: subprocess.Popen[bytes], what: str) -> None:
-        """Blocks a worker thread until the engine exits, then says how it ended."""
-        from console.launch import describe_exit
+    def follow_engine(self, proc: subprocess.Popen[bytes], what: str,
+                      log: Path | None = None) -> None:
+        """Say how an engine this console started ends (a thread waits for it)."""
+        from console.launch import describe_exit, log_tail
 
-        code = proc.wait()
-        severity = "information" if code in (0, 5) else "error"
-        self.call_from_thread(self.notify, f"{what} (pid {proc.pid}) {describe_exit(code)}",
-                              severity=severity, timeout=10)
+        self.engines.append(proc)
+
+        def wait() -> None:
+            code = proc.wait()
+            tail = log_tail(log) if code not in (0, 5) else ""
+            self.call_from_thread(
+                self.notify, f"{what} (pid {proc.pid}) {describe_exit(code)}"
+                + (f"\n{tail}" if tail else ""), markup=False,
+                severity="information" if code in (0, 5) else "error", timeout=12)
+
+        self.run_worker(wait, thread=True, exit_on_error=False, name="follow an engine",
+                        group="engines")
 
     def on_unmount(self) -> None:
         if self._store is not None:
@@ -144,6 +157,8 @@ class IdeaforgeApp(App[int]):
     def report_worker_error(self, worker: Worker[Any]) -> None:
         """The one place a failed background task becomes a notification."""
         error = worker.error
+        if error is not None:
+            self.worker_errors.append(error)
         text = str(error) if isinstance(error, StoreError) else \
             f"{worker.name or 'a background task'} failed: {type(error).__name__}: {error}"
         last, at = self._last_error
@@ -203,10 +218,10 @@ class IdeaforgeApp(App[int]):
 
         def start() -> None:
             proc, log = resume(self.workspace, search.name)
-            self.engines.append(proc)
             self.call_from_thread(self.notify, f"engine started for {search.name} (pid "
-                                  f"{proc.pid}); its log: {log}", timeout=8)
-            self._watch_engine(proc, f"the engine of {search.name}")
+                                  f"{proc.pid}); its log: {log}", timeout=8, markup=False)
+            self.call_from_thread(self.follow_engine, proc, f"the engine of {search.name}",
+                                  log)
 
         self.run_worker(start, thread=True, exit_on_error=False, name="resume the search")
 

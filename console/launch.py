@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,11 +71,21 @@ def start_engine(workspace: Path, search: str) -> subprocess.Popen[bytes]:
     return resume(workspace, search)[0]
 
 
-def run_search(workspace: Path, env: str, options: Sequence[str], name: str
+def run_search(workspace: Path, env: str, options: Sequence[str], name: str | None
                ) -> tuple[subprocess.Popen[bytes], Path]:
-    """`ideaforge run ENV OPTIONS --name NAME` in the background."""
-    return spawn(workspace, ["run", env, "--name", name, *options],
-                 f"engine-{_safe(name)}.log")
+    """`ideaforge run ENV OPTIONS [--name NAME]` in the background."""
+    named = ["--name", name] if name else []
+    log = f"engine-{_safe(name)}.log" if name else f"engine-new-{int(time.time())}.log"
+    return spawn(workspace, ["run", env, *named, *options], log)
+
+
+def log_tail(path: Path | None, lines: int = 3) -> str:
+    if path is None or not path.exists():
+        return ""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 4000))
+        text = fh.read().decode("utf-8", errors="replace")
+    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def _safe(name: str) -> str:

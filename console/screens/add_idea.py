@@ -30,7 +30,7 @@ class AddIdeaScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static(f"A new idea for {self.search_name} (epoch {self.epoch + 1})",
+            yield Static(f"A new idea for {self.search_name} (epoch {self.epoch})",
                          id="title")
             yield TextArea(self.text, id="text", soft_wrap=True, show_line_numbers=False)
             yield Static("ctrl+s: add it · esc: cancel — it is approved as a human idea and "

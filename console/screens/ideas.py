@@ -133,7 +133,7 @@ class IdeasScreen(ConsoleScreen):
         query = self._query(search)
         page = cq.board_page(store, query, 0, limit)
         self.post_message(self.Opened(None, page, query, []))
-        summaries = cq.search_summaries(store, search.id)
+        summaries = cq.search_summaries(store, search.id, now=fmt.clock())
         events = cq.recent_events(store, search.id, 0, 100)
         self.post_message(self.Opened(summaries[0] if summaries else None, None, None, events))
 
@@ -174,7 +174,7 @@ class IdeasScreen(ConsoleScreen):
         if now == marker:
             self.post_message(self.Refreshed(None, [], now))
             return
-        summaries = cq.search_summaries(store, search_id)
+        summaries = cq.search_summaries(store, search_id, now=fmt.clock())
         events = cq.recent_events(store, search_id, last_event, 100)
         self.post_message(self.Refreshed(summaries[0] if summaries else None, events, now))
 

@@ -42,7 +42,7 @@ class SearchesScreen(ConsoleScreen):
         self._marker: object = None
 
     def compose(self) -> ComposeResult:
-        yield Static(f"ideaforge · workspace {self.console.workspace}", id="title")
+        yield Static(f"ideaforge · workspace {self.console.workspace_label}", id="title")
         table: DataTable[Text | str] = DataTable(id="searches", cursor_type="row",
                                                  zebra_stripes=True)
         for key, label in COLUMNS:
@@ -80,7 +80,7 @@ class SearchesScreen(ConsoleScreen):
         stamp = (now, int(fmt.clock() // 10))
         if stamp == marker:
             return
-        self.post_message(self.Loaded(cq.search_summaries(store), stamp))
+        self.post_message(self.Loaded(cq.search_summaries(store, now=fmt.clock()), stamp))
 
     def on_searches_screen_loaded(self, message: Loaded) -> None:
         empty = self.query_one("#empty", Static)
@@ -182,7 +182,7 @@ def _cells(summary: SearchSummary) -> list[Text | str]:
     best_style = fmt.score_style(summary.best, s.baseline, s.goal)
     return [Text(s.name, style="bold"), f"{s.env_name}/{s.profile}", status,
             "" if s.status == "imported" else s.phase,
-            "" if s.status == "imported" else f"{min(s.epoch + 1, s.epochs)}/{s.epochs}",
+            "" if s.status == "imported" else f"{s.epoch} (0–{s.epochs - 1})",
             Text(fmt.score(summary.best), style=best_style),
             Text(fmt.delta(summary.best, s.baseline), style=best_style),
             fmt.money(summary.cost_usd), f"{summary.gpu_hours:.2f}",

@@ -121,6 +121,7 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
         self.placeholder = "loading…"
         self._rows: dict[int, BoardRow] = {}
         self._window = (0, 0)
+        self._inflight = (0, 0)
         self._seq = 0
         self._worker = None
         self._stale = False
@@ -165,8 +166,8 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
             self._stale = True
             return
         row = self.current
-        start = self._window[0] if self._window[1] else max(0, int(self.scroll_y) - 1)
-        self._request(start, follow=row.id if row else None)
+        self._request(max(0, int(self.scroll_y) - self.page_rows),
+                      follow=row.id if row else None)
 
     def toggle_mark(self) -> BoardRow | None:
         row = self.current
@@ -215,6 +216,7 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
         seq = self._seq
         limit = max(60, self.page_rows * 3)
         loader = self.loader
+        self._inflight = (offset, offset + limit)
 
         def load() -> None:
             page = loader(query, offset, limit)
@@ -227,6 +229,7 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
         message.stop()
         if message.seq != self._seq:
             return
+        self._inflight = (0, 0)
         self._apply(message.page, message.follow)
         if self._stale:
             self._stale = False
@@ -252,15 +255,16 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
         self.refresh()
         self._highlight()
         self.post_message(self.Loaded(self, self.total))
+        self._ensure_window()  # the reader may have scrolled on while this page travelled
 
     def _ensure_window(self) -> None:
         if self.query_ is None or not self.loaded_once:
             return
         top = int(self.scroll_y)
         bottom = min(self.total, top + self.page_rows)
-        start, end = self._window
-        if start <= top and bottom <= end:
-            return
+        for start, end in (self._window, self._inflight):
+            if start <= top and bottom <= end:
+                return  # on screen already, or on its way
         self._request(max(0, top - self.page_rows), follow=None)
 
     # ------------------------------------------------------------------ cursor
@@ -275,15 +279,24 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
             return
         old = self.cursor
         self.cursor = index
-        top = int(self.scroll_y)
-        if index < top:
-            self.scroll_to(y=index, animate=False)
-        elif index >= top + self.page_rows:
-            self.scroll_to(y=index - self.page_rows + 1, animate=False)
-        else:
+        if not self._reveal_cursor():
             self.refresh_line(self._line_of(old))
             self.refresh_line(self._line_of(index))
+        # A jump right after the first page arrived may precede the layout that makes the
+        # new virtual height scrollable: check again once the screen has been refreshed.
+        self.call_after_refresh(self._reveal_cursor)
         self._highlight()
+
+    def _reveal_cursor(self) -> bool:
+        """Scroll so that the cursor's row is on screen; True if it scrolled."""
+        top = int(self.scroll_y)
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False)
+        elif self.cursor >= top + self.page_rows:
+            self.scroll_to(y=self.cursor - self.page_rows + 1, animate=False)
+        else:
+            return False
+        return True
 
     def _highlight(self) -> None:
         row = self.current

@@ -23,6 +23,11 @@ def at_gate(search: SearchView) -> bool:
         "review_ideas", "review_diffs")
 
 
+def epoch_label(search: SearchView) -> str:
+    """Epochs count from 0, as on the board and in `ideaforge ideas --epoch N`."""
+    return f"epoch {search.epoch} (of 0–{search.epochs - 1})"
+
+
 class SearchHeader(Static):
     DEFAULT_CSS = """
     SearchHeader { height: auto; padding: 0 1; background: $boost; }
@@ -54,7 +59,7 @@ class SearchHeader(Static):
         t.append("  ")
         t.append(f"● {s.status}", style=fmt.SEARCH_STATUS_STYLE.get(s.status, ""))
         if s.status != "imported":
-            t.append(f" · epoch {min(s.epoch + 1, s.epochs)}/{s.epochs} · {s.phase}")
+            t.append(f" · {epoch_label(s)} · {s.phase}")
         t.append(f" · {s.env_name}/{s.profile} · model {s.model}", style="dim")
         t.append("\n")
         t.append(f"best {s.metric_name} ")

@@ -31,8 +31,13 @@ from typing import Any
 
 from engine.environments import Environment, Profile
 from engine.executors.base import JobStatus, LaunchSpec
-from engine.executors.fleet import HostView, JobReport, LaunchOutcome, WatchItem, \
-    parse_remote_output
+from engine.executors.fleet import (
+    HostView,
+    JobReport,
+    LaunchOutcome,
+    WatchItem,
+    parse_remote_output,
+)
 from engine.executors.hosts import HostConfig, HostsFile
 from engine.executors.ssh import HostKeyError, RemoteHost, SshError, connect
 from engine.patching import apply_diff, touched_paths
@@ -148,7 +153,7 @@ class HostWorker(threading.Thread):
             except SshError as exc:
                 self._failed(str(exc))
                 wait, backoff = backoff, min(backoff * 2, cap)
-            except Exception as exc:  # noqa: BLE001 - a bug must not silently stop a host
+            except Exception as exc:  # a bug must not silently stop a host
                 log.exception("host %s: worker error", self.cfg.name)
                 self._failed(f"internal error: {type(exc).__name__}: {exc}")
                 wait = backoff
@@ -396,7 +401,7 @@ class SshFleet:
                                       quarantine_s=self.policy.quarantine_minutes * 60):
                 log.error("host %s quarantined for %.0f min: %s", host,
                           self.policy.quarantine_minutes, message)
-        except Exception:  # noqa: BLE001 - bookkeeping must not kill a host's worker
+        except Exception:  # bookkeeping must not kill a worker
             log.exception("could not record the failure of host %s", host)
 
     # -- what the engine calls -------------------------------------------------------------

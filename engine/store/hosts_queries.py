@@ -118,9 +118,7 @@ def claim_placement(store: Store, job_id: int, host: str, gpus: Sequence[int], j
                         job_dir=job_dir, started_at=now()))
             if result.rowcount != 1:
                 raise _Lost()
-            job = s.get(Job, job_id)
-            where = f"{host} GPUs {','.join(map(str, gpus))}" if gpus else f"{host} (CPU)"
-            _event(s, f"job {job_id} placed on {where}", job)
+        # No event here: the "started" event names the host and GPUs once the launch is sure.
         return True
     except (IntegrityError, _Lost):
         return False

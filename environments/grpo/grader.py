@@ -20,6 +20,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Self
 
 STOP = "</answer>"
 # "... reasoning </think> <answer> final answer </answer>" (the response starts inside <think>).
@@ -77,7 +78,7 @@ def _worker_main() -> None:
         request = json.loads(line)
         try:
             ok = equivalent(request["gold"], request["answer"])
-        except Exception:  # a parser error on model output is a wrong answer, not a crash
+        except Exception:  # noqa: BLE001  (any parser error on model output = wrong answer)
             ok = False
         out.write(json.dumps({"ok": ok}) + "\n")
         out.flush()
@@ -182,7 +183,7 @@ class Grader:
                     w.kill()
         self._workers = []
 
-    def __enter__(self) -> Grader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

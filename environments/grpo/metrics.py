@@ -16,7 +16,8 @@ class Reporter:
     def __init__(self, run_start: float, path: str | None = None, wandb_config: dict | None = None):
         self.run_start = run_start
         path = path if path is not None else os.environ.get("IDEAFORGE_METRICS")
-        self._file = open(path, "a", encoding="utf-8") if path else None
+        # held open for the whole run (closed in close()), one flushed line per metric
+        self._file = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
         self._wandb = None
         if wandb_config is not None:
             import wandb  # optional dependency, imported only when asked for

@@ -43,8 +43,7 @@ def last_boxed(solution: str) -> str | None:
 def write_jsonl(rows: list[dict], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
+        f.writelines(json.dumps(row) + "\n" for row in rows)
     tmp.replace(path)
     print(f"wrote {len(rows)} problems to {path}")
 

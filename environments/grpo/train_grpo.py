@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
 from data import Problem, default_data_dir, format_prompt, load_jsonl, synthetic_arithmetic
 from evaluate import EVAL_EVERY_STEPS, evaluate, load_eval_problems, time_is_up
 from grader import STOP, Grader, grade_r1_zero

@@ -19,6 +19,7 @@ import time
 import tomllib
 import types
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -27,7 +28,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("math_verify")
 
 ENV_DIR = Path(__file__).resolve().parents[2] / "environments" / "grpo"
-MODULES = ("data", "grader", "grpo", "metrics", "modeling", "rollout", "evaluate", "train_grpo")
+MODULES = ("data", "grader", "grpo", "metrics", "modeling", "rollout", "evaluate", "train_grpo",
+           "prepare")
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +229,7 @@ def test_transformers_backend_samples_n_completions_per_prompt(env):
 class _FakeLLM:
     """Stands in for vllm.LLM (which cannot be installed here) and records what it was asked."""
 
-    instances: list[_FakeLLM] = []
+    instances: ClassVar[list[_FakeLLM]] = []
 
     def __init__(self, **kwargs):
         self.kwargs = kwargs
@@ -286,6 +288,39 @@ def test_vllm_glue_refreshes_weights_in_memory_and_maps_outputs(env, monkeypatch
     params = llm.params
     assert (params.n, params.max_tokens, params.stop, params.include_stop_str_in_output, params.seed) \
         == (2, 7, ["</answer>"], True, 9)
+
+
+# ---------------------------------------------------------------- data and setup
+
+
+PROBLEMS = [
+    {"problem": "What is $\\frac{1}{2} + \\frac{1}{4}$?", "answer": "\\frac{3}{4}", "level": "Level 1",
+     "subject": "Prealgebra"},
+    {"problem": "Solve $x^2 = 9$ for $x > 0$.", "answer": "3", "level": "Level 2", "subject": "Algebra"},
+    {"problem": "Write the interval where $x > 2$.", "answer": "(2, \\infty)", "level": "Level ?"},
+]
+
+
+def test_local_json_lines_reach_training_and_evaluation(env, tmp_path, monkeypatch):
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("train.jsonl", "test.jsonl"):
+        (source / name).write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
+    monkeypatch.setenv("IDEAFORGE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(sys, "argv", ["prepare.py", "--from-jsonl", str(source), "--skip-model"])
+    env.prepare.main()
+    train = env.data.load_jsonl(tmp_path / "data" / "grpo" / "math_train.jsonl")
+    assert [(p.answer, p.level) for p in train] == [("\\frac{3}{4}", 1), ("3", 2), ("(2, \\infty)", 0)]
+    evaluation = env.evaluate.load_eval_problems("full")
+    assert [p.problem for p in evaluation] == [p["problem"] for p in PROBLEMS]
+    prompt = env.data.format_prompt(train[1])
+    assert prompt.endswith("User: Solve $x^2 = 9$ for $x > 0$.\nAssistant: <think>")
+
+
+def test_reference_answers_come_from_the_last_boxed_expression(env):
+    solution = "So $a=\\boxed{2}$ and then $b = \\boxed{\\frac{\\sqrt{3}}{2}}$."
+    assert env.prepare.last_boxed(solution) == "\\frac{\\sqrt{3}}{2}"
+    assert env.prepare.last_boxed("no box") is None
 
 
 # ---------------------------------------------------------------- the environment as a whole
@@ -377,7 +412,7 @@ def test_every_catalog_diff_applies_and_its_smoke_run_completes(tmp_path):
             workdir = _copy_env(tmp_path / stem)
             diff = ENV_DIR / "catalog" / f"{stem}.diff"
             applied = subprocess.run(["git", "apply", str(diff)], cwd=workdir, capture_output=True,
-                                     text=True)
+                                     text=True, check=False)
             if applied.returncode != 0:
                 failures.append(f"{stem}: git apply: {applied.stderr}")
                 continue

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from textual import events
 from textual.app import App, SuspendNotSupported
 from textual.binding import BindingType
 from textual.reactive import var
@@ -93,6 +94,7 @@ class IdeaforgeApp(App[int]):
         self._last_error: tuple[str, float] = ("", 0.0)
         self.worker_errors: list[BaseException] = []  # every failure reported (tests read it)
         self.engines: list[subprocess.Popen[bytes]] = []
+        self.lineage_request: int | None = None
 
     # ------------------------------------------------------------------ the store
     def store(self) -> Store:
@@ -188,12 +190,13 @@ class IdeaforgeApp(App[int]):
         self.push_screen(IdeaDetailScreen(idea_id))
 
     def show_lineage(self, idea_id: int) -> None:
-        from console.screens.lineage import LineageScreen
-
-        self.action_mode("lineage")
-        screen = self.screen
-        if isinstance(screen, LineageScreen):
-            screen.show_ancestry(idea_id)
+        """The lineage mode, on the ancestry of an idea (its screen takes the request when it
+        is next shown: it may not exist yet)."""
+        self.lineage_request = idea_id
+        if self.current_mode == "lineage":
+            self.screen.post_message(events.ScreenResume())
+        else:
+            self.switch_mode("lineage")
 
     # ------------------------------------------------------------------ engine control
     async def stop_search(self, search: SearchView) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -28,29 +29,36 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(id="dialog"):
             yield Static("ideaforge — keys", id="title")
             with VerticalScroll(id="body"):
-                yield Static(self._table(), id="keys")
-            yield Static(f"Remap any key by its id in {config_path()} under [keys], e.g. "
-                         'approve = "A".  esc closes.', id="hint")
+                yield Static(self._tables(), id="keys")
+            yield Static(Text(f"Remap a key by its id in {config_path()}, in a [keys] table: "
+                              'approve = "A".  esc closes.'), id="hint")
 
-    def _table(self) -> Table:
-        table = Table(box=None, expand=True, show_header=True, header_style="bold",
-                      padding=(0, 1))
-        table.add_column("key", width=8)
-        table.add_column("command", ratio=1)
-        table.add_column("id", style="dim", width=20)
+    def entries(self) -> list[tuple[str, str, commands.Command]]:
+        """(scope, the key in effect, command), the screen the reader came from first."""
         scopes = list(commands.SCOPES)
-        if self.scope in scopes:  # the screen the reader came from first
+        if self.scope in scopes:
             scopes.remove(self.scope)
             scopes.insert(0, self.scope)
-        for scope in scopes:
-            here = scope == self.scope
-            table.add_row(Text(commands.SCOPES[scope], style="bold underline" if here
-                               else "bold"), "", "")
-            for c in commands.commands_for(scope):
-                table.add_row(Text(commands.effective_key(self.app, c), style="bold cyan"),
-                              f"{c.label} — {c.help}", c.id)
-            table.add_row("", "", "")
-        return table
+        return [(scope, commands.effective_key(self.app, c), c) for scope in scopes
+                for c in commands.commands_for(scope)]
+
+    def _tables(self) -> Group:
+        parts: list[Text | Table] = []
+        table: Table | None = None
+        current = ""
+        for scope, key, c in self.entries():
+            if scope != current:
+                current = scope
+                here = " (here)" if scope == self.scope else ""
+                parts.append(Text(commands.SCOPES[scope] + here, style="bold underline"))
+                table = Table(box=None, expand=True, show_header=False, padding=(0, 1))
+                table.add_column("key", width=10, style="bold cyan")
+                table.add_column("command", ratio=1)
+                table.add_column("id", style="dim", width=20)
+                parts.append(table)
+            assert table is not None
+            table.add_row(key, f"{c.label} — {c.help}", c.id)
+        return Group(*parts)
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -55,8 +55,27 @@ class LineageScreen(ConsoleScreen):
     def on_mount(self) -> None:
         self.tree.focus()
         self.watch(self.app, "search_id", self._search_changed, init=False)
-        if self.tree.view.kind == "forest" and not self.history:
+        if not self._take_request():
             self._show(View("forest"), remember=False)
+
+    def on_screen_resume(self) -> None:
+        self._take_request()
+
+    def _take_request(self) -> bool:
+        """Show the ancestry another screen asked for (`IdeaforgeApp.show_lineage`)."""
+        idea_id, self.console.lineage_request = self.console.lineage_request, None
+        if idea_id is None or not self.is_mounted:
+            self.console.lineage_request = idea_id
+            return False
+        if self.tree.view.kind == "forest" and self.tree.root.data is not None \
+                and not self.tree.root.children:
+            # opened straight onto an ancestry: "back" leads to the forest
+            self._show(View("ancestry", idea_id), remember=False)
+            self.history.append(View("forest"))
+            self._title()
+        else:
+            self.show_ancestry(idea_id)
+        return True
 
     def _search_changed(self) -> None:
         self.history.clear()

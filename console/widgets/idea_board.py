@@ -51,6 +51,21 @@ COLUMNS: tuple[Column, ...] = (
     Column("title", 0),
 )
 
+#: Columns given up, in this order, when the title would get narrower than this.
+MIN_TITLE = 30
+DROPPABLE = ("host", "att", "Δ", "origin")
+
+
+def columns_for(width: int) -> tuple[Column, ...]:
+    """The columns that fit: narrow terminals lose host, attempts, Δ, origin, in that order."""
+    shown = list(COLUMNS)
+    for title in DROPPABLE:
+        if width - sum(c.width for c in shown) >= MIN_TITLE:
+            break
+        shown = [c for c in shown if c.title != title]
+    return tuple(shown)
+
+
 PENDING_ARROW = {"approve": "→approve", "reject": "→reject", "edit": "→edit",
                  "accept": "→accept", "discard": "→discard"}
 
@@ -373,8 +388,8 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
 
     def _header(self, width: int) -> Strip:
         style = self.get_component_rich_style("idea-board--header")
-        cells = [c.title for c in COLUMNS]
-        return self._cells_strip(cells, [style] * len(cells), width, style)
+        cells = {c.title: c.title for c in COLUMNS}
+        return self._cells_strip(cells, dict.fromkeys(cells, style), width, style)
 
     def _row_strip(self, row: BoardRow, width: int, is_cursor: bool, is_marked: bool) -> Strip:
         base = self.rich_style
@@ -390,19 +405,24 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
             title = "⚠ quarantined · " + title
         if row.edited_from:
             title = f"✎#{row.edited_from} " + title
-        cells = ["●" if is_marked else "", str(row.id), str(row.epoch), row.origin, status,
+        texts = ["●" if is_marked else "", str(row.id), str(row.epoch), row.origin, status,
                  fmt.score(row.score), fmt.delta(row.score, self.baseline),
                  str(row.attempts) if row.attempts else "", row.host or "", title]
-        styles = ["bold yellow", "", "dim", "", fmt.STATUS_STYLE.get(row.status, ""),
-                  verdict_style, verdict_style, "dim", "dim", ""]
-        return self._cells_strip(cells, [base + Style.parse(s) if s else base for s in styles],
-                                 width, base)
+        looks = ["bold yellow", "", "dim", "", fmt.STATUS_STYLE.get(row.status, ""),
+                 verdict_style, verdict_style, "dim", "dim", ""]
+        titles = [c.title for c in COLUMNS]
+        cells = dict(zip(titles, texts, strict=True))
+        styles = {t: base + Style.parse(look) if look else base
+                  for t, look in zip(titles, looks, strict=True)}
+        return self._cells_strip(cells, styles, width, base)
 
     @staticmethod
-    def _cells_strip(cells: list[str], styles: list[Style], width: int, fill: Style) -> Strip:
+    def _cells_strip(cells: dict[str, str], styles: dict[str, Style], width: int,
+                     fill: Style) -> Strip:
         segments: list[Segment] = []
         used = 0
-        for column, text, style in zip(COLUMNS, cells, styles, strict=True):
+        for column in columns_for(width):
+            text, style = cells[column.title], styles[column.title]
             w = column.width or max(0, width - used)
             if w <= 0:
                 break

@@ -207,7 +207,7 @@ def search_summaries(store: Store, search_id: int | None = None, now: float | No
         n_gpus = case((Job.gpus == "", 0),
                       else_=func.length(Job.gpus) - func.length(func.replace(Job.gpus, ",", ""))
                       + 1)
-        span = func.coalesce(Job.finished_at, now) - Job.started_at
+        span = func.max(func.coalesce(Job.finished_at, now) - Job.started_at, 0.0)
         hours = dict(s.exec(select(Job.search_id, func.sum(span * n_gpus))
                             .where(col(Job.started_at).is_not(None), Job.gpus != "",
                                    col(Job.search_id).in_(only))

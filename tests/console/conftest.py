@@ -18,7 +18,7 @@ def pinned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """The console's clock at NOW, times in UTC, no user config file."""
     monkeypatch.setattr(fmt, "clock", lambda: NOW)
     monkeypatch.setenv("TZ", "UTC")
-    monkeypatch.setenv("IDEAFORGE_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.setenv("IDEAFORGE_CONFIG", "/nonexistent/ideaforge/config.toml")
     time.tzset()
     yield
     monkeypatch.undo()

@@ -86,7 +86,7 @@ def run_job(job: Job) -> Run:
     cmd += ["--profile", "smoke", *job.args]
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=job.workdir, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, check=False)
     metrics = []
     if metrics_path.exists():
         metrics = [json.loads(line) for line in metrics_path.read_text().splitlines()]
@@ -103,8 +103,8 @@ def run_all(jobs: dict[str, Job]) -> dict[str, Run]:
 
 # Ways to cheat that a validation must not reward: each sees tokens after the one it predicts.
 NEXT_TOKEN_LEAK = ("x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))",
-                   "x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))"
-                   " + self.wte(idx.roll(-1, dims=1))")
+                   ("x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))"
+                    " + self.wte(idx.roll(-1, dims=1))"))
 FAINT_LEAK = (NEXT_TOKEN_LEAK[0], NEXT_TOKEN_LEAK[1].replace("+ self.wte(", "+ 0.01 * self.wte("))
 NON_CAUSAL = ("y = F.scaled_dot_product_attention(q, k, v, is_causal=True)",
               "y = F.scaled_dot_product_attention(q, k, v, is_causal=False)")
@@ -221,7 +221,7 @@ def test_every_catalog_diff_applies_and_its_smoke_run_completes(tmp_path):
         patch = ENV_DIR / "catalog" / f"{stem}.diff"
         for args in (["--check"], []):
             applied = subprocess.run(["git", "apply", *args, str(patch)], cwd=workdir,
-                                     capture_output=True, text=True)
+                                     capture_output=True, text=True, check=False)
             assert applied.returncode == 0, f"{stem}: {applied.stderr}"
         assert (workdir / "train.py").read_text() != (ENV_DIR / "train.py").read_text()
         jobs[stem] = Job(workdir)
@@ -340,8 +340,8 @@ def test_train_loader_splits_windows_across_ranks_and_moves_to_the_next_shard(tm
     cpu = torch.device("cpu")
     rank0, rank1 = (train.TrainLoader(cfg, str(tmp_path), r, 2) for r in (0, 1))
     x0, y0 = rank0.next_batch(cpu)
-    x1, y1 = rank1.next_batch(cpu)
-    assert x0.flatten().tolist() == list(range(0, 8)) and x1.flatten().tolist() == list(range(8, 16))
+    x1, _ = rank1.next_batch(cpu)
+    assert x0.flatten().tolist() == list(range(8)) and x1.flatten().tolist() == list(range(8, 16))
     assert torch.equal(y0.flatten(), x0.flatten() + 1)
     for _ in range(2):  # windows at 16 and 32 of rank 0: the second no longer fits shard 1
         x0, _ = rank0.next_batch(cpu)
@@ -383,7 +383,7 @@ def test_synthetic_shards_feed_the_validation(tmp_path):
     data = tmp_path / "data"
     done = subprocess.run([sys.executable, str(ENV_DIR / "prepare_data.py"), "--synthetic",
                            "--data-dir", str(data), "--max-tokens", "300000"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     tokens = train.validation_tokens("full", 50257, str(data))
     assert len(tokens) == train.VAL_TOKENS["full"] + 1 and int(tokens.max()) < 50257

@@ -3,7 +3,8 @@
 # micro-batches, validated with the probe on 8 batches. Shows the ideas run under torch.compile
 # and CUDA, what each costs in throughput, and that the probe catches leaks in bf16.
 #   VARIANTS=<dir with <name>/train.py> DATA=<shards> OUT=<results> bash bench/catalog_check.sh
-# Variants run one per GPU, two GPUs at a time (set GPUS for another count).
+# Variants run one per GPU, two GPUs at a time (set GPUS for another count); each run is cut
+# off after PER_RUN_S seconds (default 150) so that one hang cannot eat the whole lease.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/nanogpt-catalog}; DATA=${DATA:-/tmp/nanogpt-synthetic}; PY=${PY:-python3}
@@ -15,7 +16,8 @@ SHORT_VAL="import sys, train as t; p = '$PROFILE'
 t.VAL_TOKENS[p] = 8 * t.VAL_BATCH_ROWS[p] * t.VAL_SEQ_LEN[p]; sys.exit(t.main(sys.argv[1:]))"
 check() {  # name gpu
   local dir="$VARIANTS/$1"
-  (cd "$dir" && CUDA_VISIBLE_DEVICES=$2 IDEAFORGE_METRICS="$OUT/$1.jsonl" $PY -c "$SHORT_VAL" \
+  (cd "$dir" && CUDA_VISIBLE_DEVICES=$2 IDEAFORGE_METRICS="$OUT/$1.jsonl" \
+    timeout -k 10 "${PER_RUN_S:-150}" $PY -c "$SHORT_VAL" \
     --profile $PROFILE --data-dir "$DATA" --max-steps 9 --log-every 3 > "$OUT/$1.log" 2>&1)
   echo "$1 exit $? $(grep -o '"name": "\(val_loss\|void\)".*' "$OUT/$1.log" | cut -c1-150)"
 }

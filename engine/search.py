@@ -671,8 +671,10 @@ class SearchEngine:
 
     def _surely_over(self, job: JobView) -> float:
         """When the job's own runner has killed it for certain, even unseen (TERM, grace,
-        KILL), with a margin for the host's clock and a heartbeat or two."""
-        return (job.started_at or job.queued_at) + self._limit_of(job) + 180.0
+        KILL), with a margin for a late start, the host's clock and a heartbeat or two."""
+        policy = getattr(self._jobs_fleet(), "policy", None)
+        extra = policy.kill_grace_s + policy.margin_s if policy else 180.0
+        return (job.started_at or job.queued_at) + self._limit_of(job) + extra
 
     def _limit_of(self, job: JobView, env_path: str | None = None) -> float:
         """A job's time limit: its profile's timeout (other searches' jobs included)."""

@@ -516,6 +516,7 @@ def act_info(req):
     out["pristine"] = sorted(os.path.basename(p) for p in
                              glob.glob(os.path.join(workdir or "", "envs", "*"))
                              if os.path.isfile(os.path.join(p, ".ideaforge-complete")))
+    out["now"] = time.time()  # last, after the slow probes: the clock comparison stays fair
     return out
 
 

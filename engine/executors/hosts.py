@@ -85,6 +85,8 @@ class Policy:
     quarantine_after: int = 3  # infrastructure failures in a row that quarantine a host
     quarantine_minutes: float = 30.0
     aging_hours: float = 4.0  # a 1-GPU job waiting this long goes ahead of wide jobs
+    kill_grace_s: float = 10.0  # between the runner's TERM and KILL at a job's time limit
+    margin_s: float = 120.0  # past limit + grace, a silent host's job is surely over
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,8 @@ ENDPOINT_FIELDS = {"address", "port", "user", "identity_file", "known_hosts",
 HOST_FIELDS = ENDPOINT_FIELDS | {"name", "workdir", "gpus", "cpu_slots", "max_jobs", "labels",
                                  "python", "jump", "poll_interval", "unreachable_after",
                                  "environments", "env"}
-POLICY_FIELDS = {"max_attempts", "quarantine_after", "quarantine_minutes", "aging_hours"}
+POLICY_FIELDS = {"max_attempts", "quarantine_after", "quarantine_minutes", "aging_hours",
+                 "kill_grace_s", "margin_s"}
 DEFAULT_FIELDS = HOST_FIELDS - {"name", "address"}
 HOST_ENV_FIELDS = {"python", "venv", "setup", "data_dir", "setup_timeout"}
 
@@ -199,7 +202,9 @@ def _policy(chk: _Checker, table: Mapping[str, Any]) -> Policy:
     p = Policy(max_attempts=chk.get(table, "max_attempts", int, 3),
                quarantine_after=chk.get(table, "quarantine_after", int, 3),
                quarantine_minutes=float(chk.get(table, "quarantine_minutes", (int, float), 30.0)),
-               aging_hours=float(chk.get(table, "aging_hours", (int, float), 4.0)))
+               aging_hours=float(chk.get(table, "aging_hours", (int, float), 4.0)),
+               kill_grace_s=float(chk.get(table, "kill_grace_s", (int, float), 10.0)),
+               margin_s=float(chk.get(table, "margin_s", (int, float), 120.0)))
     for key in sorted(POLICY_FIELDS):
         if getattr(p, key) <= 0:
             raise chk.fail(key, "must be positive")

@@ -206,9 +206,13 @@ class Connection:
                     out += chan.recv(1 << 16)
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(1 << 16)
-                if chan.exit_status_ready() and chan.eof_received \
-                        and not chan.recv_ready() and not chan.recv_stderr_ready():
+                done = chan.exit_status_ready() and chan.eof_received
+                if done and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
+                if chan.closed and not done:
+                    # The connection died under us (sshd killed, host rebooted): the output
+                    # may be cut short and no status may come, so do not wait out the timeout.
+                    raise SshError(f"host {self.ep.name}: connection closed during a call")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise SshError(f"host {self.ep.name}: no answer within {timeout:.0f} s")

@@ -52,7 +52,6 @@ SECRET_FILE = re.compile(r"(^\.env(\..*)?$|\.pem$|\.key$|^id_(rsa|dsa|ecdsa|ed25
                          r"|^\.pypirc$|credential|secret)", re.IGNORECASE)
 MAX_POLL_BYTES = 256 * 1024  # per file per poll: a chatty log cannot stall a poll
 GPU_REFRESH_S = 30.0
-GRACE_S = 10.0
 
 
 def env_archive(env: Environment) -> tuple[bytes, list[str]]:
@@ -239,7 +238,7 @@ class HostWorker(threading.Thread):
             self.prep.setup_dir = f"setup/{env.name}-{version}-{key}"
             req["setup_dir"] = remote.path(self.prep.setup_dir)
             req["spec"] = {"command": command, "timeout": host_env.setup_timeout,
-                           "grace": GRACE_S, "heartbeat": 5,
+                           "grace": self.fleet.policy.kill_grace_s, "heartbeat": 5,
                            "env": self.fleet.job_env(self.cfg, env, remote)}
         reply = remote.call("prepare", req)
         if not reply.get("pristine"):
@@ -293,11 +292,13 @@ class HostWorker(threading.Thread):
         full["spec"] = dict(req["spec"], env={**self.fleet.job_env(self.cfg, self.fleet.env,
                                                                    remote),
                                               **req["spec"]["env"]})
-        reply = remote.call("launch", full, timeout=180)
+        started = time.monotonic()
+        reply = remote.call("launch", full, timeout=120)
         result = reply.get("result")
         if result in ("started", "exists"):
-            log.info("host %s: job dir %s %s", self.cfg.name, req["dir"],
-                     "started" if result == "started" else "exists already: adopted")
+            log.info("host %s: job dir %s %s (%.2f s)", self.cfg.name, req["dir"],
+                     "started" if result == "started" else "exists already: adopted",
+                     time.monotonic() - started)
             return LaunchOutcome()
         return LaunchOutcome(error=f"launch on {self.cfg.name} failed: {reply.get('error')}",
                              host_fault=True)
@@ -317,7 +318,8 @@ class HostWorker(threading.Thread):
         self._last_poll = time.monotonic()
         if not items and not setups and not want_gpus:
             return
-        reply = remote.call("poll", req, timeout=60)
+        # A host that stays silent this long is down for us: its jobs turn unreachable soon.
+        reply = remote.call("poll", req, timeout=max(15.0, self.cfg.unreachable_after))
         local_now = time.time()
         if "gpus" in reply:
             self._gpu_at = time.monotonic()
@@ -459,7 +461,8 @@ class SshFleet:
             "python": host_env.python or w.cfg.python, "venv": host_env.venv,
             "port_hint": spec.job_id,
             "spec": {"command": spec.profile.command, "timeout": spec.profile.timeout,
-                     "grace": GRACE_S, "heartbeat": 2, "job_id": spec.job_id,
+                     "grace": self.policy.kill_grace_s, "heartbeat": 2,
+                     "job_id": spec.job_id,
                      "idea_id": spec.idea_id,
                      "env": {"CUDA_VISIBLE_DEVICES": ",".join(map(str, spec.gpus)),
                              "OMP_NUM_THREADS": "4" if spec.gpus else "2"}},

@@ -1,0 +1,304 @@
+"""`ideaforge hosts check|release` and `ideaforge cancel JOB`: the GPU hosts from the terminal.
+
+`register(subparsers)` adds the commands to the `ideaforge` parser. `hosts check` connects to
+every host of hosts.toml (in parallel), verifies its key, and reports GPUs (and which are busy
+with processes ideaforge did not start), free disk, interpreters with their torch, the
+environment copies and setups it holds, and any quarantine; it exits 1 if a host fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("ideaforge")
+
+DEFAULT_HOSTS = ("hosts.toml", "~/.config/ideaforge/hosts.toml")
+LOW_DISK_BYTES = 20 * 1024**3
+
+
+def register(sub: Any) -> None:
+    """Add `hosts` and `cancel` to the subparsers of `ideaforge`."""
+    def hidden_workspace(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--workspace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    h = sub.add_parser("hosts", help="the GPU hosts of hosts.toml: check them, end a quarantine")
+    hidden_workspace(h)
+    hs = h.add_subparsers(dest="hosts_command", required=True)
+    c = hs.add_parser("check", help="connect to every host and report what it has")
+    c.add_argument("--hosts", help="hosts.toml (default: $IDEAFORGE_HOSTS, ./hosts.toml, "
+                   "~/.config/ideaforge/hosts.toml)")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--accept-new", action="store_true",
+                   help="record the key of a host that is not yet in its known_hosts file "
+                   "(check the fingerprint shown first); a changed key is always refused")
+    hidden_workspace(c)
+    c.set_defaults(fn=cmd_hosts_check)
+    r = hs.add_parser("release", help="end a host's quarantine now")
+    r.add_argument("host")
+    hidden_workspace(r)
+    r.set_defaults(fn=cmd_hosts_release)
+    x = sub.add_parser("cancel", help="cancel a job: its whole process group is killed on its "
+                       "host")
+    x.add_argument("job", type=int)
+    hidden_workspace(x)
+    x.set_defaults(fn=cmd_cancel)
+
+
+def _usage(message: str) -> Exception:
+    from console.cli import UsageError
+
+    return UsageError(message)
+
+
+def hosts_path(arg: str | None) -> Path:
+    if arg:
+        return Path(arg).expanduser()
+    if os.environ.get("IDEAFORGE_HOSTS"):
+        return Path(os.environ["IDEAFORGE_HOSTS"]).expanduser()
+    for candidate in DEFAULT_HOSTS:
+        path = Path(candidate).expanduser()
+        if path.is_file():
+            return path
+    raise _usage("no hosts file: pass --hosts FILE (copy hosts.toml.example and edit it)")
+
+
+def _store_if_any(args: argparse.Namespace) -> Any:
+    from engine.search import workspace_path
+    from engine.store import Store, StoreError
+
+    try:
+        return Store(workspace_path(getattr(args, "workspace", None)), create=False)
+    except StoreError:
+        return None
+
+
+def check_host(cfg: Any, accept_new: bool) -> dict[str, Any]:
+    """Everything `hosts check` reports about one host (plain data, for --json)."""
+    from engine.executors.ssh import HostKeyError, SshError, connect
+
+    started = time.monotonic()
+    out: dict[str, Any] = {"name": cfg.name, "address": f"{cfg.address}:{cfg.port}",
+                           "via": cfg.jump.name if cfg.jump else None, "ok": False,
+                           "labels": list(cfg.labels), "problems": []}
+    try:
+        remote = connect(cfg, accept_new=accept_new)
+    except HostKeyError as exc:
+        out.update(error=str(exc), host_key_problem=True)
+        return out
+    except SshError as exc:
+        out["error"] = str(exc)
+        return out
+    try:
+        pythons = {"host": {"python": cfg.python}}
+        for name, e in cfg.environments.items():
+            pythons[f"environment {name}"] = {"python": e.python or cfg.python, "venv": e.venv}
+        info = remote.call("info", {"workdir": remote.workdir, "pythons": pythons},
+                           timeout=300)
+    except SshError as exc:
+        out.update(host_key=remote.conn.host_key, error=str(exc))
+        return out
+    finally:
+        remote.conn.close()
+    gpus = info.get("gpus") or {}
+    found = [g["index"] for g in gpus.get("list", [])]
+    usable = [g for g in found if cfg.gpus is None or g in cfg.gpus]
+    problems = out["problems"]
+    if gpus.get("error"):
+        problems.append(f"GPUs: {gpus['error']}")
+    if cfg.gpus is not None and set(cfg.gpus) - set(found):
+        problems.append(f"configured GPUs {sorted(set(cfg.gpus) - set(found))} are not present")
+    for label, p in (info.get("pythons") or {}).items():
+        if p.get("error"):
+            problems.append(f"{label} python: {p['error']}")
+    free = info.get("disk_free_bytes")
+    if info.get("disk_error"):
+        problems.append(f"workdir {cfg.workdir}: {info['disk_error']}")
+    out.update(
+        ok=not problems, host_key=remote.conn.host_key, hostname=info.get("hostname"),
+        workdir=remote.workdir, disk_free_bytes=free, gpus=gpus.get("list", []),
+        usable_gpus=usable,
+        foreign_busy=[g["index"] for g in gpus.get("list", []) if g.get("foreign_procs")],
+        pythons=info.get("pythons"), setups=info.get("setups"),
+        environment_copies=info.get("pristine"),
+        clock_skew_s=round(float(info.get("now", time.time())) - time.time(), 2),
+        seconds=round(time.monotonic() - started, 2),
+    )
+    if free is not None and free < LOW_DISK_BYTES:
+        out["warnings"] = [f"only {free / 1024**3:.1f} GiB free in {remote.workdir}"]
+    return out
+
+
+def cmd_hosts_check(args: argparse.Namespace) -> int:
+    from engine.executors.hosts import HostsError, load
+
+    path = hosts_path(args.hosts)
+    try:
+        hosts = load(path)
+    except HostsError as exc:
+        raise _usage(str(exc)) from None
+    with ThreadPoolExecutor(max_workers=min(16, len(hosts.hosts))) as pool:
+        rows = list(pool.map(lambda h: check_host(h, args.accept_new), hosts.hosts))
+    store = _store_if_any(args)
+    if store is not None:
+        from engine.store import hosts_queries as hq
+
+        states = hq.host_states(store)
+        for row in rows:
+            st = states.get(row["name"])
+            row["quarantined_until"] = st.quarantined_until if st and st.quarantined() \
+                else None
+            row["recent_failures"] = st.failures if st else 0
+            row["last_failure"] = st.last_error if st else None
+    if args.json:
+        sys.stdout.write(json.dumps({"file": str(path), "hosts": rows}, indent=2) + "\n")
+    else:
+        sys.stdout.write(f"{path}: {len(rows)} host(s)\n")
+        for row in rows:
+            sys.stdout.write(_describe(row))
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+def _describe(r: dict[str, Any]) -> str:
+    via = f" via {r['via']}" if r.get("via") else ""
+    head = f"{r['name']}  {r['address']}{via}  {'ok' if r['ok'] else 'FAILED'}"
+    lines = [head + (f"  ({r['seconds']} s)" if "seconds" in r else "")]
+    if r.get("error"):
+        lines.append(f"  error: {r['error']}")
+    if r.get("host_key"):
+        lines.append(f"  host key: {r['host_key']}")
+    if "gpus" in r:
+        gpus = r["gpus"]
+        if gpus:
+            names = sorted({g["name"] for g in gpus})
+            mem = max((g.get("memory_total_mib") or 0) for g in gpus) / 1024
+            lines.append(f"  GPUs: {len(gpus)} × {', '.join(names)} ({mem:.0f} GiB); usable "
+                         f"{','.join(map(str, r['usable_gpus'])) or 'none'}; busy with other "
+                         f"processes: {','.join(map(str, r['foreign_busy'])) or 'none'}")
+        else:
+            lines.append("  GPUs: none")
+        if r.get("disk_free_bytes") is not None:
+            lines.append(f"  disk: {r['disk_free_bytes'] / 1024**3:.1f} GiB free in "
+                         f"{r['workdir']}")
+        for label, p in (r.get("pythons") or {}).items():
+            if p.get("error"):
+                continue
+            torch = f"torch {p['torch']}" if p.get("torch") else "no torch"
+            cuda = "" if p.get("torch") is None else (", CUDA" if p.get("cuda") else ", no CUDA")
+            lines.append(f"  {label}: python {p['version']} ({torch}{cuda}) {p['python']}")
+        setups = ", ".join(f"{s['name']} {_setup_word(s)}" for s in r.get("setups") or [])
+        copies = ", ".join(r.get("environment_copies") or []) or "none"
+        lines.append(f"  environment copies: {copies}; setups: {setups or 'none'}")
+        if abs(r.get("clock_skew_s", 0)) > 5:
+            lines.append(f"  clock: {r['clock_skew_s']:+.1f} s from this machine (liveness "
+                         "uses the host's own clock, so this is only informative)")
+    for p in r.get("problems", []):
+        lines.append(f"  problem: {p}")
+    for w in r.get("warnings", []):
+        lines.append(f"  warning: {w}")
+    if r.get("quarantined_until"):
+        until = time.strftime("%H:%M", time.localtime(r["quarantined_until"]))
+        lines.append(f"  QUARANTINED until {until} after {r['recent_failures']} failures "
+                     f"(last: {r['last_failure']}); `ideaforge hosts release {r['name']}` "
+                     "ends it")
+    return "\n".join(lines) + "\n"
+
+
+def _setup_word(s: dict[str, Any]) -> str:
+    if s["state"] == "finished":
+        return "ok" if s.get("code") == 0 else f"failed (exit {s.get('code')})"
+    return s["state"]
+
+
+def cmd_hosts_release(args: argparse.Namespace) -> int:
+    from engine.store import hosts_queries as hq
+
+    store = _store_if_any(args)
+    if store is None or not hq.release_host(store, args.host):
+        raise _usage(f"host {args.host!r} is not in quarantine")
+    sys.stdout.write(f"host {args.host} released from quarantine\n")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel a job: queued ones never start; running ones are stopped on their host (the
+    runner sends TERM, then KILL, to the job's whole process group)."""
+    from engine.store import ops
+
+    store = _store_if_any(args)
+    if store is None:
+        raise _usage("no ideaforge workspace here; pass --workspace DIR")
+    job = ops.get_job(store, args.job)
+    if job.state == "queued":
+        if ops.finish_job(store, job.id, state="cancelled", exit_code=None, reason="cancelled",
+                          log_tail="", idea_status="failed", score=None, quarantine=None,
+                          idea_reason="cancelled before it started",
+                          message=f"job {job.id} cancelled before it started"):
+            sys.stdout.write(f"job {job.id} cancelled before it started\n")
+            return 0
+        job = ops.get_job(store, args.job)
+    if job.state not in ("running", "unreachable") or not job.job_dir:
+        raise _usage(f"job {job.id} is {job.state}; only queued and running jobs can be "
+                     "cancelled" + (" (it is being launched: try again in a moment)"
+                                    if job.state == "launching" else ""))
+    if job.executor == "ssh":
+        result = _cancel_remote(store, job)
+    else:
+        from engine.executors.local import LocalExecutor
+
+        LocalExecutor(store.workspace).cancel(job.job_dir)
+        result = "requested"
+    sys.stdout.write(f"job {job.id} on {job.host}: cancel {result}; the engine records it "
+                     "as cancelled once the job has stopped\n")
+    return 0
+
+
+def _cancel_remote(store: Any, job: Any) -> str:
+    from engine.executors.hosts import HostsError, load
+    from engine.executors.ssh import SshError, connect
+    from engine.store import ops
+
+    search = ops.find_search(store, job.search_id)
+    hosts_file = search.config.get("hosts")
+    if not hosts_file:
+        raise _usage(f"search {search.name!r} has no hosts file recorded")
+    try:
+        cfg = load(hosts_file).get(job.host)
+    except HostsError as exc:
+        raise _usage(str(exc)) from None
+    try:
+        remote = connect(cfg)
+        try:
+            reply = remote.call("cancel", {"dir": remote.path(job.job_dir)})
+        finally:
+            remote.conn.close()
+    except SshError as exc:
+        raise _usage(f"cannot reach {job.host} to cancel job {job.id}: {exc}") from None
+    return str(reply.get("result"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """These commands alone (`python -m console.cli_hosts ...`), with the same exit codes."""
+    from console import cli
+
+    parser = argparse.ArgumentParser(prog="ideaforge")
+    parser.add_argument("--workspace")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    register(parser.add_subparsers(dest="command", required=True))
+    original = cli.build_parser
+    cli.build_parser = lambda: parser  # reuse cli.main's error handling and exit codes
+    try:
+        return cli.main(argv)
+    finally:
+        cli.build_parser = original
+
+
+if __name__ == "__main__":
+    sys.exit(main())

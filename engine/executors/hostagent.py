@@ -13,6 +13,7 @@ line. Actions:
 - `poll`     one batched report for many attempt directories: state, heartbeat, and the bytes
              of metrics.jsonl and output.log from the offsets the engine already holds. Times
              are the host's clock.
+- `serve`    answers `poll` requests as JSON lines on one long-lived exec channel.
 - `prepare`  whether an environment version's pristine copy exists; start its setup once.
 - `unpack`   receive a pristine copy as tar.gz on stdin (path checks, then an atomic rename).
 - `cancel`   ask the runner to stop (TERM then KILL to the job's process group); if the runner
@@ -520,10 +521,27 @@ def act_info(req):
     return out
 
 
+def serve():
+    """Answer `poll` requests, one JSON line in and one out, until stdin closes.
+
+    One agent per SSH connection: a poll then costs neither a login shell nor a Python start.
+    """
+    for line in sys.stdin:
+        try:
+            reply = act_poll(json.loads(line))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
 def main(argv):
     action = argv[1] if len(argv) > 1 else ""
     if action == "unpack":
         reply = act_unpack(argv[2])
+    elif action == "serve":
+        return serve()
     else:
         req = json.loads(sys.stdin.read() or "{}")
         handler = {"poll": act_poll, "launch": act_launch, "prepare": act_prepare,

@@ -255,6 +255,9 @@ class RemoteHost:
         self.conn = conn
         self.workdir = cfg.workdir
         self.home = ""
+        #: action → [calls, bytes sent, bytes received, most bytes sent by one call]
+        self.stats: dict[str, list[int]] = {}
+        self.poller = PollChannel(self)
 
     @property
     def agent(self) -> str:
@@ -293,6 +296,10 @@ class RemoteHost:
         log.info("host %s: installed the runner and agent under %s", self.cfg.name,
                  self.workdir)
 
+    def poll(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """A batched poll over the connection's long-lived agent (see `PollChannel`)."""
+        return self.poller.call(request, timeout)
+
     def call(self, action: str, request: dict[str, Any] | None = None, *,
              stdin: bytes | None = None, args: tuple[str, ...] = (), timeout: float = 60.0
              ) -> dict[str, Any]:
@@ -301,6 +308,12 @@ class RemoteHost:
                             *(q(a) for a in args)])
         data = stdin if stdin is not None else json.dumps(request or {}).encode()
         code, out, err = self.conn.run(command, stdin=data, timeout=timeout)
+        st = self.stats.setdefault(action, [0, 0, 0, 0])
+        sent = len(command) + len(data)
+        st[0] += 1
+        st[1] += sent
+        st[2] += len(out) + len(err)
+        st[3] = max(st[3], sent)
         if code != 0:
             raise SshError(f"host {self.cfg.name}: agent {action} failed (exit {code}): "
                            f"{err.decode('utf-8', 'replace').strip()[-300:]}")
@@ -312,6 +325,80 @@ class RemoteHost:
         if not isinstance(reply, dict):
             raise SshError(f"host {self.cfg.name}: agent {action} answered {type(reply)}")
         return reply
+
+
+class PollChannel:
+    """One long-lived `agent serve` per connection: a poll is a JSON line each way on it."""
+
+    def __init__(self, remote: RemoteHost) -> None:
+        self.remote = remote
+        self.chan: paramiko.Channel | None = None
+        self.buffer = bytearray()
+
+    def _open(self) -> paramiko.Channel:
+        transport = self.remote.conn.client.get_transport() if self.remote.conn.client else None
+        if transport is None or not transport.is_active():
+            raise SshError(f"host {self.remote.cfg.name}: not connected")
+        q = shlex.quote
+        try:
+            chan = transport.open_session(timeout=30)
+            chan.exec_command(f"{q(self.remote.cfg.python)} -S {q(self.remote.agent)} serve")
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SshError(f"host {self.remote.cfg.name}: cannot start the agent: {exc}"
+                           ) from None
+        self.buffer.clear()
+        return chan
+
+    def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        name = self.remote.cfg.name
+        if self.chan is None or self.chan.closed:
+            self.chan = self._open()
+        chan = self.chan
+        line = (json.dumps(request) + "\n").encode()
+        deadline = time.monotonic() + timeout
+        try:
+            chan.sendall(line)
+            while b"\n" not in self.buffer:
+                if chan.recv_ready():
+                    self.buffer += chan.recv(1 << 16)
+                    continue
+                if chan.closed or chan.exit_status_ready() or chan.eof_received:
+                    err = chan.recv_stderr(4096) if chan.recv_stderr_ready() else b""
+                    raise SshError(f"host {name}: the agent stopped: "
+                                   f"{err.decode('utf-8', 'replace').strip()[-300:]}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SshError(f"host {name}: no answer to a poll within {timeout:.0f} s")
+                select.select([chan], [], [], min(left, 1.0))
+        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
+            self.close()
+            raise SshError(f"host {name}: connection broke: {exc or type(exc).__name__}"
+                           ) from None
+        except SshError:
+            self.close()
+            raise
+        end = self.buffer.index(b"\n")
+        raw = bytes(self.buffer[:end])
+        del self.buffer[: end + 1]
+        st = self.remote.stats.setdefault("poll", [0, 0, 0, 0])
+        st[0] += 1
+        st[1] += len(line)
+        st[2] += len(raw) + 1
+        st[3] = max(st[3], len(line))
+        try:
+            reply = json.loads(raw)
+        except ValueError:
+            self.close()
+            raise SshError(f"host {name}: the agent answered something that is not JSON: "
+                           f"{raw[:120]!r}") from None
+        if not isinstance(reply, dict) or "error" in reply:
+            raise SshError(f"host {name}: poll failed: {reply}")
+        return reply
+
+    def close(self) -> None:
+        if self.chan is not None:
+            self.chan.close()
+            self.chan = None
 
 
 def connect(cfg: HostConfig, *, accept_new: bool = False) -> RemoteHost:

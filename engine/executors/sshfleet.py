@@ -10,7 +10,9 @@ cancel and watch, and reads back the worker's latest results; the worker does th
   start the setup, detached like a job, in its own recorded attempt directory;
 - per job: one `launch` call carrying the spec and the patch (a few KB);
 - every `poll_interval`: ONE batched `poll` for all of the host's watched jobs, which returns
-  their state and the new bytes of metrics and log from the offsets the database holds.
+  their state and the new bytes of metrics and log from the offsets the database holds. It
+  goes to one long-lived agent per connection (a JSON line each way on one exec channel), so
+  a poll costs neither a login shell nor a Python start on the host.
 """
 
 from __future__ import annotations
@@ -319,7 +321,7 @@ class HostWorker(threading.Thread):
         if not items and not setups and not want_gpus:
             return
         # A host that stays silent this long is down for us: its jobs turn unreachable soon.
-        reply = remote.call("poll", req, timeout=max(15.0, self.cfg.unreachable_after))
+        reply = remote.poll(req, timeout=max(15.0, self.cfg.unreachable_after))
         local_now = time.time()
         if "gpus" in reply:
             self._gpu_at = time.monotonic()

@@ -95,6 +95,7 @@ class IdeaforgeApp(App[int]):
         self.worker_errors: list[BaseException] = []  # every failure reported (tests read it)
         self.engines: list[subprocess.Popen[bytes]] = []
         self.lineage_request: int | None = None
+        self.details: dict[int, tuple[object, Any, Any]] = {}  # idea id → detail fetched
 
     # ------------------------------------------------------------------ the store
     def store(self) -> Store:
@@ -121,8 +122,10 @@ class IdeaforgeApp(App[int]):
         if self.attach_engine is not None:
             self.run_worker(self._attach, thread=True, exit_on_error=False,
                             name="start the engine")
-        # Warm the detail screen's imports while the researcher reads the board.
-        self.run_worker(_warm_imports, thread=True, exit_on_error=False, name="warm up")
+        # Warm the detail screen's imports while the researcher reads the board (not before:
+        # an import holds the interpreter, and the first frame comes first).
+        self.set_timer(1.5, lambda: self.run_worker(_warm_imports, thread=True,
+                                                    exit_on_error=False, name="warm up"))
 
     def _attach(self) -> None:
         assert self.attach_engine is not None
@@ -187,7 +190,14 @@ class IdeaforgeApp(App[int]):
     def open_idea(self, idea_id: int) -> None:
         from console.screens.idea_detail import IdeaDetailScreen
 
-        self.push_screen(IdeaDetailScreen(idea_id))
+        self.push_screen(IdeaDetailScreen(idea_id, known=self.details.get(idea_id)))
+
+    def remember_detail(self, idea_id: int, marker: object, detail: Any, search: Any) -> None:
+        """Keep an idea's detail for an instant open (the newest few dozen)."""
+        self.details.pop(idea_id, None)
+        self.details[idea_id] = (marker, detail, search)
+        while len(self.details) > 64:
+            self.details.pop(next(iter(self.details)))
 
     def show_lineage(self, idea_id: int) -> None:
         """The lineage mode, on the ancestry of an idea (its screen takes the request when it

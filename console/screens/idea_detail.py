@@ -16,12 +16,14 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import ContentSwitcher, Footer, OptionList, Static, Tab, Tabs
+from textual.widgets import ContentSwitcher, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import Worker
 
 from console import commands, fmt
 from console.screens.base import ConsoleScreen
+from console.widgets.key_bar import KeyBar
+from console.widgets.pane_bar import PaneBar
 from console.widgets.search_header import engine_alive
 from engine.store import console_queries as cq
 from engine.store import ops
@@ -62,41 +64,54 @@ class IdeaDetailScreen(ConsoleScreen):
             super().__init__()
             self.note = note
 
-    def __init__(self, idea_id: int, pane: str = "idea") -> None:
+    def __init__(self, idea_id: int, pane: str = "idea",
+                 known: tuple[object, IdeaDetail, SearchView | None] | None = None) -> None:
+        """`known`: (change marker, detail, search) fetched ahead (the board prefetches the
+        row the cursor rests on), so that the screen opens complete in one frame."""
         super().__init__()
         self.idea_id = idea_id
         self.pane = pane
         self.detail: IdeaDetail | None = None
         self.search: SearchView | None = None
         self._marker: object = None
+        if known is not None:
+            self._marker, self.detail, self.search = known
         self._built: set[str] = set()
         self._log_worker: Worker[None] | None = None
         self._split = False
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(f"idea #{self.idea_id} — loading…", style="dim"), id="header")
-        yield Tabs(*[Tab(label, id=f"tab-{key}") for key, label in PANES], id="panes",
-                   active=f"tab-{self.pane}")
+        yield Static(self._header_text(), id="header")
+        yield PaneBar(PANES, self.pane, id="panes")
+        # Only the pane on show exists; the others are built the first time they are shown.
+        self._built.add(self.pane)
         with ContentSwitcher(initial=f"pane-{self.pane}", id="switcher"):
-            for key, _ in PANES:
-                yield Vertical(id=f"pane-{key}", classes="pane")
-        yield Footer()
+            yield Vertical(self._pane_widget(self.pane), id=f"pane-{self.pane}", classes="pane")
+        yield KeyBar()
 
     def on_mount(self) -> None:
-        self._build(self.pane)
-        self._tick()
+        if self.detail is None:
+            self._tick()
+        elif self.pane != "idea":
+            self.call_after_refresh(self._fill, self.pane)
         self.start_polling()
         self.set_interval(self.FOLLOW_S, self._follow_log)
 
     # ------------------------------------------------------------------ panes
-    def _build(self, pane: str) -> None:
+    async def _build(self, pane: str) -> None:
         if pane in self._built:
             return
         self._built.add(pane)
-        container = self.query_one(f"#pane-{pane}", Vertical)
+        await self.query_one(ContentSwitcher).add_content(
+            Vertical(self._pane_widget(pane), id=f"pane-{pane}", classes="pane"))
+        if self.detail is not None:
+            self._fill(pane)
+
+    def _pane_widget(self, pane: str) -> Widget:
         widget: Widget
         if pane == "idea":
-            widget = VerticalScroll(Static(id="idea-text"), id="idea-scroll")
+            text = self._idea_text(self.detail) if self.detail else ""
+            widget = VerticalScroll(Static(text, id="idea-text"), id="idea-scroll")
         elif pane == "lineage":
             widget = OptionList(id="relatives")
         elif pane == "diff":
@@ -113,28 +128,27 @@ class IdeaDetailScreen(ConsoleScreen):
             from console.widgets.metric_chart import MetricCharts
 
             widget = MetricCharts(id="charts")
-        container.mount(widget)
-        if self.detail is not None:
-            self.call_after_refresh(self._fill, pane)
+        return widget
 
-    def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
-        event.stop()
-        if event.tab is None or event.tab.id is None:
+    async def show_pane(self, pane: str) -> None:
+        if pane == self.pane and pane in self._built:
             return
-        pane = event.tab.id.removeprefix("tab-")
         self.pane = pane
+        self.query_one(PaneBar).show(pane)
+        await self._build(pane)
         self.query_one(ContentSwitcher).current = f"pane-{pane}"
-        self._build(pane)
         if pane in ("log", "curves"):
             self._marker = None  # fetch the newest now
             self._tick()
             self._follow_log()
         self.refresh_bindings()
 
-    def action_pane(self, step: int) -> None:
+    async def on_pane_bar_picked(self, message: PaneBar.Picked) -> None:
+        await self.show_pane(message.pane)
+
+    async def action_pane(self, step: int) -> None:
         keys = [k for k, _ in PANES]
-        index = (keys.index(self.pane) + step) % len(keys)
-        self.query_one(Tabs).active = f"tab-{keys[index]}"
+        await self.show_pane(keys[(keys.index(self.pane) + step) % len(keys)])
 
     # ------------------------------------------------------------------ loading
     def poll(self) -> Worker[None] | None:
@@ -160,15 +174,20 @@ class IdeaDetailScreen(ConsoleScreen):
                 f"no idea #{self.idea_id} in this workspace", style="red"))
             return
         self.detail, self.search = message.detail, message.search
+        self.console.remember_detail(self.idea_id, message.marker, message.detail,
+                                     message.search)
         self._header()
         for pane in self._built:
             self._fill(pane, message.series)
         self.refresh_bindings()
 
     def _header(self) -> None:
+        self.query_one("#header", Static).update(self._header_text())
+
+    def _header_text(self) -> Text:
         d, s = self.detail, self.search
         if d is None:
-            return
+            return Text(f"idea #{self.idea_id} — loading…", style="dim")
         i = d.idea
         baseline = s.baseline if s else None
         goal = s.goal if s else "minimize"
@@ -197,7 +216,7 @@ class IdeaDetailScreen(ConsoleScreen):
             t.append(f"\nquarantine: {i.quarantine}", style="magenta")
         if d.pending:
             t.append(f"\n→ {', '.join(d.pending)} sent; waiting for the engine", style="cyan")
-        self.query_one("#header", Static).update(t)
+        return t
 
     def _fill(self, pane: str, series: dict[str, list[tuple[float, float]]] | None = None
               ) -> None:

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.message import Message
-from textual.widgets import Footer, Input
+from textual.widgets import Input
 from textual.worker import Worker
 
 from console import commands, filtering, fmt
 from console.screens.base import ConsoleScreen
 from console.widgets.event_feed import EventFeed
 from console.widgets.idea_board import IdeaBoard
+from console.widgets.key_bar import KeyBar
 from console.widgets.search_header import SearchHeader, at_gate, engine_alive
 from engine.store import StoreError, ops
 from engine.store import console_queries as cq
 from engine.store.console_queries import BoardPage, BoardQuery, BoardRow, SearchSummary
 from engine.store.views import EventView, SearchView
+
+#: How long the cursor rests on a row before its detail is fetched ahead.
+PREFETCH_REST_S = 0.1
 
 SORT_LABELS = {"default": "newest epoch first", "id": "id", "score": "score (best first)",
                "status": "status", "origin": "origin", "epoch": "epoch"}
@@ -66,6 +71,8 @@ class IdeasScreen(ConsoleScreen):
         self.reverse = False
         self._marker: tuple[int, int, int] | None = None
         self._applicable: frozenset[str] = frozenset()
+        self._rest_since = 0.0
+        self._prefetched: int | None = None
 
     def compose(self) -> ComposeResult:
         yield SearchHeader(id="header")
@@ -73,7 +80,7 @@ class IdeasScreen(ConsoleScreen):
         yield Input(placeholder="filter: words, status:proposed, origin:exploit, epoch:3, #12 "
                     "— enter applies, esc closes", id="filter")
         yield EventFeed(id="feed")
-        yield Footer()
+        yield KeyBar()
 
     @property
     def board(self) -> IdeaBoard:
@@ -84,6 +91,7 @@ class IdeasScreen(ConsoleScreen):
         self.watch(self.app, "search_ref", self._search_changed, init=False)
         self.open_search()
         self.start_polling()
+        self.set_interval(PREFETCH_REST_S, self._prefetch_tick)
 
     def _search_changed(self) -> None:
         self.epoch, self.filter, self.filter_text = None, filtering.Filter(), ""
@@ -213,6 +221,31 @@ class IdeasScreen(ConsoleScreen):
 
     def on_idea_board_highlighted(self, message: IdeaBoard.Highlighted) -> None:
         self._bindings_changed()
+        self._rest_since = time.monotonic()
+
+    def _prefetch_tick(self) -> None:
+        """Fetch the detail of the row the cursor has rested on, so that enter opens it whole
+        at once (moving the cursor stays free of any query)."""
+        row = self.board.current
+        if (row is None or row.id == self._prefetched or not self.is_active
+                or time.monotonic() - self._rest_since < PREFETCH_REST_S):
+            return
+        self._prefetched = row.id
+        self._prefetch(row.id)
+
+    @work(thread=True, exclusive=True, group="prefetch", exit_on_error=False,
+          name="prefetch the idea")
+    def _prefetch(self, idea_id: int) -> None:
+        store = self.console.store()
+        marker = cq.change_marker(store)
+        known = self.console.details.get(idea_id)
+        if known is not None and known[0] == marker:
+            return
+        detail = cq.idea_detail(store, idea_id)
+        if detail is not None:
+            search = cq.get_search(store, detail.idea.search_id)
+            self.app.call_from_thread(self.console.remember_detail, idea_id, marker, detail,
+                                      search)
 
     def on_idea_board_opened(self, message: IdeaBoard.Opened) -> None:
         self.console.open_idea(message.row.id)

@@ -7,13 +7,14 @@ from pathlib import Path
 from textual import work
 from textual.app import ComposeResult
 from textual.message import Message
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual.worker import Worker
 
 from console import commands
 from console.screens.base import ConsoleScreen
 from console.widgets.hosts_panel import HostsPanel
 from console.widgets.jobs_table import JobsTable
+from console.widgets.key_bar import KeyBar
 from engine.store import console_queries as cq
 from engine.store.console_queries import HostRow, JobRow
 
@@ -40,7 +41,7 @@ class JobsScreen(ConsoleScreen):
         yield HostsPanel(id="hosts")
         yield Static("", id="jobs-title", classes="section")
         yield JobsTable(id="jobs")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one(JobsTable).focus()

@@ -6,12 +6,13 @@ from __future__ import annotations
 from textual import work
 from textual.app import ComposeResult
 from textual.message import Message
-from textual.widgets import Footer, Static, Tree
+from textual.widgets import Static, Tree
 from textual.widgets.tree import TreeNode
 from textual.worker import Worker
 
 from console import commands
 from console.screens.base import ConsoleScreen
+from console.widgets.key_bar import KeyBar
 from console.widgets.lineage_tree import FOREST_PAGE, LineageTree, NodeData, View
 from engine.store import console_queries as cq
 from engine.store.console_queries import IdeaBrief
@@ -46,7 +47,7 @@ class LineageScreen(ConsoleScreen):
     def compose(self) -> ComposeResult:
         yield Static("", id="lineage-title")
         yield LineageTree(id="tree")
-        yield Footer()
+        yield KeyBar()
 
     @property
     def tree(self) -> LineageTree:

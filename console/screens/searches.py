@@ -8,11 +8,12 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.message import Message
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 from textual.worker import Worker
 
 from console import commands, fmt
 from console.screens.base import ConsoleScreen
+from console.widgets.key_bar import KeyBar
 from console.widgets.search_header import engine_alive
 from engine.store import StoreError
 from engine.store import console_queries as cq
@@ -49,7 +50,7 @@ class SearchesScreen(ConsoleScreen):
             table.add_column(label, key=key)
         yield table
         yield Static("", id="empty")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one(DataTable).focus()

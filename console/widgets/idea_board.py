@@ -11,6 +11,7 @@ idea moves within the loaded window (new proposals arrive above it in the defaul
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar
@@ -133,6 +134,7 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
         self.baseline: float | None = None
         self.goal = "minimize"
         self.loaded_once = False
+        self.first_rows_painted_at: float | None = None  # perf_counter(); the bench reads it
         self.placeholder = "loading…"
         self._rows: dict[int, BoardRow] = {}
         self._window = (0, 0)
@@ -375,6 +377,8 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
             style = self.get_component_rich_style("idea-board--placeholder")
             return Strip([Segment(fmt.clip(f"  {self.placeholder}", width), style)]
                           ).extend_cell_length(width)
+        if self.first_rows_painted_at is None:
+            self.first_rows_painted_at = time.perf_counter()
         is_cursor = index == self.cursor
         is_marked = row.id in self.marked
         key = (row.id, is_cursor, is_marked, width)

@@ -489,6 +489,13 @@ class SearchEngine:
         queued = hq.queued_jobs(self.store, fleet.name, self.search_id)
         if not any(q.mine for q in queued):
             return
+        if views and all(v.setup_failed for v in views.values()):
+            # Nothing can ever run: stop with the hosts' own words rather than wait forever.
+            problems = "; ".join(f"{v.name}: {v.problem}" for v in views.values())
+            message = (f"the environment's setup failed on every host ({problems[:400]}); "
+                       "fix it, then `ideaforge resume`")
+            self._fatal = (EXIT_ERROR, message)
+            return
         now = time.time()
         active = hq.active_jobs(self.store, fleet.name)
         leases = hq.leases(self.store)

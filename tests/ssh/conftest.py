@@ -243,6 +243,13 @@ EXTRA_PROFILES = f'''
 command = "{TRACED}"
 gpus = 1
 timeout = 60
+setup = "echo \\"$(pwd)\\" >> \\"$IDEAFORGE_DATA_DIR/setup-runs\\""
+
+[profiles.badsetup]
+command = "python train.py"
+gpus = 1
+timeout = 60
+setup = "echo 'cannot fetch the data' >&2; exit 7"
 
 [profiles.gpu4]
 command = "{TRACED}"

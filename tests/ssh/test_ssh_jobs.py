@@ -18,11 +18,20 @@ from tests.ssh.conftest import Lab, db_rows, jobs
 ACTIVE = ("launching", "running", "unreachable")
 
 
+SECRET = "sk-ideaforge-test-secret-0123456789"
+
+
 def run(lab: Lab, toy: Path, ws: Path, hosts: Path, name: str, profile: str, ideas: int
         ) -> subprocess.Popen[str]:
+    # The engine holds model keys; none of them may reach a host, the database or a log.
+    env = base_env(OPENAI_API_KEY=SECRET, ANTHROPIC_API_KEY=SECRET, HF_TOKEN=SECRET)
     return lab.track(start_cli("run", str(toy), "--name", name, "--hosts", str(hosts), "--auto",
                                "--profile", profile, "--epochs", "1", "--ideas-per-epoch",
-                               str(ideas), workspace=ws))
+                               str(ideas), workspace=ws, env=env))
+
+
+def files_holding(root: Path, needle: str) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
 
 
 def finish(engine: subprocess.Popen[str], timeout: float = 90) -> str:
@@ -89,6 +98,8 @@ def test_two_hosts_mixed_1_and_4_gpu_jobs_never_share_a_gpu(lab: Lab, gpu_toy: P
         assert h1 != h2 or not g1 & g2 or e1 <= s2 or e2 <= s1, "two jobs shared a GPU"
     metrics = db_rows(ws, "SELECT job_id, count(*) FROM metric GROUP BY job_id")
     assert all(n == 2 for _, n in metrics if n)  # train_loss and score, each exactly once
+    assert files_holding(ws, SECRET) == []
+    assert all(files_holding(h.dir, SECRET) == [] for h in lab.hosts.values())
 
 
 def test_engine_killed_mid_run_adopts_its_jobs_and_launches_none_twice(
@@ -116,6 +127,30 @@ def test_engine_killed_mid_run_adopts_its_jobs_and_launches_none_twice(
     assert all(counts.get(r["id"]) == 2 for r in rows)
     events = [m for (m,) in db_rows(ws, "SELECT message FROM event")]
     assert sum("started for idea" in m for m in events) == 5
+    for h in lab.hosts.values():  # the setup ran once per host, not again after the restart
+        assert len((h.workdir / "data" / "toy" / "setup-runs").read_text().splitlines()) == 1
+
+
+def test_setup_runs_once_per_host_and_version_and_its_failure_stops_the_search(
+        lab: Lab, gpu_toy: Path, tmp_path: Path) -> None:
+    host = lab.host("a", 4)
+    hosts = lab.hosts_toml()
+    ws = tmp_path / "ws"
+    runs = host.workdir / "data" / "toy" / "setup-runs"
+    finish(run(lab, gpu_toy, ws, hosts, "first", "gpu1", 1))
+    finish(run(lab, gpu_toy, ws, hosts, "again", "gpu1", 1))
+    assert len(runs.read_text().splitlines()) == 1  # same version: recorded, not re-run
+    with open(gpu_toy / "train.py", "a") as fh:
+        fh.write("# a new version of the environment\n")
+    finish(run(lab, gpu_toy, ws, hosts, "changed", "gpu1", 1))
+    first, second = runs.read_text().splitlines()
+    assert first != second  # each version's setup ran in its own pristine copy
+    assert len(list((host.workdir / "envs").iterdir())) == 2
+    bad = run(lab, gpu_toy, ws, hosts, "bad", "badsetup", 1)
+    out, _ = bad.communicate(timeout=90)
+    assert bad.returncode == 1
+    assert "setup failed on every host" in out and "cannot fetch the data" in out
+    assert {r["state"] for r in jobs(ws) if r["search_id"] == 4} == {"queued"}
 
 
 def test_sshd_stopped_mid_job_keeps_leases_and_collects_after_restart(

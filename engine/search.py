@@ -423,36 +423,37 @@ class SearchEngine:
             outcome = prepare_patch(answer, self.env.root, protected, lines)
             ops.add_attempt(st, idea.id, model="catalog", answer=answer, diff=outcome.diff,
                             outcome="ok" if outcome.ok else "failed", error=outcome.error,
-                            repairs=outcome.repairs)
-            if outcome.ok:
-                ops.transition_idea(st, idea.id, "implementing", done_ok, diff=outcome.diff)
-            else:
-                ops.transition_idea(st, idea.id, "implementing", "implement_failed",
-                                    reason=outcome.error)
+                            repairs=outcome.repairs,
+                            move=("implementing", done_ok if outcome.ok else "implement_failed"),
+                            reason=None if outcome.ok else outcome.error)
             return
         assert self.llm is not None
-        previous = [(a.answer, a.error or "") for a in ops.list_attempts(st, idea.id)
-                    if a.outcome != "ok"]
+        attempts = ops.list_attempts(st, idea.id)
+        previous = [(a.answer, a.error or "") for a in attempts if a.outcome != "ok"]
         while len(previous) < s.max_attempts:
             messages = ideation.implement_prompt(self.env, idea.text, previous[-3:])
             answer = await self.llm.complete("coder", f"implement:idea{idea.id}", messages)
             outcome = prepare_patch(answer, self.env.root, protected, lines)
+            last = outcome.ok or len(previous) + 1 >= s.max_attempts
+            reason = None if outcome.ok else (
+                f"no usable diff after {len(previous) + 1} attempts; last error: "
+                f"{outcome.error}")
             ops.add_attempt(st, idea.id, model=s.coder_model or s.model, answer=answer,
                             diff=outcome.diff, outcome="ok" if outcome.ok else "failed",
-                            error=outcome.error, repairs=outcome.repairs)
-            if outcome.ok:
-                ops.transition_idea(st, idea.id, "implementing", done_ok, diff=outcome.diff)
+                            error=outcome.error, repairs=outcome.repairs,
+                            move=(("implementing", done_ok if outcome.ok else "implement_failed")
+                                  if last else None), reason=reason)
+            if last:
                 return
             previous.append((answer, outcome.error or "unknown error"))
+        # Attempts were used up by an earlier engine that stopped before moving the idea on.
         ops.transition_idea(st, idea.id, "implementing", "implement_failed",
-                            reason=f"no usable diff after {len(previous)} attempts; last error: "
-                            f"{previous[-1][1] if previous else '-'}")
+                            reason=f"no usable diff after {len(previous)} attempts")
 
     def _implement_failed(self, idea_id: int, model: str, answer: str, error: str) -> None:
         ops.add_attempt(self.store, idea_id, model=model, answer=answer, diff=None,
-                        outcome="failed", error=error)
-        ops.transition_idea(self.store, idea_id, "implementing", "implement_failed",
-                            reason=error)
+                        outcome="failed", error=error, move=("implementing", "implement_failed"),
+                        reason=error)
 
     # ------------------------------------------------------------------ jobs
     def _enqueue(self, epoch: int) -> None:

@@ -44,12 +44,17 @@ def start_cli(*args: str, workspace: Path, env: dict[str, str] | None = None
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 60, what: str = "condition",
-             interval: float = 0.1) -> object:
+             interval: float = 0.1, proc: subprocess.Popen[str] | None = None) -> object:
+    """Poll `cond` until it is true; with `proc`, fail at once (with its output) if it exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = cond()
         if value:
             return value
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"the process exited {proc.returncode} while waiting for "
+                                 f"{what}:\n{out}")
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 

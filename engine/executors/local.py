@@ -83,20 +83,32 @@ class LocalExecutor:
         return self.root / f"search-{search_id}" / f"job-{job_id}"
 
     def launch(self, spec: LaunchSpec) -> str:
-        """Create the attempt directory (the lock) and start the runner detached.
+        """Prepare the attempt directory and start the runner detached, exactly once.
 
-        A directory that already exists belongs to an earlier launch of the same job: it is
-        adopted, never launched again.
+        The runner creates `started` exclusively, so launching again (an engine that was
+        killed mid-launch and restarted) either adopts the running job or finishes the launch
+        that never happened — never a second run.
         """
         job_dir = self.job_dir(spec.search_id, spec.job_id)
-        job_dir.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.mkdir(job_dir)
-        except FileExistsError:
-            log.info("job %d: attempt directory exists, adopting it", spec.job_id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        if (job_dir / "started").exists():
+            log.info("job %d: already started, adopting it", spec.job_id)
             return str(job_dir)
-        work = job_dir / "env"
-        apply_to_copy(spec.env.root, spec.diff, work)
+        if not (job_dir / "spec.json").exists():
+            # spec.json is written last: without it the copy may be partial, so redo it.
+            work = job_dir / "env"
+            shutil.rmtree(work, ignore_errors=True)
+            apply_to_copy(spec.env.root, spec.diff, work)
+            (job_dir / "metrics.jsonl").touch()
+            runner._write(str(job_dir / "spec.json"), json.dumps(self._spec(spec, job_dir),
+                                                                indent=1))
+        with open(job_dir / "runner.err", "ab") as err:
+            subprocess.Popen([self.python, runner.__file__, str(job_dir)], cwd=job_dir,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                             start_new_session=True, env=self._env())
+        return str(job_dir)
+
+    def _spec(self, spec: LaunchSpec, job_dir: Path) -> dict[str, object]:
         env = {
             "IDEAFORGE_METRICS": str(job_dir / "metrics.jsonl"),
             "IDEAFORGE_JOB_DIR": str(job_dir),
@@ -107,16 +119,9 @@ class LocalExecutor:
             "WANDB_DIR": str(job_dir),
             "WANDB_CACHE_DIR": str(job_dir / ".wandb-cache"),
         }
-        spec_json = {"command": spec.profile.command, "cwd": str(work), "env": env,
-                     "timeout": spec.profile.timeout, "grace": self.grace_s, "heartbeat": 2,
-                     "job_id": spec.job_id, "idea_id": spec.idea_id}
-        runner._write(str(job_dir / "spec.json"), json.dumps(spec_json, indent=1))
-        (job_dir / "metrics.jsonl").touch()
-        subprocess.Popen([self.python, runner.__file__, str(job_dir)], cwd=job_dir,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=open(job_dir / "runner.err", "ab"), start_new_session=True,
-                         env=self._env())
-        return str(job_dir)
+        return {"command": spec.profile.command, "cwd": str(job_dir / "env"), "env": env,
+                "timeout": spec.profile.timeout, "grace": self.grace_s, "heartbeat": 2,
+                "job_id": spec.job_id, "idea_id": spec.idea_id}
 
     def poll(self, job_dir: str) -> JobStatus:
         path = Path(job_dir)

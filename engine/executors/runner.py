@@ -4,6 +4,7 @@ Stand-alone on purpose (standard library only, Python ≥ 3.8): it is copied to 
 keep enforcing the time limit while the engine is down. Usage: `python runner.py JOB_DIR`.
 
 The attempt directory is the truth (ARCHITECTURE.md, "Executors"):
+- creates `started` exclusively (a second runner for the same directory exits at once)
 - reads `spec.json`: {"command", "cwd", "env", "timeout", "grace", "heartbeat"}
 - writes `pid` (runner pid, its start time, boot id, the job's process group), keeps `hb`
   touched, sends the job's stdout and stderr to `output.log`
@@ -52,6 +53,12 @@ def boot_id():
 
 
 def main(job_dir):
+    # Exactly once: whoever creates `started` runs the job; a second runner (an engine that
+    # restarted while this one was starting) leaves at once.
+    try:
+        os.close(os.open(os.path.join(job_dir, "started"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
     with open(os.path.join(job_dir, "spec.json")) as fh:
         spec = json.load(fh)
     timeout = float(spec.get("timeout") or 0)

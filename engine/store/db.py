@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine, select
 
@@ -62,15 +62,26 @@ class Store:
         # Let SQLAlchemy not emit its own BEGIN; we emit BEGIN IMMEDIATE ourselves.
         event.listen(self.engine, "connect", lambda c, r: setattr(c, "isolation_level", None))
         event.listen(self.engine, "begin", _on_begin)
+        # Reads use a second pool with plain (deferred) BEGIN: in WAL mode they then never wait
+        # for, nor hold up, the engine's writes.
+        self.read_engine: Engine = create_engine(
+            f"sqlite:///{self.path}", connect_args={"timeout": 30, "check_same_thread": False}
+        )
+        event.listen(self.read_engine, "connect", _on_connect)
+        event.listen(self.read_engine, "connect",
+                     lambda c, r: setattr(c, "isolation_level", None))
+        event.listen(self.read_engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         self._prepare_schema()
 
     def _prepare_schema(self) -> None:
-        tables = set(inspect(self.engine).get_table_names())
-        if "meta" not in tables and not tables:
-            SQLModel.metadata.create_all(self.engine)
-            with self.session() as s:
-                s.add(Meta(key="schema_version", value=str(migrations.CURRENT)))
-            return
+        # One write transaction (BEGIN IMMEDIATE): two processes opening a new workspace at
+        # once must not both create it.
+        with self.engine.begin() as conn:
+            if not inspect(conn).get_table_names():
+                SQLModel.metadata.create_all(conn)
+                conn.execute(text("INSERT OR IGNORE INTO meta (key, value) "
+                                  "VALUES ('schema_version', :v)"), {"v": str(migrations.CURRENT)})
+                return
         found = self.schema_version()
         if found > migrations.CURRENT:
             raise StoreError(
@@ -80,19 +91,24 @@ class Store:
             )
         if found < migrations.CURRENT:
             migrations.upgrade(self.engine, found)
-        # New tables of this release that an old database lacks are created empty.
-        SQLModel.metadata.create_all(self.engine)
+            # New tables of this release that an old database lacks are created empty.
+            SQLModel.metadata.create_all(self.engine)
 
     def schema_version(self) -> int:
-        with self.session() as s:
+        with self.session(write=False) as s:
             row = s.exec(select(Meta).where(Meta.key == "schema_version")).first()
             return int(row.value) if row else 1
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """One transaction: committed on success, rolled back on any exception."""
-        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+    def session(self, write: bool = True) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any exception.
+
+        `write=False` for reads: a consistent snapshot that takes no write lock.
+        """
+        bind = self.engine if write else self.read_engine
+        with Session(bind, expire_on_commit=False) as s, s.begin():
             yield s
 
     def close(self) -> None:
         self.engine.dispose()
+        self.read_engine.dispose()

@@ -85,7 +85,7 @@ def create_search(store: Store, **fields: Any) -> SearchView:
 
 
 def find_search(store: Store, ref: str | int) -> SearchView:
-    with store.session() as s:
+    with store.session(write=False) as s:
         row = None
         if isinstance(ref, int) or str(ref).isdigit():
             row = s.get(Search, int(ref))
@@ -99,7 +99,7 @@ def find_search(store: Store, ref: str | int) -> SearchView:
 
 
 def list_searches(store: Store) -> list[SearchView]:
-    with store.session() as s:
+    with store.session(write=False) as s:
         return [SearchView.of(r) for r in s.exec(select(Search).order_by(Search.id)).all()]
 
 
@@ -261,7 +261,7 @@ def _idea_views(s: Session, rows: Sequence[Idea]) -> list[IdeaView]:
 
 def list_ideas(store: Store, search_id: int, epoch: int | None = None,
                statuses: Iterable[str] | None = None) -> list[IdeaView]:
-    with store.session() as s:
+    with store.session(write=False) as s:
         q = select(Idea).where(Idea.search_id == search_id)
         if epoch is not None:
             q = q.where(Idea.epoch == epoch)
@@ -271,7 +271,7 @@ def list_ideas(store: Store, search_id: int, epoch: int | None = None,
 
 
 def get_idea(store: Store, idea_id: int) -> IdeaView:
-    with store.session() as s:
+    with store.session(write=False) as s:
         row = s.get(Idea, idea_id)
         if row is None:
             raise StoreError(f"no idea {idea_id} in {store.workspace}; list them with "
@@ -280,7 +280,7 @@ def get_idea(store: Store, idea_id: int) -> IdeaView:
 
 
 def children_of(store: Store, idea_id: int) -> list[int]:
-    with store.session() as s:
+    with store.session(write=False) as s:
         q = select(IdeaParent.child_id).where(IdeaParent.parent_id == idea_id)
         return sorted(s.exec(q).all())
 
@@ -290,8 +290,28 @@ def children_of(store: Store, idea_id: int) -> list[int]:
 
 
 def add_attempt(store: Store, idea_id: int, *, model: str, answer: str, diff: str | None,
-                outcome: str, error: str | None, repairs: Sequence[str] = ()) -> int:
-    """Append an attempt (never rewrites one); returns its number."""
+                outcome: str, error: str | None, repairs: Sequence[str] = (),
+                move: tuple[str, str] | None = None, reason: str | None = None) -> int:
+    """Append an attempt (never rewrites one); returns its number.
+
+    `move=(from, to)` also moves the idea in the same transaction (storing the diff when the
+    attempt is ok), so a crash cannot leave a stored attempt whose idea was not moved on.
+    """
+    try:
+        return _add_attempt(store, idea_id, model=model, answer=answer, diff=diff,
+                            outcome=outcome, error=error, repairs=repairs, move=move,
+                            reason=reason)
+    except _Rollback:
+        return 0
+
+
+class _Rollback(Exception):
+    """Raised inside a session to roll its transaction back."""
+
+
+def _add_attempt(store: Store, idea_id: int, *, model: str, answer: str, diff: str | None,
+                 outcome: str, error: str | None, repairs: Sequence[str],
+                 move: tuple[str, str] | None, reason: str | None) -> int:
     with store.session() as s:
         last = s.exec(select(func.max(PatchAttempt.number))
                       .where(PatchAttempt.idea_id == idea_id)).one()
@@ -303,11 +323,20 @@ def add_attempt(store: Store, idea_id: int, *, model: str, answer: str, diff: st
         _event(s, "implement",
                f"idea {idea_id} attempt {number}: {outcome}" + (f" — {error}" if error else ""),
                search_id=idea.search_id if idea else None, idea_id=idea_id)
+        if move is not None:
+            changes: dict[str, Any] = {"status": move[1]}
+            if outcome == "ok":
+                changes["diff"] = diff
+            if reason is not None:
+                changes["reason"] = reason
+            if not _cas(s, Idea, idea_id, {"status": move[0]}, changes):
+                # Someone else moved the idea meanwhile: store nothing of this attempt.
+                raise _Rollback
         return number
 
 
 def list_attempts(store: Store, idea_id: int) -> list[AttemptView]:
-    with store.session() as s:
+    with store.session(write=False) as s:
         q = select(PatchAttempt).where(PatchAttempt.idea_id == idea_id).order_by(
             PatchAttempt.number)
         return [AttemptView.of(r) for r in s.exec(q).all()]
@@ -337,7 +366,7 @@ def enqueue_job(store: Store, idea_id: int, *, profile: str, gpus_wanted: int,
 
 def list_jobs(store: Store, search_id: int | None = None, states: Iterable[str] | None = None,
               idea_id: int | None = None) -> list[JobView]:
-    with store.session() as s:
+    with store.session(write=False) as s:
         q = select(Job)
         if search_id is not None:
             q = q.where(Job.search_id == search_id)
@@ -349,7 +378,7 @@ def list_jobs(store: Store, search_id: int | None = None, states: Iterable[str] 
 
 
 def get_job(store: Store, job_id: int) -> JobView:
-    with store.session() as s:
+    with store.session(write=False) as s:
         row = s.get(Job, job_id)
         if row is None:
             raise StoreError(f"no job {job_id} in {store.workspace}")
@@ -405,7 +434,7 @@ def take_gpus(store: Store, host: str, gpus: Sequence[int], job_id: int) -> bool
 
 
 def leased_gpus(store: Store, host: str) -> dict[int, int]:
-    with store.session() as s:
+    with store.session(write=False) as s:
         rows = s.exec(select(GpuLease).where(GpuLease.host == host)).all()
         return {r.gpu: r.job_id for r in rows}
 
@@ -430,7 +459,7 @@ def ingest_metrics(store: Store, job_id: int, old_offset: int, new_offset: int,
 
 
 def job_metrics(store: Store, job_id: int, name: str | None = None) -> list[MetricView]:
-    with store.session() as s:
+    with store.session(write=False) as s:
         q = select(MetricPoint).where(MetricPoint.job_id == job_id)
         if name is not None:
             q = q.where(MetricPoint.name == name)
@@ -447,14 +476,14 @@ def add_llm_call(store: Store, search_id: int, **fields: Any) -> None:
 
 
 def llm_cost(store: Store, search_id: int) -> float:
-    with store.session() as s:
+    with store.session(write=False) as s:
         total = s.exec(select(func.sum(LlmCall.cost_usd)).where(LlmCall.search_id == search_id)
                        ).one()
         return float(total or 0.0)
 
 
 def llm_call_count(store: Store, search_id: int) -> int:
-    with store.session() as s:
+    with store.session(write=False) as s:
         return int(s.exec(select(func.count()).select_from(LlmCall)
                           .where(LlmCall.search_id == search_id)).one())
 
@@ -474,7 +503,7 @@ def add_decision(store: Store, search_id: int, action: str, idea_id: int | None 
 
 
 def pending_decisions(store: Store, search_id: int) -> list[DecisionView]:
-    with store.session() as s:
+    with store.session(write=False) as s:
         q = select(Decision).where(Decision.search_id == search_id,
                                    col(Decision.consumed_at).is_(None)).order_by(Decision.id)
         return [DecisionView.of(r) for r in s.exec(q).all()]
@@ -488,7 +517,7 @@ def consume_decision(store: Store, decision_id: int, outcome: str) -> bool:
 
 def reject_reasons(store: Store, search_id: int) -> list[str]:
     """The researcher's reasons for rejecting ideas: steering memory for later prompts."""
-    with store.session() as s:
+    with store.session(write=False) as s:
         q = select(Idea.title, Idea.reason).where(Idea.search_id == search_id,
                                                   Idea.status == "rejected",
                                                   col(Idea.reason).is_not(None))
@@ -502,14 +531,14 @@ def add_event(store: Store, kind: str, message: str, **ids: int | None) -> None:
 
 def events(store: Store, search_id: int, after_id: int = 0, limit: int = 200
            ) -> list[EventView]:
-    with store.session() as s:
+    with store.session(write=False) as s:
         q = (select(Event).where(Event.search_id == search_id, Event.id > after_id)
              .order_by(Event.id).limit(limit))
         return [EventView.of(r) for r in s.exec(q).all()]
 
 
 def counts_by_status(store: Store, search_id: int) -> dict[str, int]:
-    with store.session() as s:
+    with store.session(write=False) as s:
         q = select(Idea.status, func.count()).where(Idea.search_id == search_id).group_by(
             Idea.status)
         return {status: int(n) for status, n in s.exec(q).all()}

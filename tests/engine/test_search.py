@@ -59,7 +59,8 @@ def test_gate_waits_for_decisions_and_applies_them(toy_env: Path, workspace: Pat
     engine = start_cli("run", str(toy_env), "--name", "t", "--epochs", "1",
                        "--ideas-per-epoch", "4", workspace=workspace)
     try:
-        wait_for(lambda: phase(workspace) == "review_ideas", 60, "the idea gate")
+        wait_for(lambda: phase(workspace) == "review_ideas", 60, "the idea gate",
+                 proc=engine)
         proposed = by_stem(ideas(workspace))
         assert {r["status"] for r in proposed.values()} == {"proposed"}
         # nothing is implemented before approval
@@ -93,7 +94,8 @@ def test_a_second_engine_on_the_same_search_is_refused(toy_env: Path, workspace:
     engine = start_cli("run", str(toy_env), "--name", "t", "--epochs", "1",
                        "--ideas-per-epoch", "2", workspace=workspace)
     try:
-        wait_for(lambda: phase(workspace) == "review_ideas", 60, "the idea gate")
+        wait_for(lambda: phase(workspace) == "review_ideas", 60, "the idea gate",
+                 proc=engine)
         second = cli("resume", "t", workspace=workspace)
         assert second.returncode == 4
         assert f"engine pid {engine.pid}" in second.stderr

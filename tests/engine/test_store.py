@@ -109,16 +109,25 @@ def test_old_database_is_upgraded_without_loss(tmp_path: Path) -> None:
 
 
 def test_newer_database_is_refused_untouched(tmp_path: Path) -> None:
-    Store(tmp_path)
+    first = Store(tmp_path)
+    _search(first)
+    first.close()
     db = tmp_path / "ideaforge.db"
+
+    def dump() -> list[str]:
+        con = sqlite3.connect(db)
+        lines = list(con.iterdump())
+        con.close()
+        return lines
+
     con = sqlite3.connect(db)
     con.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     con.commit()
     con.close()
-    before = db.read_bytes()
+    before = dump()
     with pytest.raises(StoreError, match="newer ideaforge"):
         Store(tmp_path)
-    assert db.read_bytes() == before
+    assert dump() == before
 
 
 def test_engine_does_not_import_the_ui() -> None:

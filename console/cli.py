@@ -178,10 +178,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     args.epochs, args.ideas_per_epoch, args.max_cost = 3, 6, None
     args.advance_at, args.review_diffs, args.max_attempts = 1.0, False, 10
     args.name = None
-    if not args.auto:
-        _log().info("the console is not built yet (issue #5): running the demo with --auto")
+    if not args.auto and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        _log().info("no terminal for the console: running the demo with --auto")
         args.auto = True
     store, search = _create(args, "nanogpt")
+    if not args.auto:
+        # The engine runs as its own process; the console attaches to it through the
+        # database, and closing the console leaves the search running.
+        from console.app import run_console
+        from console.launch import start_engine
+
+        return run_console(store.workspace, search.name,
+                           attach_engine=lambda: start_engine(store.workspace, search.name))
     started = time.monotonic()
     code = _drive(store, search, args.cpu_slots)
     _print_leaderboard(store, search.id)
@@ -530,8 +538,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    raise UsageError("the console is not built yet (issue #5); use `ideaforge status`, "
-                     "`ideaforge ideas`, `ideaforge approve` meanwhile")
+    from console.app import run_console
+
+    workspace = _workspace(args)
+    return run_console(workspace, getattr(args, "search", None))
+
+
+def cmd_import_legacy(args: argparse.Namespace) -> int:
+    from console.legacy import import_legacy
+
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise UsageError(f"{directory}: not a folder; give the reference run's output folder "
+                         "(holding ideas_<run>/ and database.json)")
+    store = _store(args, create=True)
+    search = import_legacy(store, directory, args.name)
+    sys.stdout.write(f"imported {directory} as read-only search {search.name!r}\n")
+    return 0
 
 
 # ------------------------------------------------------------------------------ parser
@@ -621,7 +644,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("search")
     x.add_argument("--format", choices=["json", "csv"], default="json")
     x.add_argument("--patched", help="also write each implemented idea's patched environment")
-    add("console", cmd_console, "open the console (the default)")
+    x = add("console", cmd_console, "open the console (the default)")
+    x.add_argument("search", nargs="?")
+    x = add("import-legacy", cmd_import_legacy, "import the reference code's JSON output as a "
+            "read-only search")
+    x.add_argument("directory")
+    x.add_argument("--name")
+    from console import cli_hosts
+
+    cli_hosts.register(sub)
     return p
 
 

@@ -5,12 +5,13 @@
 
 - busy: GPU-time in use ÷ GPU-time available, from t=0 until the last job has started
   (the share of the fleet kept busy while work is still queued), median and worst mix;
-- the wait of 8-GPU jobs (median of each mix's longest wait, and the worst);
+- the wait of 8-GPU jobs (median of each mix's longest wait, and the worst), from arrival;
 - how many 8-GPU jobs waited longer than they would under strict FIFO on the same mix.
 
 Policies: `fifo` (strict first-in-first-out: the head job blocks the queue), `first-fit`
 (greedy: every job that fits somewhere starts, in queue order, on the first such host) and
-`ideaforge` (engine.scheduler). Run: `.venv/bin/python bench/scheduler_sim.py [--mixes 50]`.
+`ideaforge` (engine.scheduler). Run: `.venv/bin/python bench/scheduler_sim.py [--mixes 50]`;
+`--spread-min 120` spreads the arrivals over two hours instead (a harder second scenario).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class SimJob:
     id: int
     gpus: int
     duration: float
+    arrive: float = 0.0
 
 
 Policy = Callable[[Sequence[HostSlots], Sequence[Waiting], float], list[Placement]]
@@ -82,51 +84,58 @@ POLICIES: dict[str, Policy] = {"fifo": policy_fifo, "first-fit": policy_first_fi
                                "ideaforge": policy_ideaforge}
 
 
-def make_mix(rng: random.Random) -> list[SimJob]:
+def make_mix(rng: random.Random, spread_s: float = 0.0) -> list[SimJob]:
+    """A mix; `spread_s` > 0 spreads the arrivals uniformly over that many seconds."""
     wide = set(rng.sample(range(JOBS), round(JOBS * WIDE_SHARE)))
-    return [SimJob(i, GPUS_PER_HOST if i in wide else 1, rng.uniform(MIN_S, MAX_S))
+    arrivals = sorted(rng.uniform(0, spread_s) for _ in range(JOBS)) if spread_s else \
+        [0.0] * JOBS
+    return [SimJob(i, GPUS_PER_HOST if i in wide else 1, rng.uniform(MIN_S, MAX_S), arrivals[i])
             for i in range(JOBS)]
 
 
 def simulate(jobs: Sequence[SimJob], policy: Policy) -> tuple[float, dict[int, float]]:
-    """Run one mix to the end; (busy share while queued, wait of each job)."""
+    """Run one mix to the end; (busy share while work is queued, wait of each job)."""
     names = [f"h{i}" for i in range(HOSTS)]
     running: dict[int, tuple[str, tuple[int, ...], float, float]] = {}  # id → host, gpus, start, end
-    waiting = {j.id: j for j in jobs}
+    pending = sorted(jobs, key=lambda j: (j.arrive, j.id))
+    waiting: dict[int, SimJob] = {}
     waits: dict[int, float] = {}
     now = 0.0
-    busy_gpu_s = 0.0
-    last_start = 0.0
-    while waiting or running:
+    busy_gpu_s = capacity_s = 0.0
+    while pending or waiting or running:
+        while pending and pending[0].arrive <= now:
+            job = pending.pop(0)
+            waiting[job.id] = job
         hosts = []
         for name in names:
             mine = [(g, s) for (h, g, s, _e) in running.values() if h == name]
             busy = frozenset(x for g, _s in mine for x in g)
             hosts.append(HostSlots(name, tuple(range(GPUS_PER_HOST)), busy,
                                    tuple(RunningJob(g, s + LIMIT_S) for g, s in mine)))
-        queue = [Waiting(j.id, j.gpus, float(j.id) * 1e-3, LIMIT_S) for j in waiting.values()]
+        queue = [Waiting(j.id, j.gpus, j.arrive + j.id * 1e-3, LIMIT_S)
+                 for j in waiting.values()]
         for p in policy(hosts, queue, now):
             job = waiting.pop(p.job_id)
             running[job.id] = (p.host, p.gpus, now, now + job.duration)
-            waits[job.id] = now
-            last_start = now
-        if not running:
+            waits[job.id] = now - job.arrive
+        if not running and not pending:
             raise RuntimeError("deadlock: nothing runs and nothing can start")
-        nxt = min(end for (_h, _g, _s, end) in running.values())
+        nxt = min([end for (_h, _g, _s, end) in running.values()]
+                  + ([pending[0].arrive] if pending else []))
         if waiting:
             busy_gpu_s += sum(len(g) for (_h, g, _s, _e) in running.values()) * (nxt - now)
+            capacity_s += HOSTS * GPUS_PER_HOST * (nxt - now)
         now = nxt
         for jid in [j for j, (_h, _g, _s, end) in running.items() if end <= now]:
             del running[jid]
-    capacity = HOSTS * GPUS_PER_HOST * last_start
-    return (busy_gpu_s / capacity if capacity else 1.0), waits
+    return (busy_gpu_s / capacity_s if capacity_s else 1.0), waits
 
 
-def run(mixes: int, seed: int) -> dict[str, dict[str, float]]:
+def run(mixes: int, seed: int, spread_s: float = 0.0) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, list[float]]] = {
         name: {"busy": [], "wide_wait_max": [], "wide_later_than_fifo": []} for name in POLICIES}
     for m in range(mixes):
-        jobs = make_mix(random.Random(seed + m))
+        jobs = make_mix(random.Random(seed + m), spread_s)
         wide = [j.id for j in jobs if j.gpus > 1]
         _, fifo_waits = simulate(jobs, policy_fifo)
         for name, policy in POLICIES.items():
@@ -152,15 +161,19 @@ def main() -> int:
     ap.add_argument("--mixes", type=int, default=50)
     ap.add_argument("--seed", type=int, default=20261127)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--spread-min", type=float, default=0.0,
+                    help="arrivals spread over this many minutes instead of all at once "
+                    "(a second scenario; the targets are for the default)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    summary = run(args.mixes, args.seed)
+    summary = run(args.mixes, args.seed, args.spread_min * 60)
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return 0
-    log.info("%d mixes: %d hosts x %d GPUs, %d jobs (%d%% 8-GPU), %d-%d min each",
+    log.info("%d mixes: %d hosts x %d GPUs, %d jobs (%d%% 8-GPU), %d-%d min each, %s",
              args.mixes, HOSTS, GPUS_PER_HOST, JOBS, round(100 * WIDE_SHARE), MIN_S / 60,
-             MAX_S / 60)
+             MAX_S / 60, f"arriving over {args.spread_min:.0f} min" if args.spread_min
+             else "queued at once")
     log.info("%-10s %10s %10s %16s %16s %14s", "policy", "busy med", "busy min",
              "8-GPU wait med", "8-GPU wait max", "later than FIFO")
     for name, s in summary.items():

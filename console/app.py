@@ -11,13 +11,16 @@ Entry points: `run_console()` (what `ideaforge` and `ideaforge console` call) an
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -275,10 +278,41 @@ def _warm_imports() -> None:
 
 def run_console(workspace: Path, search: str | None = None,
                 attach_engine: Callable[[], object] | None = None) -> int:
-    """Open the console on a workspace (and a search). Returns the exit code (0)."""
+    """Open the console on a workspace (and a search). Returns the exit code (0).
+
+    `attach_engine` is called once the console is up (in a worker thread); when it returns a
+    `subprocess.Popen` (see `console.launch.start_engine`), the console says when it ends.
+    """
     app = IdeaforgeApp(workspace, search, attach_engine)
-    result = app.run()
+    with _logs_off_the_terminal(Path(workspace)):
+        result = app.run()
     return int(result or 0)
+
+
+@contextmanager
+def _logs_off_the_terminal(workspace: Path) -> Iterator[None]:
+    """Log records written to the terminal would tear through the console's screen: while it
+    runs, handlers writing to stderr/stdout are swapped for WORKSPACE/logs/console.log."""
+    root = logging.getLogger()
+    streams = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+               and not isinstance(h, logging.FileHandler)
+               and getattr(h, "stream", None) in (sys.stderr, sys.stdout, sys.__stderr__,
+                                                  sys.__stdout__)]
+    replacement: logging.Handler = logging.NullHandler()
+    if workspace.is_dir():
+        (workspace / "logs").mkdir(exist_ok=True)
+        replacement = logging.FileHandler(workspace / "logs" / "console.log")
+        replacement.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    for handler in streams:
+        root.removeHandler(handler)
+    root.addHandler(replacement)
+    try:
+        yield
+    finally:
+        root.removeHandler(replacement)
+        replacement.close()
+        for handler in streams:
+            root.addHandler(handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,22 +40,38 @@ def register(sub: Any) -> None:
                    help="record the key of a host that is not yet in its known_hosts file "
                    "(check the fingerprint shown first); a changed key is always refused")
     hidden_workspace(c)
-    c.set_defaults(fn=cmd_hosts_check)
+    c.set_defaults(fn=_guarded(cmd_hosts_check))
     r = hs.add_parser("release", help="end a host's quarantine now")
     r.add_argument("host")
     hidden_workspace(r)
-    r.set_defaults(fn=cmd_hosts_release)
+    r.set_defaults(fn=_guarded(cmd_hosts_release))
     x = sub.add_parser("cancel", help="cancel a job: its whole process group is killed on its "
                        "host")
     x.add_argument("job", type=int)
     hidden_workspace(x)
-    x.set_defaults(fn=cmd_cancel)
+    x.set_defaults(fn=_guarded(cmd_cancel))
+
+
+class HostsUsageError(Exception):
+    """Bad input: one line naming the problem and the fix (exit code 2, as `ideaforge`'s)."""
 
 
 def _usage(message: str) -> Exception:
-    from console.cli import UsageError
+    return HostsUsageError(message)
 
-    return UsageError(message)
+
+def _guarded(fn: Any) -> Any:
+    """Report bad input as one line with exit code 2 here, because `ideaforge` may run as
+    `python -m console.cli`, whose UsageError is then another class than console.cli's."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(fn(args) or 0)
+        except HostsUsageError as exc:
+            sys.stderr.write(f"ideaforge: {exc}\n")
+            return 2
+
+    run.__doc__ = fn.__doc__
+    return run
 
 
 def hosts_path(arg: str | None) -> Path:
@@ -248,16 +264,22 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         raise _usage(f"job {job.id} is {job.state}; only queued and running jobs can be "
                      "cancelled" + (" (it is being launched: try again in a moment)"
                                     if job.state == "launching" else ""))
-    if job.executor == "ssh":
-        result = _cancel_remote(store, job)
-    else:
-        from engine.executors.local import LocalExecutor
-
-        LocalExecutor(store.workspace).cancel(job.job_dir)
-        result = "requested"
+    result = cancel_job(store, job)
     sys.stdout.write(f"job {job.id} on {job.host}: cancel {result}; the engine records it "
                      "as cancelled once the job has stopped\n")
     return 0
+
+
+def cancel_job(store: Any, job: Any) -> str:
+    """Ask a started job's runner to stop it (TERM, then KILL, to its whole process group),
+    on whichever host it runs; what the host answered. Raises HostsUsageError if the host
+    cannot be reached."""
+    if job.executor == "ssh":
+        return _cancel_remote(store, job)
+    from engine.executors.local import LocalExecutor
+
+    LocalExecutor(store.workspace).cancel(job.job_dir)
+    return "requested"
 
 
 def _cancel_remote(store: Any, job: Any) -> str:
@@ -282,23 +304,3 @@ def _cancel_remote(store: Any, job: Any) -> str:
     except SshError as exc:
         raise _usage(f"cannot reach {job.host} to cancel job {job.id}: {exc}") from None
     return str(reply.get("result"))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """These commands alone (`python -m console.cli_hosts ...`), with the same exit codes."""
-    from console import cli
-
-    parser = argparse.ArgumentParser(prog="ideaforge")
-    parser.add_argument("--workspace")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    register(parser.add_subparsers(dest="command", required=True))
-    original = cli.build_parser
-    cli.build_parser = lambda: parser  # reuse cli.main's error handling and exit codes
-    try:
-        return cli.main(argv)
-    finally:
-        cli.build_parser = original
-
-
-if __name__ == "__main__":
-    sys.exit(main())

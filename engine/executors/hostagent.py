@@ -264,6 +264,13 @@ def act_launch(req):
     try:
         os.mkdir(d)
     except FileExistsError:
+        # An earlier launch made it. If that launcher stopped after writing spec.json (its
+        # last step) but before the runner took `started`, start the runner now: the runner
+        # itself creates `started` exclusively, so the job still runs exactly once.
+        if os.path.exists(os.path.join(d, "spec.json")) and not any(
+                os.path.exists(os.path.join(d, name)) for name in ("started", "pid", "exit")):
+            _start_runner(d, req["runner"])
+            return {"result": "exists", "runner": "started"}
         return {"result": "exists"}
     try:
         work = os.path.join(d, "env")
@@ -290,9 +297,9 @@ def act_launch(req):
         if env.get("IDEAFORGE_DATA_DIR"):
             os.makedirs(env["IDEAFORGE_DATA_DIR"], exist_ok=True)
         spec.update(cwd=work, env=env)
-        _write(os.path.join(d, "spec.json"), json.dumps(spec, indent=1))
         open(os.path.join(d, "metrics.jsonl"), "a").close()
         open(os.path.join(d, "output.log"), "a").close()
+        _write(os.path.join(d, "spec.json"), json.dumps(spec, indent=1))  # last: it is ready
     except (OSError, RuntimeError, ValueError, KeyError, shutil.Error) as exc:
         # The directory stays: it is the record of this attempt.
         message = f"{type(exc).__name__}: {exc}"

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, base_env
+from tests.conftest import REPO, cli
 from tests.ssh.conftest import Lab
 
 
 def check(hosts: Path, ws: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "console.cli_hosts", "--workspace", str(ws),
-                           "hosts", "check", "--hosts", str(hosts), *extra], cwd=REPO,
-                          env=base_env(), capture_output=True, text=True, timeout=120,
-                          check=False)
+    return cli("hosts", "check", "--hosts", str(hosts), *extra, workspace=ws, timeout=120)
 
 
 def test_check_reports_gpus_disk_python_and_foreign_busy_gpus(lab: Lab, tmp_path: Path

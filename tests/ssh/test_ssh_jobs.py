@@ -8,11 +8,10 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from itertools import combinations
 from pathlib import Path
 
-from tests.conftest import REPO, base_env, cli, start_cli, wait_for
+from tests.conftest import base_env, cli, start_cli, wait_for
 from tests.ssh.conftest import Lab, db_rows, jobs
 
 ACTIVE = ("launching", "running", "unreachable")
@@ -51,10 +50,8 @@ def kill(engine: subprocess.Popen[str]) -> None:
 
 
 def hosts_cli(*args: str, ws: Path) -> subprocess.CompletedProcess[str]:
-    """`ideaforge hosts …` / `ideaforge cancel …` (console.cli_hosts until cli.py wires it)."""
-    return subprocess.run([sys.executable, "-m", "console.cli_hosts", "--workspace", str(ws),
-                           *args], cwd=REPO, env=base_env(), capture_output=True, text=True,
-                          timeout=120, check=False)
+    """`ideaforge hosts …` / `ideaforge cancel …`."""
+    return cli(*args, workspace=ws, timeout=120)
 
 
 def remote_dir(lab: Lab, job: dict) -> Path:

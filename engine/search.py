@@ -570,7 +570,9 @@ class SearchEngine:
                 hq.set_job_state(self.store, job.id, "unreachable", "launching",
                                  message=f"job {job.id}: host {job.host} answers again; "
                                  "re-attaching")
-            elif now > self._surely_over(job):
+            elif down and now > self._surely_over(job):
+                # `down` needs this engine to have seen the host silent: a restarted engine
+                # whose worker has not connected yet must not give up a job that is fine.
                 self._retry(job, f"unreachable: host {job.host} stopped answering and the "
                             "job's time limit has passed")
             return

@@ -66,7 +66,7 @@ def local_log(ws: Path, job: dict) -> Path:
 def test_two_hosts_mixed_1_and_4_gpu_jobs_never_share_a_gpu(lab: Lab, gpu_toy: Path,
                                                               tmp_path: Path) -> None:
     lab.host("a", 4)
-    lab.host("b", 4)
+    lab.host("b", 4).set_gpus(4, busy=(3,))  # someone else's process holds b's GPU 3
     hosts = lab.hosts_toml(sleep=1.5)
     ws = tmp_path / "ws"
     wide = run(lab, gpu_toy, ws, hosts, "wide", "gpu4", 2)
@@ -93,6 +93,11 @@ def test_two_hosts_mixed_1_and_4_gpu_jobs_never_share_a_gpu(lab: Lab, gpu_toy: P
         runs.append((host, set(gpus.split(",")), start, end))
     for (h1, g1, s1, e1), (h2, g2, s2, e2) in combinations(runs, 2):
         assert h1 != h2 or not g1 & g2 or e1 <= s2 or e2 <= s1, "two jobs shared a GPU"
+    assert not [r for r in runs if r[0] == "b" and "3" in r[1]]  # the foreign-busy GPU
+    assert {r["host"] for r in rows if r["search_id"] == 1} == {"a"}  # b has no 4 free GPUs
+    ports = [json.loads((remote_dir(lab, r) / "spec.json").read_text())["env"]
+             ["IDEAFORGE_RDZV_PORT"] for r in rows]
+    assert len(set(ports)) == len(ports)  # each job its own rendezvous port
     metrics = db_rows(ws, "SELECT job_id, count(*) FROM metric GROUP BY job_id")
     assert all(n == 2 for _, n in metrics if n)  # train_loss and score, each exactly once
     assert files_holding(ws, SECRET) == []

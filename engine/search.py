@@ -230,9 +230,8 @@ class SearchEngine:
         elif s.phase == "review_ideas":
             waiting = ops.list_ideas(self.store, self.search_id, e, ("proposed",))
             if waiting and s.auto:
-                for idea in waiting:
-                    ops.transition_idea(self.store, idea.id, "proposed", "approved",
-                                        "approved automatically (--auto)")
+                ops.transition_ideas(self.store, [i.id for i in waiting], "proposed", "approved",
+                                     "idea {id} approved automatically (--auto)")
                 waiting = []
             if waiting:
                 self._note_waiting(f"epoch {e}: waiting for decisions on {len(waiting)} ideas "
@@ -395,6 +394,14 @@ class SearchEngine:
     def _implement(self, epoch: int) -> bool:
         """Start implementation tasks; True once no idea of the epoch awaits one."""
         todo = ops.list_ideas(self.store, self.search_id, epoch, ("approved", "implementing"))
+        fresh = [i.id for i in todo if i.status == "approved"
+                 and f"implement:{i.id}" not in self.tasks]
+        if fresh and not self._fatal:
+            # One transaction for the whole batch, before any model call goes out.
+            moved = set(ops.transition_ideas(self.store, fresh, "approved", "implementing",
+                                             "idea {id} → implementing"))
+            todo = [dataclasses.replace(i, status="implementing") if i.id in moved else i
+                    for i in todo]
         for idea in todo:
             key = f"implement:{idea.id}"
             if key not in self.tasks and not self._fatal:

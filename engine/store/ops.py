@@ -235,6 +235,20 @@ def transition_idea(store: Store, idea_id: int, from_states: str | Iterable[str]
         return ok
 
 
+def transition_ideas(store: Store, idea_ids: Sequence[int], from_state: str, to: str,
+                     message: str) -> list[int]:
+    """Move many ideas at once (one transaction); returns those that moved."""
+    moved = []
+    with store.session() as s:
+        for idea_id in idea_ids:
+            if _cas(s, Idea, idea_id, {"status": from_state}, {"status": to}):
+                moved.append(idea_id)
+                row = s.get(Idea, idea_id)
+                _event(s, "idea", message.format(id=idea_id),
+                       search_id=row.search_id if row else None, idea_id=idea_id)
+    return moved
+
+
 def set_idea_fields(store: Store, idea_id: int, message: str | None = None, **changes: Any
                     ) -> None:
     with store.session() as s:

@@ -144,6 +144,10 @@ def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
     hosts = getattr(args, "hosts", None)
     if hosts and not Path(hosts).is_file():
         raise UsageError(f"--hosts {hosts}: no such file; copy hosts.toml.example and edit it")
+    if hosts:
+        from engine.executors.hosts import load as load_hosts
+
+        load_hosts(hosts)  # a bad file fails here, before anything is stored
     config = {"cpu_slots": args.cpu_slots, "llm": llm_cfg,
               "hosts": str(Path(hosts).resolve()) if hosts else None}
     search = ops.create_search(
@@ -223,12 +227,11 @@ def cmd_stop(args: argparse.Namespace) -> int:
     search = ops.find_search(store, args.search)
     ops.add_decision(store, search.id, "stop")
     if args.cancel_jobs:
-        from engine.executors.local import LocalExecutor
+        from console.cli_hosts import cancel_job
 
-        ex = LocalExecutor(store.workspace)
         for job in ops.list_jobs(store, search.id, ("running", "launching")):
             if job.job_dir:
-                ex.cancel(job.job_dir)
+                cancel_job(store, job)
     if not search.engine_pid:
         ops.update_search(store, search.id, status="stopped", message="stopped by the researcher",
                           event="stopped while no engine was running")
@@ -256,7 +259,14 @@ def _status_dict(store: Any, s: Any) -> dict[str, Any]:
             "llm_calls": ops.llm_call_count(store, s.id), "gpu_hours": round(gpu_hours, 4),
             "ideas": ops.counts_by_status(store, s.id),
             "jobs": {st: sum(j.state == st for j in jobs) for st in {j.state for j in jobs}},
-            "engine_pid": s.engine_pid, "message": s.message}
+            "engine_pid": s.engine_pid, "message": s.message,
+            "quarantined_hosts": _quarantined_hosts(store)}
+
+
+def _quarantined_hosts(store: Any) -> list[str]:
+    from engine.store.hosts_queries import host_states
+
+    return sorted(h.name for h in host_states(store).values() if h.quarantined())
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -270,6 +280,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         sys.stdout.write(f"no searches in {store.workspace}\n")
+    from engine.store.hosts_queries import host_states
+
+    benched = [h for h in host_states(store).values() if h.quarantined()]
+    for h in benched:
+        sys.stdout.write(f"host {h.name} quarantined until "
+                         f"{time.strftime('%H:%M', time.localtime(h.quarantined_until))} after "
+                         f"{h.failures} failures ({h.last_error or '-'}); "
+                         f"`ideaforge hosts release {h.name}` ends it\n")
     for r in rows:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(r["ideas"].items()))
         sys.stdout.write(
@@ -666,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     fn = getattr(args, "fn", cmd_console)
     from engine.environments import EnvironmentError_
+    from engine.executors.hosts import HostsError
     from engine.store import StoreError
 
     try:
@@ -676,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     except _Exit as exc:
         sys.stderr.write(f"ideaforge: {exc}\n")
         return exc.code
-    except (UsageError, EnvironmentError_) as exc:
+    except (UsageError, EnvironmentError_, HostsError) as exc:
         sys.stderr.write(f"ideaforge: {exc}\n")
         return EXIT_USAGE
     except StoreError as exc:

@@ -124,3 +124,15 @@ def test_garbage_answers_stop_with_a_clear_error_and_keep_the_search(toy_env: Pa
     assert "produced no ideas" in proc.stderr and "I am sorry" in proc.stderr
     st = json.loads(cli("status", "t", "--json", workspace=workspace).stdout)
     assert st["status"] == "stopped" and st["llm_calls"] == 3
+
+
+def test_bad_hosts_file_fails_before_anything_is_stored(toy_env: Path, workspace: Path,
+                                                        tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text('[[host]]\nname = "gpu1"\nadress = "10.0.0.1"\n')
+    proc = cli("run", str(toy_env), "--name", "t", "--hosts", str(hosts), "--auto",
+               workspace=workspace)
+    assert proc.returncode == 2
+    assert str(hosts) in proc.stderr and proc.stderr.count("\n") == 1
+    listing = cli("status", "--json", workspace=workspace)
+    assert listing.returncode != 0 or json.loads(listing.stdout) == []

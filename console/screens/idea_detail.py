@@ -13,7 +13,7 @@ from rich.console import Group
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, OptionList, Static
@@ -86,7 +86,7 @@ class IdeaDetailScreen(ConsoleScreen):
         # Only the pane on show exists; the others are built the first time they are shown.
         self._built.add(self.pane)
         with ContentSwitcher(initial=f"pane-{self.pane}", id="switcher"):
-            yield Vertical(self._pane_widget(self.pane), id=f"pane-{self.pane}", classes="pane")
+            yield self._pane_widget(self.pane)
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -102,8 +102,7 @@ class IdeaDetailScreen(ConsoleScreen):
         if pane in self._built:
             return
         self._built.add(pane)
-        await self.query_one(ContentSwitcher).add_content(
-            Vertical(self._pane_widget(pane), id=f"pane-{pane}", classes="pane"))
+        await self.query_one(ContentSwitcher).add_content(self._pane_widget(pane))
         if self.detail is not None:
             self._fill(pane)
 
@@ -111,23 +110,24 @@ class IdeaDetailScreen(ConsoleScreen):
         widget: Widget
         if pane == "idea":
             text = self._idea_text(self.detail) if self.detail else ""
-            widget = VerticalScroll(Static(text, id="idea-text"), id="idea-scroll")
+            widget = VerticalScroll(Static(text, id="idea-text"), id="pane-idea")
         elif pane == "lineage":
-            widget = OptionList(id="relatives")
+            widget = OptionList(id="pane-lineage")
         elif pane == "diff":
             from console.widgets.diff_view import DiffView
 
-            widget = DiffView(id="diff")
+            widget = DiffView(id="pane-diff")
         elif pane == "attempts":
-            widget = VerticalScroll(Static(id="attempts-text"), id="attempts-scroll")
+            widget = VerticalScroll(Static(id="attempts-text"), id="pane-attempts")
         elif pane == "log":
             from console.widgets.log_view import LogView
 
-            widget = LogView(id="log")
+            widget = LogView(id="pane-log")
         else:
             from console.widgets.metric_chart import MetricCharts
 
-            widget = MetricCharts(id="charts")
+            widget = MetricCharts(id="pane-curves")
+        widget.add_class("pane")
         return widget
 
     async def show_pane(self, pane: str) -> None:
@@ -259,7 +259,7 @@ class IdeaDetailScreen(ConsoleScreen):
         return Group(*parts)
 
     def _relatives(self, d: IdeaDetail) -> None:
-        options = self.query_one("#relatives", OptionList)
+        options = self.query_one("#pane-lineage", OptionList)
         highlighted = options.highlighted
         options.clear_options()
         s = self.search

@@ -57,9 +57,9 @@ async def test_detail_panes_show_text_lineage_diff_attempts_log_and_curves(
         screen = await open_detail(pilot, built, "a")
         assert "Raise bonus A to 1.0" in shown(screen.query_one("#idea-text", Static))
         await pilot.press("right_square_bracket")  # lineage
-        options = await until(pilot, lambda: screen.query("#relatives") and
-                              screen.query_one("#relatives", OptionList).option_count == 3
-                              and screen.query_one("#relatives", OptionList), what="children")
+        options = await until(pilot, lambda: screen.query("#pane-lineage") and
+                              screen.query_one("#pane-lineage", OptionList).option_count == 3
+                              and screen.query_one("#pane-lineage", OptionList), what="children")
         children = {int(options.get_option_at_index(i).id or 0) for i in range(3)}
         assert children == {built.ideas["cross"], built.ideas["running"], built.ideas["p3"]}
         await pilot.press("right_square_bracket")  # diff, unified
@@ -94,9 +94,9 @@ async def test_relatives_open_their_own_detail(make_app: MakeApp, built: Built) 
     async with app.run_test(size=(150, 40)) as pilot:
         screen = await open_detail(pilot, built, "cross")
         await pilot.press("right_square_bracket")
-        await until(pilot, lambda: screen.query("#relatives") and
-                    screen.query_one("#relatives", OptionList).option_count == 2, what="parents")
-        screen.query_one("#relatives", OptionList).focus()
+        await until(pilot, lambda: screen.query("#pane-lineage") and
+                    screen.query_one("#pane-lineage", OptionList).option_count == 2, what="parents")
+        screen.query_one("#pane-lineage", OptionList).focus()
         await pilot.press("home", "enter")
         await until(pilot, lambda: isinstance(app.screen, IdeaDetailScreen)
                     and app.screen is not screen, what="the parent's detail")

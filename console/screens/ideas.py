@@ -403,10 +403,13 @@ class IdeasScreen(ConsoleScreen):
             return
         from console.screens.confirm import ConfirmScreen
 
-        waiting = self.summary.ideas.get("proposed", 0) if self.summary else 0
+        diffs = self.search.phase == "review_diffs"
+        waiting = (self.summary.ideas.get("diff_review" if diffs else "proposed", 0)
+                   if self.summary else 0)
+        what = "diff(s)" if diffs else "idea(s)"
         if await self.app.push_screen_wait(ConfirmScreen(
-                "Release the gate?", f"{waiting} undecided idea(s) will be skipped; decided "
-                "ones go on to implementation.", yes="Go")):
+                "Release the gate?", f"{waiting} undecided {what} will be skipped; decided "
+                "ones go on.", yes="Go")):
             self._decide([("go", None, None)], "gate released")
 
     @work(exclusive=True, group="dialog")

@@ -15,6 +15,7 @@ from console.screens.base import ConsoleScreen
 from console.widgets.hosts_panel import HostsPanel
 from console.widgets.jobs_table import JobsTable
 from console.widgets.key_bar import KeyBar
+from engine.store import StoreError
 from engine.store import console_queries as cq
 from engine.store.console_queries import HostRow, JobRow
 
@@ -68,7 +69,13 @@ class JobsScreen(ConsoleScreen):
 
     @work(thread=True, group="poll", exit_on_error=False, name="list jobs and hosts")
     def _load(self, search_id: int | None, marker: object) -> None:
-        store = self.console.store()
+        try:
+            store = self.console.store()
+        except StoreError as exc:  # no workspace yet: say so once, quietly
+            note = str(exc)
+            self.app.call_from_thread(
+                lambda: self.query_one("#jobs-title", Static).update(note))
+            return
         now = cq.change_marker(store)
         # heartbeats and run times move without events: refresh at least every 5 s
         from console import fmt

@@ -56,19 +56,27 @@ def test_model_driven_search_with_gate_retries_and_steering(toy_env: Path,
                            "--api-base", srv.url, "--epochs", "2", "--ideas-per-epoch", "3",
                            "--llm-backoff", "0.01", workspace=workspace, env=env)
         try:
+            def at_gate(epoch: int) -> bool:
+                proc = cli("status", "t", "--json", workspace=workspace)
+                st = json.loads(proc.stdout) if proc.returncode == 0 else {}
+                return st.get("epoch") == epoch and st.get("phase") == "review_ideas"
+
             def proposed(epoch: int) -> list[dict]:
                 rows = json.loads(cli("ideas", "t", "--epoch", str(epoch), "--json",
                                       workspace=workspace).stdout or "[]")
                 return [r for r in rows if r["status"] == "proposed"]
 
-            first = wait_for(lambda: len(proposed(0)) == 3 and proposed(0), 60, "3 ideas")
+            wait_for(lambda: at_gate(0), 60, "the idea gate", proc=engine)
+            first = proposed(0)
+            assert len(first) == 3
             by_knob = {re.search(r"BONUS_(\w)", r["text"]).group(1): r for r in first}
             assert model.coder_calls == {}  # nothing implemented before approval
             cli("approve", str(by_knob["A"]["id"]), str(by_knob["B"]["id"]),
                 workspace=workspace, check=True)
             cli("reject", str(by_knob["C"]["id"]), "--reason", "negative bonuses are pointless",
                 workspace=workspace, check=True)
-            second = wait_for(lambda: proposed(1), 90, "epoch 1 proposals")
+            wait_for(lambda: at_gate(1), 90, "epoch 1's idea gate", proc=engine)
+            second = proposed(1)
             assert "negative bonuses are pointless" in model.ideator_prompts[-1]
             for r in second:
                 cli("approve", str(r["id"]), workspace=workspace, check=True)

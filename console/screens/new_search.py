@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Grid, Horizontal, Vertical
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
@@ -38,7 +38,7 @@ class NewSearchScreen(ModalScreen[str | None]):
         envs = shipped_environments()
         with Vertical(id="dialog"):
             yield Static("Start a search", id="title")
-            with Grid(id="form"):
+            with VerticalScroll(id="form-scroll"), Grid(id="form"):
                 yield Label("environment")
                 yield Select([(e, e) for e in envs], value=envs[0] if envs else Select.BLANK,
                              allow_blank=True, id="env")

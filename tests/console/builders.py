@@ -159,7 +159,8 @@ def build(ws: Path) -> Built:
     ops.add_llm_call(store, sid, role="ideator", purpose="propose", model="openai/gpt-test",
                      prompt_tokens=1000, completion_tokens=500, cost_usd=0.42)
     imported = import_search(store, {
-        "name": "legacy-grpo", "env_name": "grpo", "env_path": "/runs/grpo", "env_version": "legacy",
+        "name": "legacy-grpo", "env_name": "grpo", "env_path": "/runs/grpo",
+        "env_version": "legacy",
         "profile": "full", "model": "reference run", "epochs": 1, "ideas_per_epoch": 2,
         "metric_name": "best_eval_accuracy", "goal": "maximize", "baseline": 0.49, "phase": "done",
         "config_json": json.dumps({})}, [

@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from textual.pilot import Pilot
 from textual.widgets import OptionList, Static
 
 from console.app import IdeaforgeApp
@@ -40,7 +42,7 @@ def append(path: Path, text: str) -> None:
         fh.write(text)
 
 
-async def open_detail(pilot, built: Built, key: str) -> IdeaDetailScreen:  # type: ignore[no-untyped-def]
+async def open_detail(pilot: Pilot[Any], built: Built, key: str) -> IdeaDetailScreen:
     await until(pilot, lambda: board(pilot).total == 11, what="the board")
     await cursor_to(pilot, built.ideas[key])
     await pilot.press("enter")

@@ -59,3 +59,46 @@ async def test_stop_then_resume_from_the_console(toy_env: Path, workspace: Path)
                 os.killpg(proc.pid, signal.SIGKILL)
     assert status(workspace)["status"] == "finished"
     assert (workspace / "logs" / "engine-t.log").exists()
+
+
+@pytest.mark.slow
+async def test_a_search_started_from_the_console_runs_and_shows_up(
+        toy_env: Path, workspace: Path) -> None:
+    from textual.widgets import Checkbox, Input
+
+    from console.screens.new_search import NewSearchScreen
+    from console.screens.searches import SearchesScreen
+
+    app = IdeaforgeApp(workspace, None, poll_s=0.2, keys={})
+    try:
+        async with app.run_test(size=(160, 48)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, SearchesScreen), 10, "searches")
+            await pilot.press("n")
+            form = await until(pilot, lambda: isinstance(app.screen, NewSearchScreen)
+                               and app.screen, 10, "the form")
+            form.query_one("#env-path", Input).value = str(toy_env)
+            form.query_one("#name", Input).value = "mine"
+            form.query_one("#epochs", Input).value = "1"
+            form.query_one("#ideas", Input).value = "0"
+            await pilot.press("ctrl+s")
+            assert "at least 1" in str(form.query_one("#problem").content)  # nothing started
+            assert not app.engines
+            form.query_one("#ideas", Input).value = "4"
+            form.query_one("#auto", Checkbox).value = True
+            await pilot.press("ctrl+s")
+            screen = await until(pilot, lambda: isinstance(app.screen, SearchesScreen)
+                                 and app.screen, 10, "back to the list")
+            await until(pilot, lambda: [s for s in screen.summaries.values()
+                                        if s.search.name == "mine"], 60, "the new search")
+            await until(pilot, lambda: app.engines and app.engines[0].poll() is not None,
+                        120, "the engine to finish")
+            assert app.engines[0].returncode == 0
+            finished = await until(pilot, lambda: [s for s in screen.summaries.values()
+                                                   if s.search.status == "finished"], 20,
+                                   "the list to show it finished")
+            assert finished[0].best == 4.0 and finished[0].search.auto
+        assert not app.worker_errors
+    finally:
+        for proc in app.engines:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)

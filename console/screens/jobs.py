@@ -136,16 +136,22 @@ class JobsScreen(ConsoleScreen):
     @work(thread=True, exit_on_error=False, name="cancel the job")
     def _cancel(self, row: JobRow) -> None:
         j = row.job
-        if j.executor != "local" or not j.job_dir:
-            self.app.call_from_thread(
-                self.notify, f"job {j.id} runs on {j.host}: cancel it with `ideaforge stop "
-                f"{row.search_name} --cancel-jobs` (the console reaches local jobs only)",
-                severity="warning")
+        if j.state == "queued" or not j.job_dir:
+            self.app.call_from_thread(self.notify, f"job {j.id} has not started yet: nothing "
+                                      "runs to cancel", severity="warning")
             return
-        if j.state == "queued" or not Path(j.job_dir).is_dir():
-            self.app.call_from_thread(self.notify, f"job {j.id} has not started yet; nothing "
-                                      "to cancel on this machine", severity="warning")
-            return
-        # The attempt directory's protocol: a `cancel` file asks the runner to stop the job.
-        Path(j.job_dir, "cancel").touch()
-        self.app.call_from_thread(self.notify, f"cancel requested for job {j.id}")
+        if j.executor == "local":
+            # The attempt directory's protocol: a `cancel` file asks the runner to stop the
+            # job (TERM, then KILL, to its whole process group).
+            Path(j.job_dir, "cancel").touch()
+            reply = "requested"
+        else:  # on an SSH host: the same request through its host agent (`stop --cancel-jobs`)
+            from console.cli_hosts import HostsUsageError, cancel_job
+
+            try:
+                reply = cancel_job(self.console.store(), j)
+            except HostsUsageError as exc:
+                self.app.call_from_thread(self.notify, f"job {j.id} on {j.host}: {exc}",
+                                          severity="error", markup=False)
+                return
+        self.app.call_from_thread(self.notify, f"cancel of job {j.id} on {j.host}: {reply}")

@@ -1,0 +1,293 @@
+"""The job side of the search engine: enqueue implemented ideas, place them on GPUs or CPU
+slots of one or many hosts, launch each exactly once, watch them in one batched read per host,
+and turn each finished job into a verdict on its idea.
+
+`JobsMixin` is mixed into `engine.search.SearchEngine`, which provides `store`, `search_id`,
+`env`, `profile`, `executor` and `progress`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from engine import scheduler
+from engine.environments import load as load_environment
+from engine.executors.base import LOG_TAIL_BYTES, JobStatus, LaunchSpec
+from engine.executors.fleet import Fleet, HostView, JobReport, WatchItem, as_fleet
+from engine.metrics import judge
+from engine.outcome import EXIT_ERROR
+from engine.scheduler import HostSlots, RunningJob, Waiting
+from engine.store import hosts_queries as hq
+from engine.store import ops
+from engine.store.views import JobView
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from engine.environments import Environment, Profile
+    from engine.executors.base import Executor
+    from engine.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class JobsMixin:
+    store: Store
+    search_id: int
+    env: Environment
+    profile: Profile
+    executor: Executor
+    progress: Callable[[str], None]
+
+    def _enqueue(self, epoch: int) -> None:
+        for idea in ops.list_ideas(self.store, self.search_id, epoch, ("implemented",)):
+            ops.enqueue_job(self.store, idea.id, profile=self.profile.name,
+                            gpus_wanted=self.profile.gpus, executor=self.executor.name)
+
+    def _jobs_fleet(self) -> Fleet:
+        """The executor as the job methods see it: one or many hosts, watched in batches."""
+        fleet = getattr(self, "_fleet", None)
+        if fleet is None:
+            fleet = as_fleet(self.executor)
+            self._fleet: Fleet = fleet
+        return fleet
+
+    def _tick_jobs(self) -> None:
+        """Watch every active job (one batched read per host), then place queued jobs."""
+        fleet = self._jobs_fleet()
+        views = {h.name: h for h in fleet.host_views()}
+        by_host: dict[str, list[JobView]] = {name: [] for name in views}
+        for job in ops.list_jobs(self.store, self.search_id, hq.ACTIVE):
+            by_host.setdefault(job.host, []).append(job)
+        for host, jobs in by_host.items():
+            items = [WatchItem(j.id, j.job_dir, j.metrics_offset, j.log_offset)
+                     for j in jobs if j.state == "running" and j.job_dir]
+            reports = fleet.watch(host, items) or {}
+            for job in jobs:
+                self._watch(job, reports.get(job.id), views.get(host))
+        self._place_and_launch(views)
+
+    def _place_and_launch(self, views: dict[str, HostView]) -> None:
+        """Ask the scheduler where queued jobs start now; lease, then launch each."""
+        fleet = self._jobs_fleet()
+        queued = hq.queued_jobs(self.store, fleet.name, self.search_id)
+        if not any(q.mine for q in queued):
+            return
+        if views and all(v.setup_failed for v in views.values()):
+            # Nothing can ever run: stop with the hosts' own words rather than wait forever.
+            problems = "; ".join(f"{v.name}: {v.problem}" for v in views.values())
+            message = (f"the environment's setup failed on every host ({problems[:400]}); "
+                       "fix it, then `ideaforge resume`")
+            self._fatal = (EXIT_ERROR, message)
+            return
+        now = time.time()
+        active = hq.active_jobs(self.store, fleet.name)
+        leases = hq.leases(self.store)
+        slots = []
+        for v in views.values():
+            on_host = [j for j in active if j.host == v.name]
+            running = tuple(RunningJob(_gpu_list(j.gpus),
+                                       (j.started_at or now) + self._limit_of(j))
+                            for j in on_host)
+            slots.append(HostSlots(
+                name=v.name, gpus=v.gpus or (), running=running,
+                busy=frozenset(set(leases.get(v.name, {})) | v.foreign_busy),
+                cpu_slots=v.cpu_slots, cpu_running=sum(j.gpus_wanted == 0 for j in on_host),
+                max_jobs=v.max_jobs, ready=v.ready and v.gpus is not None,
+                labels=frozenset(v.labels)))
+        waiting = [Waiting(q.job.id, q.job.gpus_wanted, q.job.queued_at,
+                           self._limit_of(q.job, q.env_path), q.mine) for q in queued]
+        policy = getattr(fleet, "policy", None)
+        aging = policy.aging_hours * 3600 if policy else scheduler.DEFAULT_AGING_S
+        plan = scheduler.plan(slots, waiting, now, aging_s=aging)
+        mine = {q.job.id for q in queued if q.mine}
+        if all(v.gpus is not None for v in views.values()):
+            biggest = max((len(v.gpus or ()) for v in views.values()), default=0)
+            for job_id in set(plan.unplaceable) & mine:
+                job = ops.get_job(self.store, job_id)
+                ops.finish_job(self.store, job_id, state="failed", exit_code=None,
+                               reason="unplaceable", log_tail="", idea_status="failed",
+                               score=None, quarantine=None,
+                               idea_reason=f"needs {job.gpus_wanted} GPUs; the largest host "
+                               f"({', '.join(views)}) has {biggest}",
+                               message=f"job {job_id}: no host has {job.gpus_wanted} GPUs")
+        for p in plan.mine(waiting):
+            job_dir = fleet.job_dir(p.host, self.search_id, p.job_id)
+            if hq.claim_placement(self.store, p.job_id, p.host, p.gpus, job_dir):
+                self._launch(ops.get_job(self.store, p.job_id))
+
+    def _launch(self, job: JobView) -> None:
+        """Start (or adopt) a claimed job; a host's answer may take a few ticks."""
+        assert job.job_dir is not None
+        idea = ops.get_idea(self.store, job.idea_id)
+        gpus = _gpu_list(job.gpus)
+        spec = LaunchSpec(job_id=job.id, search_id=self.search_id, idea_id=idea.id,
+                          env=self.env, profile=self.profile, diff=idea.diff, gpus=gpus)
+        outcome = self._jobs_fleet().launch(job.host, spec, job.job_dir)
+        if outcome is None:
+            return
+        if outcome.error:
+            if outcome.host_fault:
+                self._retry(job, outcome.error)
+            else:
+                ops.finish_job(self.store, job.id, state="failed", exit_code=None,
+                               reason="launch failed", log_tail=outcome.error[-4000:],
+                               idea_status="failed", score=None, quarantine=None,
+                               idea_reason=f"launch failed: {outcome.error}"[:500],
+                               message=f"job {job.id} (idea {idea.id}): launch failed")
+            return
+        where = f" on {job.host}" if job.host != "local" else ""
+        if ops.update_job(self.store, job.id, expect_state="launching", state="running",
+                          message=f"job {job.id} started for idea {idea.id}{where}" +
+                          (f" on GPUs {','.join(map(str, gpus))}" if gpus else "")):
+            ops.transition_idea(self.store, idea.id, "queued", "running")
+            self.progress(f"job {job.id} running{where}: idea {idea.id} {idea.title[:50]}")
+
+    def _watch(self, job: JobView, report: JobReport | None, view: HostView | None) -> None:
+        now = time.time()
+        down = view is None or (view.down_since is not None
+                                and now - view.down_since > view.unreachable_after)
+        if job.state == "unreachable":
+            if view is not None and view.reachable:
+                # Back: `launching` re-issues the launch, which adopts the attempt directory.
+                hq.set_job_state(self.store, job.id, "unreachable", "launching",
+                                 message=f"job {job.id}: host {job.host} answers again; "
+                                 "re-attaching")
+            elif down and now > self._surely_over(job):
+                # `down` needs this engine to have seen the host silent: a restarted engine
+                # whose worker has not connected yet must not give up a job that is fine.
+                self._retry(job, f"unreachable: host {job.host} stopped answering and the "
+                            "job's time limit has passed")
+            return
+        if down:
+            since = view.down_since if view is not None and view.down_since else now
+            hq.set_job_state(self.store, job.id, ("launching", "running"), "unreachable",
+                             message=f"job {job.id}: host {job.host} unreachable since "
+                             f"{time.strftime('%H:%M:%S', time.localtime(since))}; it keeps "
+                             "its GPUs until the host answers or its time limit has surely "
+                             "passed")
+            return
+        if job.state == "launching":
+            self._launch(job)
+            return
+        if report is None:
+            return
+        tail = self._ingest(job, report)
+        status = report.status
+        if status.state == "starting":
+            if now - (job.started_at or job.queued_at) < 60:
+                return
+            status = JobStatus("lost")
+        if status.state == "running":
+            if status.heartbeat_at and status.heartbeat_at != job.heartbeat_at:
+                ops.update_job(self.store, job.id, heartbeat_at=status.heartbeat_at,
+                               pid=status.pid, log_tail=tail)
+            return
+        if not (report.complete and report.metrics_from == job.metrics_offset
+                and report.log_from == job.log_offset):
+            return  # output still in flight: finish on a later poll, with every byte read
+        if report.launch_error:
+            self._retry(job, f"launch on {job.host} failed: {report.launch_error}")
+            return
+        self._finish(job, status, tail)
+
+    def _ingest(self, job: JobView, report: JobReport) -> str:
+        """Store new metric points and mirror new log bytes, each exactly once; the log tail."""
+        if report.metrics_from == job.metrics_offset and report.metrics_to != job.metrics_offset:
+            ops.ingest_metrics(self.store, job.id, job.metrics_offset, report.metrics_to,
+                               report.points)
+        if report.log_tail is not None:
+            return report.log_tail
+        if not report.log_bytes or report.log_from != job.log_offset:
+            return job.log_tail
+        copy = self._jobs_fleet().log_copy(job.host, job.search_id, job.id)
+        if copy is not None:
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(copy, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                # Bytes past the recorded offset are from a run of ours that died before
+                # recording them: overwrite them, so the copy never holds a byte twice.
+                os.ftruncate(fd, job.log_offset)
+                os.pwrite(fd, report.log_bytes, job.log_offset)
+            finally:
+                os.close(fd)
+        tail = (job.log_tail + report.log_bytes.decode("utf-8", "replace"))[-LOG_TAIL_BYTES:]
+        hq.advance_log(self.store, job.id, job.log_offset,
+                       job.log_offset + len(report.log_bytes), tail)
+        return tail
+
+    def _finish(self, job: JobView, status: JobStatus, tail: str) -> None:
+        points = [{"name": m.name, "value": m.value}
+                  for m in ops.job_metrics(self.store, job.id)]
+        verdict = judge(self.env.metric, status, points, self.profile.timeout)
+        reason = verdict.reason
+        code = status.exit_code
+        if reason and code is not None and code < 0 and verdict.job_state == "failed":
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            reason += f" (killed by {name}" + (": out of memory, or killed by hand)"
+                                                if -code == signal.SIGKILL else ")")
+        idea = ops.get_idea(self.store, job.idea_id)
+        where = f" on {job.host}" if job.host != "local" else ""
+        if not ops.finish_job(self.store, job.id, state=verdict.job_state, exit_code=code,
+                              reason=reason, log_tail=tail, idea_status=verdict.idea_status,
+                              score=verdict.score, quarantine=verdict.quarantine,
+                              idea_reason=reason,
+                              message=f"job {job.id} (idea {idea.id}){where}: "
+                              f"{verdict.summary}"):
+            return
+        if job.host != "local":
+            if status.state == "lost":
+                self._host_failure(job.host, f"job {job.id} lost its runner")
+            else:
+                hq.record_host_success(self.store, job.host)
+        if idea.origin == "baseline" and verdict.score is not None:
+            ops.update_search(self.store, self.search_id, baseline=verdict.score,
+                              event=f"baseline measured: {self.env.metric.name} "
+                              f"{verdict.score:.4g}")
+        self.progress(f"job {job.id} done{where}: idea {idea.id} — {verdict.summary}")
+
+    def _retry(self, job: JobView, reason: str) -> None:
+        """The host failed this attempt: keep it as failed and queue another (bounded)."""
+        self._host_failure(job.host, reason)
+        policy = getattr(self._jobs_fleet(), "policy", None)
+        new = hq.retry_job(self.store, job.id, reason=reason[:500], log_tail=job.log_tail,
+                           max_attempts=policy.max_attempts if policy else 1,
+                           message=f"job {job.id} (idea {job.idea_id}) on {job.host}: "
+                           f"{reason[:300]}")
+        self.progress(f"job {job.id} failed on {job.host}: {reason[:120]}; " +
+                      (f"retrying as job {new}" if new else "no attempts left"))
+
+    def _host_failure(self, host: str, reason: str) -> None:
+        fleet = self._jobs_fleet()
+        if hasattr(fleet, "host_failed"):
+            fleet.host_failed(host, reason)
+
+    def _surely_over(self, job: JobView) -> float:
+        """When the job's own runner has killed it for certain, even unseen (TERM, grace,
+        KILL), with a margin for a late start, the host's clock and a heartbeat or two."""
+        policy = getattr(self._jobs_fleet(), "policy", None)
+        extra = policy.kill_grace_s + policy.margin_s if policy else 180.0
+        return (job.started_at or job.queued_at) + self._limit_of(job) + extra
+
+    def _limit_of(self, job: JobView, env_path: str | None = None) -> float:
+        """A job's time limit: its profile's timeout (other searches' jobs included)."""
+        if job.search_id == self.search_id:
+            return self.profile.timeout
+        cache: dict[tuple[int, str], float] = self.__dict__.setdefault("_limits", {})
+        key = (job.search_id, job.profile)
+        if key not in cache:
+            try:
+                path = env_path or ops.find_search(self.store, job.search_id).env_path
+                cache[key] = load_environment(path).profile(job.profile).timeout
+            except (RuntimeError, ValueError, OSError):  # StoreError, a broken env
+                cache[key] = self.profile.timeout
+        return cache[key]
+
+
+def _gpu_list(text: str) -> tuple[int, ...]:
+    return tuple(int(g) for g in text.split(",") if g)
+

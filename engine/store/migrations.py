@@ -8,6 +8,7 @@ History:
 1. the first release's tables.
 2. `search.review_diffs`, `idea.quarantine`, `job.log_offset` and the `gpu_lease` table
    (GPU scheduling and the diff gate).
+3. index `ix_idea_search_epoch_id` (the console pages one epoch of 100k ideas).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
-CURRENT = 2
+CURRENT = 3
 
 
 def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
@@ -36,7 +37,12 @@ def _to_2(conn: Connection) -> None:
     # gpu_lease is created by create_all() after the upgrade.
 
 
-STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2}
+def _to_3(conn: Connection) -> None:
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_idea_search_epoch_id "
+                         "ON idea (search_id, epoch, id)")
+
+
+STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3}
 
 
 def upgrade(engine: Engine, found: int) -> None:

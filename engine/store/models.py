@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -68,6 +68,8 @@ class Batch(SQLModel, table=True):
 
 
 class Idea(SQLModel, table=True):
+    # The ideas board pages through one search's epoch in id order.
+    __table_args__ = (Index("ix_idea_search_epoch_id", "search_id", "epoch", "id"),)
     id: int | None = Field(default=None, primary_key=True)
     search_id: int = Field(foreign_key="search.id", index=True)
     epoch: int = Field(index=True)

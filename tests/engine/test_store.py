@@ -106,6 +106,9 @@ def test_old_database_is_upgraded_without_loss(tmp_path: Path) -> None:
     (idea,) = ops.list_ideas(store, s.id)
     assert idea.score == 3.1 and idea.quarantine is None
     assert ops.leased_gpus(store, "any") == {}  # the new table exists
+    con = sqlite3.connect(tmp_path / "ideaforge.db")
+    indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "ix_idea_search_epoch_id" in indexes
 
 
 def test_newer_database_is_refused_untouched(tmp_path: Path) -> None:

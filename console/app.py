@@ -21,8 +21,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import events
 from textual.app import App, SuspendNotSupported
@@ -34,6 +35,9 @@ from textual.worker import Worker
 from console import commands, config
 from engine.store import Store, StoreError
 from engine.store.views import SearchView
+
+if TYPE_CHECKING:
+    from console.screens.idea_detail import IdeaDetailScreen
 
 
 def _searches() -> Screen[Any]:
@@ -72,6 +76,9 @@ class IdeaforgeApp(App[int]):
     BINDINGS: ClassVar[list[BindingType]] = commands.bindings("app")
     COMMANDS = App.COMMANDS | {commands.RegistryCommands}
 
+    #: How long an open waits for an idea's detail that was not fetched ahead.
+    OPEN_WAIT_S: ClassVar[float] = 0.1
+
     #: What the researcher opened: a search id or name (None: none yet).
     search_ref: var[int | str | None] = var(None)
     #: The open search's id once resolved.
@@ -99,6 +106,8 @@ class IdeaforgeApp(App[int]):
         self.engines: list[subprocess.Popen[bytes]] = []
         self.lineage_request: int | None = None
         self.details: dict[int, tuple[object, Any, Any]] = {}  # idea id → detail fetched
+        self._detail_screen: IdeaDetailScreen | None = None  # installed on the first open
+        self._opening: tuple[int, Screen[Any]] | None = None  # (idea, asked from) in flight
 
     # ------------------------------------------------------------------ the store
     def store(self) -> Store:
@@ -191,9 +200,61 @@ class IdeaforgeApp(App[int]):
         self.action_mode("ideas")
 
     def open_idea(self, idea_id: int) -> None:
+        """Push the detail of an idea. One detail screen stays installed and is pointed at
+        each idea in turn (composing a screen per open cost most of the key press); a detail
+        opened from a detail already on a stack (a relative, another mode) is a new screen."""
+        known = self.details.get(idea_id)
+        if known is None:
+            # Fetch it first (a few milliseconds in a worker) so that the screen opens whole,
+            # in one frame; if the database is slow, it opens after OPEN_WAIT_S and loads.
+            self._opening = (idea_id, self.screen)
+            self.run_worker(partial(self._fetch_to_open, idea_id), thread=True,
+                            exit_on_error=False, group="open-idea", name="fetch the idea")
+            self.set_timer(self.OPEN_WAIT_S, partial(self._open_fetched, idea_id))
+            return
+        self._push_detail(idea_id, known)
+
+    def _fetch_to_open(self, idea_id: int) -> None:
+        from engine.store import console_queries as cq
+
+        store = self.store()
+        marker = cq.change_marker(store)
+        detail = cq.idea_detail(store, idea_id)
+        if detail is not None:
+            search = cq.get_search(store, detail.idea.search_id)
+            self.call_from_thread(self.remember_detail, idea_id, marker, detail, search)
+        self.call_from_thread(self._open_fetched, idea_id)
+
+    def _open_fetched(self, idea_id: int) -> None:
+        """Push the detail asked for, once: when it is fetched or when waiting ends, unless
+        the researcher has left the screen it was asked from meanwhile."""
+        if self._opening is None or self._opening[0] != idea_id:
+            return
+        asked_from, self._opening = self._opening[1], None
+        if self.screen is asked_from:
+            self._push_detail(idea_id, self.details.get(idea_id))
+
+    def _push_detail(self, idea_id: int, known: tuple[object, Any, Any] | None) -> None:
         from console.screens.idea_detail import IdeaDetailScreen
 
-        self.push_screen(IdeaDetailScreen(idea_id, known=self.details.get(idea_id)))
+        screen = self._detail_screen
+        if screen is None:
+            screen = self._detail_screen = IdeaDetailScreen(idea_id, known=known)
+            self.install_screen(screen, "idea-detail")
+        elif self._on_a_stack(screen):
+            screen = IdeaDetailScreen(idea_id, known=known)
+        else:
+            screen.show_idea(idea_id, known)
+        self.push_screen(screen)
+
+    def _on_a_stack(self, screen: Screen[Any]) -> bool:
+        for mode in (*self.MODES, self.DEFAULT_MODE):
+            try:
+                if screen in self.get_screen_stack(mode):
+                    return True
+            except KeyError:  # a mode not shown yet
+                continue
+        return False
 
     def remember_detail(self, idea_id: int, marker: object, detail: Any, search: Any) -> None:
         """Keep an idea's detail for an instant open (the newest few dozen)."""

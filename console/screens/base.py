@@ -44,4 +44,8 @@ class ConsoleScreen(ReportsWorkerErrors, Screen[None]):
         return None
 
     def on_screen_resume(self) -> None:
+        self.resumed()
+
+    def resumed(self) -> None:
+        """The screen is shown again (override to delay the first poll): polls at once."""
         self._tick()

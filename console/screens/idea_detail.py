@@ -1,7 +1,11 @@
 """One idea, pushed over a mode: its text, lineage, diff, attempts, job log and curves.
 
-The screen opens with its frame only (a key press must stay cheap); the data arrives from a
-worker, and each pane's widgets are built the first time the pane is shown.
+Opening a detail must cost about what any key that paints costs, so the app keeps one instance
+installed (`IdeaforgeApp.open_idea`) and points it at the next idea with `show_idea` rather than
+composing a screen on every open: a push then only restyles and draws what is there. The detail
+comes fetched ahead (the board prefetches the row the cursor rests on) or from a worker that
+answers within the first frame; each pane's widgets are built the first time the pane is shown,
+and a pane that is not on show is refilled only when it is shown again.
 """
 
 from __future__ import annotations
@@ -41,27 +45,35 @@ class IdeaDetailScreen(ConsoleScreen):
     BINDINGS = commands.bindings("detail")
     FOLLOW_S: ClassVar[float] = 1.0
 
+    #: After an open with the detail fetched ahead, how long the screen waits before it asks
+    #: whether the database moved on: the first frame comes first.
+    RECHECK_S: ClassVar[float] = 0.1
+
     class Loaded(Message):
-        def __init__(self, detail: IdeaDetail | None, search: SearchView | None,
+        def __init__(self, idea_id: int, detail: IdeaDetail | None, search: SearchView | None,
                      marker: object, series: dict[str, list[tuple[float, float]]] | None
                      ) -> None:
             super().__init__()
+            self.idea_id = idea_id
             self.detail = detail
             self.search = search
             self.marker = marker
             self.series = series
 
     class LogRead(Message):
-        def __init__(self, source: str, text: str, offset: int, whole: bool) -> None:
+        def __init__(self, idea_id: int, source: str, text: str, offset: int, whole: bool
+                     ) -> None:
             super().__init__()
+            self.idea_id = idea_id
             self.source = source
             self.text = text
             self.offset = offset
             self.whole = whole
 
     class Sent(Message):
-        def __init__(self, note: str) -> None:
+        def __init__(self, idea_id: int, note: str) -> None:
             super().__init__()
+            self.idea_id = idea_id
             self.note = note
 
     def __init__(self, idea_id: int, pane: str = "idea",
@@ -77,8 +89,34 @@ class IdeaDetailScreen(ConsoleScreen):
         if known is not None:
             self._marker, self.detail, self.search = known
         self._built: set[str] = set()
+        self._stale: set[str] = set()  # built panes that still show an earlier idea
+        self._relatives_of: int | None = None
         self._log_worker: Worker[None] | None = None
         self._split = False
+
+    def show_idea(self, idea_id: int,
+                  known: tuple[object, IdeaDetail, SearchView | None] | None = None) -> None:
+        """Point this screen at an idea before it is pushed (again): it opens on the Idea pane
+        as a new screen would, and only that pane is filled now."""
+        if idea_id != self.idea_id:
+            self._poll_worker = self._log_worker = None  # their answers are for the last one
+        self.idea_id = idea_id
+        self._marker, self.detail, self.search = known if known is not None else (None, None,
+                                                                                  None)
+        self._split = False
+        self.pane = "idea"
+        if not self.is_mounted:
+            return  # compose builds it as it is now
+        self._stale = self._built - {"idea"}
+        self.query_one(PaneBar).show("idea")
+        self._header()
+        self.query_one("#idea-text", Static).update(
+            self._idea_text(self.detail) if self.detail else "")
+        self.query_one(ContentSwitcher).current = "pane-idea"
+        idea = self.query_one("#pane-idea", VerticalScroll)
+        idea.scroll_home(animate=False, immediate=True)
+        self.set_focus(idea, scroll_visible=False)
+        self.refresh_bindings()
 
     def compose(self) -> ComposeResult:
         yield Static(self._header_text(), id="header")
@@ -90,16 +128,25 @@ class IdeaDetailScreen(ConsoleScreen):
         yield KeyBar()
 
     def on_mount(self) -> None:
-        if self.detail is None:
-            self._tick()
-        elif self.pane != "idea":
+        if self.detail is not None and self.pane != "idea":
             self.call_after_refresh(self._fill, self.pane)
         self.start_polling()
         self.set_interval(self.FOLLOW_S, self._follow_log)
 
+    def resumed(self) -> None:
+        # Without its detail the screen asks at once (the answer lands in the first frame);
+        # with it, the check for anything newer waits until that frame is drawn.
+        if self.detail is None:
+            self._tick()
+        else:
+            self.set_timer(self.RECHECK_S, self._tick)
+
     # ------------------------------------------------------------------ panes
     async def _build(self, pane: str) -> None:
         if pane in self._built:
+            if pane in self._stale:  # curves: cleared until the poll brings the new ones
+                self._stale.discard(pane)
+                self._fill(pane, {} if pane == "curves" else None)
             return
         self._built.add(pane)
         await self.query_one(ContentSwitcher).add_content(self._pane_widget(pane))
@@ -152,22 +199,24 @@ class IdeaDetailScreen(ConsoleScreen):
 
     # ------------------------------------------------------------------ loading
     def poll(self) -> Worker[None] | None:
-        return self._load(self._marker, self.pane == "curves" or "curves" in self._built)
+        return self._load(self.idea_id, self._marker, self.pane == "curves")
 
     @work(thread=True, group="poll", exit_on_error=False, name="load the idea")
-    def _load(self, marker: object, with_series: bool) -> None:
+    def _load(self, idea_id: int, marker: object, with_series: bool) -> None:
         store = self.console.store()
         now = cq.change_marker(store)
         if now == marker:
             return
-        detail = cq.idea_detail(store, self.idea_id)
+        detail = cq.idea_detail(store, idea_id)
         search = cq.get_search(store, detail.idea.search_id) if detail else None
         series = None
         if detail and detail.jobs and with_series:
             series = cq.metric_series(store, detail.jobs[-1].id)
-        self.post_message(self.Loaded(detail, search, now, series))
+        self.post_message(self.Loaded(idea_id, detail, search, now, series))
 
     def on_idea_detail_screen_loaded(self, message: Loaded) -> None:
+        if message.idea_id != self.idea_id:
+            return  # asked for the idea this screen showed before
         self._marker = message.marker
         if message.detail is None:
             self.query_one("#header", Static).update(Text(
@@ -177,8 +226,9 @@ class IdeaDetailScreen(ConsoleScreen):
         self.console.remember_detail(self.idea_id, message.marker, message.detail,
                                      message.search)
         self._header()
-        for pane in self._built:
-            self._fill(pane, message.series)
+        # The pane on show now; the others when they are shown next.
+        self._fill(self.pane, message.series)
+        self._stale = self._built - {self.pane}
         self.refresh_bindings()
 
     def _header(self) -> None:
@@ -260,7 +310,8 @@ class IdeaDetailScreen(ConsoleScreen):
 
     def _relatives(self, d: IdeaDetail) -> None:
         options = self.query_one("#pane-lineage", OptionList)
-        highlighted = options.highlighted
+        highlighted = options.highlighted if self._relatives_of == d.idea.id else None
+        self._relatives_of = d.idea.id
         options.clear_options()
         s = self.search
         def line(kind: str, b: IdeaBrief) -> Option:
@@ -309,7 +360,8 @@ class IdeaDetailScreen(ConsoleScreen):
 
     # ------------------------------------------------------------------ the log, followed
     def _follow_log(self) -> None:
-        if self.pane != "log" or "log" not in self._built or self.detail is None:
+        if (self.pane != "log" or "log" not in self._built or self.detail is None
+                or not self.is_current):
             return
         if not self.detail.jobs or (self._log_worker and self._log_worker.is_running):
             if not self.detail.jobs:
@@ -323,24 +375,28 @@ class IdeaDetailScreen(ConsoleScreen):
         log = self.query_one(LogView)
         job = self.detail.jobs[-1]
         path = os.path.join(job.job_dir, "output.log") if job.job_dir else None
-        self._log_worker = self._read_log(job, path, log.source, log.read_offset)
+        self._log_worker = self._read_log(self.idea_id, job, path, log.source,
+                                          log.read_offset)
 
     @work(thread=True, group="log", exit_on_error=False, name="read the job log")
-    def _read_log(self, job: JobView, path: str | None, source: str | None,
+    def _read_log(self, idea_id: int, job: JobView, path: str | None, source: str | None,
                   offset: int) -> None:
         from console.widgets.log_view import read_from
 
         if path and os.path.exists(path):
             text, new_offset = read_from(path, offset if source == path else 0)
-            self.post_message(self.LogRead(path, text, new_offset, whole=False))
+            self.post_message(self.LogRead(idea_id, path, text, new_offset, whole=False))
             return
         # Not on this machine (an SSH host): the tail the engine keeps in the database.
         fresh = cq.get_job(self.console.store(), job.id)
-        self.post_message(self.LogRead(f"db:{job.id}", (fresh or job).log_tail or
+        self.post_message(self.LogRead(idea_id, f"db:{job.id}", (fresh or job).log_tail or
                                        "(no output yet)\n", 0, whole=True))
 
     def on_idea_detail_screen_log_read(self, message: LogRead) -> None:
         from console.widgets.log_view import LogView
+
+        if message.idea_id != self.idea_id:
+            return
 
         log = self.query_one(LogView)
         log.switch_source(message.source)
@@ -419,18 +475,20 @@ class IdeaDetailScreen(ConsoleScreen):
             return
         if not engine_alive(self.search):
             note += " — no engine is attached: it applies when the search resumes"
-        self._send(self.search.id, action, text, note)
+        self._send(self.search.id, self.idea_id, action, text, note)
 
     @work(thread=True, group="decide", exit_on_error=False, name="send the decision")
-    def _send(self, search_id: int, action: str, text: str | None, note: str) -> None:
-        ops.add_decision(self.console.store(), search_id, action, idea_id=self.idea_id,
+    def _send(self, search_id: int, idea_id: int, action: str, text: str | None, note: str
+              ) -> None:
+        ops.add_decision(self.console.store(), search_id, action, idea_id=idea_id,
                          text=text, source="console")
-        self.post_message(self.Sent(note))
+        self.post_message(self.Sent(idea_id, note))
 
     def on_idea_detail_screen_sent(self, message: Sent) -> None:
-        self.notify(f"#{self.idea_id}: {message.note}", title="sent")
-        self._marker = None
-        self._tick()
+        self.notify(f"#{message.idea_id}: {message.note}", title="sent")
+        if message.idea_id == self.idea_id:
+            self._marker = None
+            self._tick()
 
 
 def _last_diff(d: IdeaDetail) -> str | None:

@@ -48,7 +48,7 @@ class KeyBar(Static):
             text.append(f" {binding.description}", style="" if enabled else "dim")
             spans.append((start, len(text), binding.key.split(",")[0]))
             text.append("  ")
-        if text.plain != self._text.plain:
+        if text.plain != self._text.plain or text.spans != self._text.spans:
             self._text, self._spans = text, spans
             self.refresh()  # one line of fixed height: no layout pass
 

@@ -45,6 +45,8 @@ class MetricCharts(VerticalScroll):
     def show(self, series: dict[str, list[tuple[float, float]]], metric: str,
              baseline: float | None) -> None:
         self.query_one("#no-metrics", Static).display = not series
+        for name, chart in self.charts.items():  # a curve the idea shown before had
+            chart.display = name in series
         # the search's metric first, the others after it by name
         for name in sorted(series, key=lambda n: (n != metric, n)):
             chart = self.charts.get(name)

@@ -137,3 +137,49 @@ async def test_a_proposed_idea_is_approved_from_its_detail(make_app: MakeApp,
             for d in ops.pending_decisions(built.store, built.search_id)), what="the approval")
         # once it is on its way, the detail stops offering decisions on it
         await until(pilot, lambda: not screen.check_action("approve", ()), what="pending")
+
+
+async def test_the_detail_screen_is_reused_and_shows_only_the_idea_opened(
+        make_app: MakeApp, built: Built) -> None:
+    """One installed screen serves every open: each open starts on the Idea pane with that
+    idea, and a pane built for an earlier idea shows the new one's content when shown."""
+    app = make_app()
+    async with app.run_test(size=(150, 40)) as pilot:
+        screen = await open_detail(pilot, built, "a")
+        await pilot.press("right_square_bracket", "right_square_bracket")  # the diff
+        diff = await until(pilot, lambda: screen.query(DiffView) and screen.query_one(DiffView)
+                           .diff and screen.query_one(DiffView), what="a's diff")
+        assert "+BONUS_A = 1.0" in (diff.diff or "")
+        await pilot.press("d", "escape")
+        await until(pilot, lambda: not isinstance(app.screen, IdeaDetailScreen), what="back")
+        await cursor_to(pilot, built.ideas["p2"])
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen is screen and screen.idea_id == built.ideas["p2"]
+                    and screen.detail is not None, what="the same screen, on p2")
+        assert screen.pane == "idea" and not screen._split
+        assert "Sleep less" in shown(screen.query_one("#idea-text", Static))
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        await until(pilot, lambda: diff.diff is None and not diff.split, what="p2 has no diff")
+        # a relative opened from the reused screen is a screen of its own; esc comes back
+        await pilot.press("left_square_bracket")
+        await until(pilot, lambda: screen.query_one("#pane-lineage", OptionList).option_count
+                    == 0 or screen.query_one("#pane-lineage", OptionList).get_option_at_index(
+                        0).disabled, what="p2 has no relatives")
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, IdeaDetailScreen), what="back")
+        await cursor_to(pilot, built.ideas["cross"])
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen is screen and screen.idea_id ==
+                    built.ideas["cross"] and screen.detail is not None, what="cross")
+        await pilot.press("right_square_bracket")
+        options = await until(pilot, lambda: screen.query_one("#pane-lineage", OptionList)
+                              .option_count == 2 and screen.query_one("#pane-lineage",
+                                                                      OptionList),
+                              what="cross's parents")
+        options.focus()
+        await pilot.press("home", "enter")
+        await until(pilot, lambda: isinstance(app.screen, IdeaDetailScreen)
+                    and app.screen is not screen, what="the parent's own screen")
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is screen, what="back to cross")
+        assert screen.idea_id == built.ideas["cross"]

@@ -47,7 +47,7 @@ class JobsTable(DataTable[Text | str]):
             for job_id, row in fresh.items():
                 if row != self.rows_by_id.get(job_id) or row.job.state == "running":
                     for (key, _), value in zip(COLUMNS, _cells(row), strict=True):
-                        self.update_cell(str(job_id), key, value)
+                        self.update_cell(str(job_id), key, value, update_width=True)
         self.rows_by_id = fresh
 
 

@@ -14,13 +14,12 @@ of a legacy run: a new read-only search created in a single transaction.
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, create_engine, event, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlmodel import Session, col
 
 from engine.store.db import Store, StoreError
@@ -44,44 +43,15 @@ ACTIVE_JOB_STATES = ("queued", "launching", "running", "unreachable")
 # the read-only connection pool
 
 
-_readers: weakref.WeakKeyDictionary[Store, Engine] = weakref.WeakKeyDictionary()
-
-
-def _on_read_connect(dbapi_conn: Any, _record: Any) -> None:
-    # Transactions are ours to begin (deferred), so autocommit at the driver level.
-    dbapi_conn.isolation_level = None
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA query_only=1")
-    cur.close()
-
-
-def _on_read_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN")
-
-
-def _reader(store: Store) -> Engine:
-    engine = _readers.get(store)
-    if engine is None:
-        engine = create_engine(f"sqlite:///{store.path}",
-                               connect_args={"timeout": 30, "check_same_thread": False})
-        event.listen(engine, "connect", _on_read_connect)
-        event.listen(engine, "begin", _on_read_begin)
-        _readers[store] = engine
-    return engine
-
-
 @contextmanager
 def read_session(store: Store) -> Iterator[Session]:
     """One read-only snapshot of the database (never takes the write lock)."""
-    with Session(_reader(store), expire_on_commit=False) as s, s.begin():
+    with store.session(write=False) as s:
         yield s
 
 
 def close_reader(store: Store) -> None:
-    engine = _readers.pop(store, None)
-    if engine is not None:
-        engine.dispose()
+    store.read_engine.dispose()
 
 
 # ---------------------------------------------------------------------------------------------

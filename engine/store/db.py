@@ -37,6 +37,12 @@ def _on_connect(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _read_only(dbapi_conn, _record) -> None:  # noqa: ANN001
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA query_only=1")  # a read session can never write by mistake
+    cur.close()
+
+
 def _on_begin(conn) -> None:
     # BEGIN IMMEDIATE takes the write lock up front, so a compare-and-set never fails late
     # with "database is locked" after reading stale state.
@@ -70,6 +76,7 @@ class Store:
         event.listen(self.read_engine, "connect", _on_connect)
         event.listen(self.read_engine, "connect",
                      lambda c, r: setattr(c, "isolation_level", None))
+        event.listen(self.read_engine, "connect", _read_only)
         event.listen(self.read_engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         self._prepare_schema()
 

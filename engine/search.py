@@ -163,6 +163,15 @@ class SearchEngine(JobsMixin):
     # ------------------------------------------------------------------ decisions
     def _apply_decisions(self) -> None:
         for d in ops.pending_decisions(self.store, self.search_id):
+            if d.action == "add":
+                # Not idempotent: the idea is stored in the transaction that consumes the
+                # decision.
+                new_id = ops.add_idea_for_decision(
+                    self.store, d.id, self.search_id, self.search.epoch,
+                    ops.NewIdea(text=d.text or "", origin="human", status="approved"))
+                if new_id is not None:
+                    self.progress(f"decision: add → idea {new_id}")
+                continue
             outcome = self._apply(d.action, d.idea_id, d.text)
             ops.consume_decision(self.store, d.id, outcome)
             if outcome != "ignored":
@@ -181,11 +190,6 @@ class SearchEngine(JobsMixin):
                 n += ops.transition_idea(st, idea.id, idea.status, "skipped",
                                          reason="undecided when the researcher said go")
             return f"gate released ({n} undecided skipped)"
-        if action == "add":
-            epoch = self.search.epoch
-            new_id = ops.add_idea(st, self.search_id, epoch,
-                                  ops.NewIdea(text=text or "", origin="human", status="approved"))
-            return f"added as idea {new_id}"
         if idea_id is None:
             return "ignored"
         if action == "approve":

@@ -201,6 +201,20 @@ def add_idea(store: Store, search_id: int, epoch: int, idea: NewIdea,
         return idea_id
 
 
+def add_idea_for_decision(store: Store, decision_id: int, search_id: int, epoch: int,
+                          idea: NewIdea) -> int | None:
+    """The idea a researcher added, stored together with consuming their decision, so an
+    engine that dies in between can never add it twice."""
+    with store.session() as s:
+        if not _cas(s, Decision, decision_id, {"consumed_at": None},
+                    {"consumed_at": now(), "outcome": "added"}):
+            return None
+        idea_id = _insert_idea(s, search_id, epoch, idea)
+        _event(s, "idea", f"idea {idea_id} added by the researcher", search_id=search_id,
+               idea_id=idea_id)
+        return idea_id
+
+
 def edit_idea(store: Store, idea_id: int, text: str, from_states: Iterable[str]) -> int | None:
     """Save an edit as a new approved idea with lineage; the original is superseded."""
     with store.session() as s:

@@ -227,7 +227,6 @@ async def child(kind: str, ws: str | None) -> dict[str, Any]:
         return out
 
     from console.app import IdeaforgeApp
-    from console.screens.idea_detail import IdeaDetailScreen
     from console.widgets.idea_board import IdeaBoard
 
     app = IdeaforgeApp(ws or "", "bench", keys={}, poll_s=1.0)
@@ -244,6 +243,9 @@ async def child(kind: str, ws: str | None) -> dict[str, Any]:
         out["total"] = board.total
         out["rows_held"] = len(board._rows)
         if kind == "board_keys":
+            # imported after the first frame, as the console does (it imports SQLAlchemy)
+            from console.screens.idea_detail import IdeaDetailScreen
+
             out["press_ms"], out["press_cpu_ms"] = await presses(pilot, "down")
             cold, warm, cold_cpu, warm_cpu = [], [], [], []
             for n in range(PRESSES // 2):

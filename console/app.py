@@ -33,11 +33,11 @@ from textual.screen import Screen
 from textual.worker import Worker
 
 from console import commands, config
-from engine.store import Store, StoreError
-from engine.store.views import SearchView
 
 if TYPE_CHECKING:
     from console.screens.idea_detail import IdeaDetailScreen
+    from engine.store import Store
+    from engine.store.views import SearchView
 
 
 def _searches() -> Screen[Any]:
@@ -114,6 +114,9 @@ class IdeaforgeApp(App[int]):
         """The workspace database, opened on first use (called from worker threads)."""
         with self._store_lock:
             if self._store is None:
+                # Imported here, not at the top: SQLAlchemy comes after the first frame.
+                from engine.store import Store
+
                 self._store = Store(self.workspace, create=False)
             return self._store
 
@@ -176,7 +179,10 @@ class IdeaforgeApp(App[int]):
         error = worker.error
         if error is not None:
             self.worker_errors.append(error)
-        text = str(error) if isinstance(error, StoreError) else \
+        # StoreError by name: importing it would import SQLAlchemy before the first frame
+        store_error = any(c.__name__ == "StoreError" and c.__module__.startswith("engine.store")
+                          for c in type(error).__mro__)
+        text = str(error) if store_error else \
             f"{worker.name or 'a background task'} failed: {type(error).__name__}: {error}"
         last, at = self._last_error
         if text == last and time.monotonic() - at < 30:

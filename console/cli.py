@@ -558,7 +558,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_console(args: argparse.Namespace) -> int:
     from console.app import run_console
 
-    workspace = _workspace(args)
+    # engine.search.workspace_path's rule, without importing engine.search (and SQLAlchemy
+    # with it) before the console's first frame.
+    workspace = Path(getattr(args, "workspace", None) or os.environ.get("IDEAFORGE_WORKSPACE")
+                     or ".ideaforge").expanduser()
     return run_console(workspace, getattr(args, "search", None))
 
 
@@ -674,6 +677,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Errors of bad input (exit code 2), by module and name: importing their classes up front would
+#: import engine.store (SQLAlchemy) before the console's first frame.
+_USAGE_ERRORS = {("engine.environments", "EnvironmentError_"),
+                 ("engine.executors.hosts", "HostsError"), ("engine.store.db", "StoreError")}
+
+
+def _is_engine_error(exc: BaseException, which: set[tuple[str, str]]) -> bool:
+    return any((c.__module__, c.__name__) in which for c in type(exc).__mro__)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -683,10 +696,6 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     fn = getattr(args, "fn", cmd_console)
-    from engine.environments import EnvironmentError_
-    from engine.executors.hosts import HostsError
-    from engine.store import StoreError
-
     try:
         return int(fn(args) or 0)
     except KeyboardInterrupt:
@@ -695,13 +704,13 @@ def main(argv: list[str] | None = None) -> int:
     except _Exit as exc:
         sys.stderr.write(f"ideaforge: {exc}\n")
         return exc.code
-    except (UsageError, EnvironmentError_, HostsError) as exc:
-        sys.stderr.write(f"ideaforge: {exc}\n")
-        return EXIT_USAGE
-    except StoreError as exc:
+    except UsageError as exc:
         sys.stderr.write(f"ideaforge: {exc}\n")
         return EXIT_USAGE
     except Exception as exc:
+        if _is_engine_error(exc, _USAGE_ERRORS):
+            sys.stderr.write(f"ideaforge: {exc}\n")
+            return EXIT_USAGE
         if type(exc).__name__ in ("ModelUnavailable", "LlmError", "BudgetExceeded"):
             sys.stderr.write(f"ideaforge: {exc}\n")
             return 3 if type(exc).__name__ == "BudgetExceeded" else 1

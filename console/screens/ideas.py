@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -12,15 +14,24 @@ from textual.widgets import Input
 from textual.worker import Worker
 
 from console import commands, filtering, fmt
+from console.quick_store import first_frame
 from console.screens.base import ConsoleScreen
 from console.widgets.event_feed import EventFeed
 from console.widgets.idea_board import IdeaBoard
 from console.widgets.key_bar import KeyBar
 from console.widgets.search_header import SearchHeader, at_gate, engine_alive
-from engine.store import StoreError, ops
-from engine.store import console_queries as cq
-from engine.store.console_queries import BoardPage, BoardQuery, BoardRow, SearchSummary
-from engine.store.views import EventView, SearchView
+
+if TYPE_CHECKING:
+    from engine.store.console_queries import BoardPage, BoardRow, SearchSummary
+    from engine.store.views import EventView, SearchView
+
+# engine.store (SQLAlchemy + SQLModel, ~0.33 s to import) is imported in the workers, after
+# the board's first frame: that frame is read by engine.store.first_frame (plain sqlite3).
+BoardQuery = first_frame().BoardQuery
+
+#: How long the first page's worker waits for the board's first frame before it imports
+#: SQLAlchemy for the rest (an import holds the interpreter, and the frame comes first).
+FIRST_FRAME_WAIT_S = 0.5
 
 #: How long the cursor rests on a row before its detail is fetched ahead.
 PREFETCH_REST_S = 0.1
@@ -38,9 +49,10 @@ class IdeasScreen(ConsoleScreen):
         """The search and the board's first page, loaded together."""
 
         def __init__(self, summary: SearchSummary | None, page: BoardPage | None,
-                     query: BoardQuery | None, events: list[EventView], problem: str = ""
-                     ) -> None:
+                     query: BoardQuery | None, events: list[EventView], problem: str = "",
+                     painted: threading.Event | None = None) -> None:
             super().__init__()
+            self.painted = painted  # set once the page is on screen
             self.summary = summary
             self.page = page
             self.query = query
@@ -101,6 +113,8 @@ class IdeasScreen(ConsoleScreen):
 
     # ------------------------------------------------------------------ loading
     def _load_page(self, query: BoardQuery, offset: int, limit: int) -> BoardPage:
+        from engine.store import console_queries as cq
+
         return cq.board_page(self.console.store(), query, offset, limit)
 
     def _query(self, search: SearchView) -> BoardQuery:
@@ -124,23 +138,41 @@ class IdeasScreen(ConsoleScreen):
     @work(thread=True, exclusive=True, group="open", exit_on_error=False,
           name="open the search")
     def _open(self, ref: int | str, limit: int) -> None:
+        # The board first, read with sqlite3 alone: it is what the researcher came for.
+        ff = first_frame()
+        page = None
+        try:
+            with ff.reader(self.console.workspace) as conn:
+                search = ff.find_search(conn, ref)
+                if search is not None:
+                    query = self._query(search)
+                    page = ff.board_page(conn, query, 0, limit)
+        except ff.Unavailable:
+            page = None  # the store below says why, or prepares the database
+        if page is not None:
+            painted = threading.Event()
+            self.post_message(self.Opened(None, page, query, [], painted=painted))
+            painted.wait(FIRST_FRAME_WAIT_S)
+        from engine.store import StoreError
+        from engine.store import console_queries as cq
+
         try:
             store = self.console.store()
         except StoreError as exc:
             self.post_message(self.Opened(None, None, None, [], str(exc)))
             return
-        search = (cq.get_search(store, ref) if isinstance(ref, int)
-                  else cq.search_by_name(store, ref))
-        if search is None and isinstance(ref, str) and ref.isdigit():
-            search = cq.get_search(store, int(ref))
-        if search is None:
-            self.post_message(self.Opened(None, None, None, [], f"no search {ref!r} in "
-                                          f"{store.workspace}"))
-            return
-        # The board first: it is what the researcher came for.
-        query = self._query(search)
-        page = cq.board_page(store, query, 0, limit)
-        self.post_message(self.Opened(None, page, query, []))
+        if page is None:
+            search = (cq.get_search(store, ref) if isinstance(ref, int)
+                      else cq.search_by_name(store, ref))
+            if search is None and isinstance(ref, str) and ref.isdigit():
+                search = cq.get_search(store, int(ref))
+            if search is None:
+                self.post_message(self.Opened(None, None, None, [], f"no search {ref!r} in "
+                                              f"{store.workspace}"))
+                return
+            query = self._query(search)
+            page = cq.board_page(store, query, 0, limit)
+            self.post_message(self.Opened(None, page, query, []))
         summaries = cq.search_summaries(store, search.id, now=fmt.clock())
         events = cq.recent_events(store, search.id, 0, 100)
         self.post_message(self.Opened(summaries[0] if summaries else None, None, None, events))
@@ -156,6 +188,8 @@ class IdeasScreen(ConsoleScreen):
         if message.page is not None and message.query is not None:
             self.board.query_ = message.query
             self.board.set_page(message.page)
+        if message.painted is not None:
+            self.call_after_refresh(message.painted.set)
         if message.summary is not None:
             self._take_summary(message.summary)
             self.console.search_id = message.summary.search.id
@@ -177,6 +211,8 @@ class IdeasScreen(ConsoleScreen):
     @work(thread=True, group="poll", exit_on_error=False, name="refresh the ideas board")
     def _refresh(self, search_id: int, marker: tuple[int, int, int] | None,
                  last_event: int) -> None:
+        from engine.store import console_queries as cq
+
         store = self.console.store()
         now = cq.change_marker(store, search_id)
         if now == marker:
@@ -236,6 +272,8 @@ class IdeasScreen(ConsoleScreen):
     @work(thread=True, exclusive=True, group="prefetch", exit_on_error=False,
           name="prefetch the idea")
     def _prefetch(self, idea_id: int) -> None:
+        from engine.store import console_queries as cq
+
         store = self.console.store()
         marker = cq.change_marker(store)
         known = self.console.details.get(idea_id)
@@ -310,7 +348,7 @@ class IdeasScreen(ConsoleScreen):
         self._requery()
 
     def action_sort(self) -> None:
-        keys = list(cq.SORT_KEYS)
+        keys = list(first_frame().SORT_KEYS)
         self.sort = keys[(keys.index(self.sort) + 1) % len(keys)]
         self._requery()
 
@@ -376,6 +414,8 @@ class IdeasScreen(ConsoleScreen):
         row = self.board.current
         if row is None or row.status not in fmt.EDITABLE:
             return
+        from engine.store import ops
+
         store = self.console.store()
         idea = await asyncio.to_thread(ops.get_idea, store, row.id)
         text = self.console.edit_text(idea.text, f"idea-{idea.id}")
@@ -436,6 +476,8 @@ class IdeasScreen(ConsoleScreen):
     @work(thread=True, group="decide", exit_on_error=False, name="send decisions")
     def _send(self, search_id: int, decisions: list[tuple[str, int | None, str | None]],
               note: str) -> None:
+        from engine.store import ops
+
         store = self.console.store()
         for action, idea_id, text in decisions:
             ops.add_decision(store, search_id, action, idea_id=idea_id, text=text,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from textual.widgets import Log
 
-from engine.store.views import EventView
+if TYPE_CHECKING:
+    from engine.store.views import EventView
 
 
 class EventFeed(Log):

@@ -26,8 +26,12 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from console import fmt
+from console.quick_store import first_frame
 from console.workers import ReportsWorkerErrors, busy
-from engine.store.console_queries import BoardPage, BoardQuery, BoardRow
+
+# The same classes as engine.store.console_queries', without importing SQLAlchemy.
+BoardPage, BoardQuery, BoardRow = (first_frame().BoardPage, first_frame().BoardQuery,
+                                   first_frame().BoardRow)
 
 Loader = Callable[[BoardQuery, int, int], BoardPage]
 

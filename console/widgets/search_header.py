@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual.widgets import Static
 
 from console import fmt
-from engine.store.console_queries import SearchSummary
-from engine.store.views import SearchView
+
+if TYPE_CHECKING:
+    from engine.store.console_queries import SearchSummary
+    from engine.store.views import SearchView
 
 #: An engine that has not written its heartbeat for this long is taken for gone.
 ENGINE_STALE_S = 30.0

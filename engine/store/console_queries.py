@@ -23,6 +23,10 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlmodel import Session, col
 
 from engine.store.db import Store, StoreError
+
+# The board's dataclasses live with the console's first-frame reader (plain sqlite3), which
+# returns the same rows as board_page below before SQLAlchemy is imported.
+from engine.store.first_frame import SORT_KEYS, BoardPage, BoardQuery, BoardRow  # noqa: F401
 from engine.store.models import (
     Decision,
     Event,
@@ -56,46 +60,6 @@ def close_reader(store: Store) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # plain data
-
-
-@dataclass(frozen=True)
-class BoardQuery:
-    """Which ideas the board shows and in what order."""
-
-    search_id: int
-    epoch: int | None = None  # None: every epoch
-    statuses: tuple[str, ...] = ()
-    origins: tuple[str, ...] = ()
-    ids: tuple[int, ...] = ()
-    words: tuple[str, ...] = ()  # each must appear in the title or text (case-insensitive)
-    sort: str = "default"  # default | id | score | status | origin | epoch
-    reverse: bool = False
-    goal: str = "minimize"  # "score" sorts best first for this goal
-
-
-SORT_KEYS = ("default", "id", "score", "status", "origin", "epoch")
-
-
-@dataclass(frozen=True)
-class BoardRow:
-    id: int
-    epoch: int
-    origin: str
-    status: str
-    score: float | None
-    title: str
-    attempts: int
-    host: str | None
-    quarantine: str | None
-    edited_from: int | None
-    pending: str | None  # a decision written but not yet applied by the engine
-
-
-@dataclass(frozen=True)
-class BoardPage:
-    total: int
-    offset: int
-    rows: tuple[BoardRow, ...]
 
 
 @dataclass(frozen=True)

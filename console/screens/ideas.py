@@ -13,8 +13,8 @@ from textual.message import Message
 from textual.widgets import Input
 from textual.worker import Worker
 
+from engine.store import first_frame
 from console import commands, filtering, fmt
-from console.quick_store import first_frame
 from console.screens.base import ConsoleScreen
 from console.widgets.event_feed import EventFeed
 from console.widgets.idea_board import IdeaBoard
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 # engine.store (SQLAlchemy + SQLModel, ~0.33 s to import) is imported in the workers, after
 # the board's first frame: that frame is read by engine.store.first_frame (plain sqlite3).
-BoardQuery = first_frame().BoardQuery
+BoardQuery = first_frame.BoardQuery
 
 #: How long the first page's worker waits for the board's first frame before it imports
 #: SQLAlchemy for the rest (an import holds the interpreter, and the frame comes first).
@@ -139,7 +139,7 @@ class IdeasScreen(ConsoleScreen):
           name="open the search")
     def _open(self, ref: int | str, limit: int) -> None:
         # The board first, read with sqlite3 alone: it is what the researcher came for.
-        ff = first_frame()
+        ff = first_frame
         page = None
         try:
             with ff.reader(self.console.workspace) as conn:
@@ -348,7 +348,7 @@ class IdeasScreen(ConsoleScreen):
         self._requery()
 
     def action_sort(self) -> None:
-        keys = list(first_frame().SORT_KEYS)
+        keys = list(first_frame.SORT_KEYS)
         self.sort = keys[(keys.index(self.sort) + 1) % len(keys)]
         self._requery()
 

@@ -25,13 +25,13 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from engine.store import first_frame
 from console import fmt
-from console.quick_store import first_frame
 from console.workers import ReportsWorkerErrors, busy
 
-# The same classes as engine.store.console_queries', without importing SQLAlchemy.
-BoardPage, BoardQuery, BoardRow = (first_frame().BoardPage, first_frame().BoardQuery,
-                                   first_frame().BoardRow)
+# The same classes as engine.store.console_queries' (defined in first_frame, stdlib only).
+BoardPage, BoardQuery, BoardRow = (first_frame.BoardPage, first_frame.BoardQuery,
+                                   first_frame.BoardRow)
 
 Loader = Callable[[BoardQuery, int, int], BoardPage]
 

@@ -375,7 +375,8 @@ def list_attempts(store: Store, idea_id: int) -> list[AttemptView]:
 
 
 def enqueue_job(store: Store, idea_id: int, *, profile: str, gpus_wanted: int,
-                from_states: Iterable[str] = ("implemented",), executor: str = "local") -> int | None:
+                from_states: Iterable[str] = ("implemented",),
+                executor: str = "local") -> int | None:
     """Idea → queued and a new job row, atomically (a retry is a new job row)."""
     with store.session() as s:
         idea = s.get(Idea, idea_id)

@@ -67,9 +67,9 @@ def test_no_database_is_unavailable(tmp_path: Path) -> None:
 def test_the_console_starts_without_sqlalchemy() -> None:
     """What the board's first frame needs imports neither SQLAlchemy nor SQLModel."""
     code = ("import sys; import console.cli, console.app, console.screens.ideas; "
-            "from console.quick_store import first_frame; first_frame(); "
+            "from engine.store import first_frame; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('sqlalchemy', 'sqlmodel') or m in ('engine.store', 'engine.search')); "
+            "('sqlalchemy', 'sqlmodel') or m in ('engine.store.db', 'engine.search')); "
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=False)

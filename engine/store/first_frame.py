@@ -7,8 +7,8 @@ connection (`mode=ro`, `query_only`) and returns the same dataclasses as
 here). The SQL below must stay equal to `console_queries.board_page`'s; tests/console
 compare the two on several queries.
 
-It imports nothing of `engine.store` but `views` (plain dataclasses), so the console can load it
-before the package (whose `__init__` opens SQLAlchemy); see `console.quick_store`.
+It imports nothing of `engine.store` but `views` (plain dataclasses), and the package loads
+`Store` lazily, so the console can import this before SQLAlchemy is loaded.
 """
 
 from __future__ import annotations

@@ -242,7 +242,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ listings
 
 
-def _status_dict(store: Any, s: Any) -> dict[str, Any]:
+def _status_dict(store: Any, s: Any, benched: list[Any] | None = None) -> dict[str, Any]:
     from engine.store import ops
 
     ideas = [i for i in ops.list_ideas(store, s.id) if i.origin != "baseline"]
@@ -260,13 +260,15 @@ def _status_dict(store: Any, s: Any) -> dict[str, Any]:
             "ideas": ops.counts_by_status(store, s.id),
             "jobs": {st: sum(j.state == st for j in jobs) for st in {j.state for j in jobs}},
             "engine_pid": s.engine_pid, "message": s.message,
-            "quarantined_hosts": _quarantined_hosts(store)}
+            "quarantined_hosts": sorted(h.name for h in (
+                _benched_hosts(store) if benched is None else benched))}
 
 
-def _quarantined_hosts(store: Any) -> list[str]:
+def _benched_hosts(store: Any) -> list[Any]:
+    """Hosts in quarantine (read once per command, shared by every search's row)."""
     from engine.store.hosts_queries import host_states
 
-    return sorted(h.name for h in host_states(store).values() if h.quarantined())
+    return [h for h in host_states(store).values() if h.quarantined()]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -274,15 +276,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     store = _store(args)
     searches = [ops.find_search(store, args.search)] if args.search else ops.list_searches(store)
-    rows = [_status_dict(store, s) for s in searches]
+    benched = _benched_hosts(store)
+    rows = [_status_dict(store, s, benched) for s in searches]
     if args.json:
         _print_json(rows[0] if args.search else rows)
         return 0
     if not rows:
         sys.stdout.write(f"no searches in {store.workspace}\n")
-    from engine.store.hosts_queries import host_states
-
-    benched = [h for h in host_states(store).values() if h.quarantined()]
     for h in benched:
         sys.stdout.write(f"host {h.name} quarantined until "
                          f"{time.strftime('%H:%M', time.localtime(h.quarantined_until))} after "

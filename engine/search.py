@@ -317,8 +317,7 @@ class SearchEngine(JobsMixin):
         return True
 
     def _ensure_baseline_job(self) -> None:
-        if ops.list_ideas(self.store, self.search_id, 0, None) and any(
-                i.origin == "baseline" for i in ops.list_ideas(self.store, self.search_id, 0)):
+        if any(i.origin == "baseline" for i in ops.list_ideas(self.store, self.search_id, 0)):
             return
         idea_id = ops.add_idea(self.store, self.search_id, 0, ops.NewIdea(
             text="[Experiment] Baseline: the unmodified environment, measured on this profile.",

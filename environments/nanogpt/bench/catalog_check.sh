@@ -5,10 +5,11 @@
 #   VARIANTS=<dir with <name>/train.py> DATA=<shards> OUT=<results> bash bench/catalog_check.sh
 # Variants run one per GPU, two GPUs at a time (set GPUS for another count); each run is cut
 # off after PER_RUN_S seconds (default 150) so that one hang cannot eat the whole lease.
+# FIRST_GPU (default 0) shifts the GPUs used, to share a machine with another job.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/nanogpt-catalog}; DATA=${DATA:-/tmp/nanogpt-synthetic}; PY=${PY:-python3}
-GPUS=${GPUS:-2}; PROFILE=${PROFILE:-single}  # PROFILE=smoke checks this script on a CPU
+GPUS=${GPUS:-2}; FIRST_GPU=${FIRST_GPU:-0}; PROFILE=${PROFILE:-single}  # PROFILE=smoke checks this script on a CPU
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 WANDB_MODE=disabled
 # The real main(), with the validation budget cut to 8 batches in this process only.
@@ -23,6 +24,6 @@ check() {  # name gpu
 }
 names=($(ls "$VARIANTS"))
 for ((i = 0; i < ${#names[@]}; i += GPUS)); do
-  for ((g = 0; g < GPUS && i + g < ${#names[@]}; g++)); do check "${names[i+g]}" $g & done
+  for ((g = 0; g < GPUS && i + g < ${#names[@]}; g++)); do check "${names[i+g]}" $((FIRST_GPU + g)) & done
   wait
 done | tee "$OUT/catalog_check.txt"

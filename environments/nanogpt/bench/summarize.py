@@ -49,12 +49,49 @@ def training_summary(records, gpus, skip_windows=2):
     return out
 
 
+def scaling_summary(folder, planned_steps=26_880, full_limit_s=1500.0):
+    """bench/scaling.sh's runs (full_<N>gpu.jsonl, wall_<N>gpu.txt): speed per GPU count, scaling
+    from the 1-GPU run, and how much of the planned schedule the 1500 s limit would hold at that
+    speed (the whole limit minus this run's start-up and compilation, i.e. its first logged
+    window's start)."""
+    runs = {}
+    for name in sorted(os.listdir(folder)):
+        if not (name.startswith("full_") and name.endswith("gpu.jsonl")):
+            continue
+        gpus = int(name[len("full_"):-len("gpu.jsonl")])
+        records = read_metrics(os.path.join(folder, name))
+        out = training_summary(records, gpus)
+        losses = [r for r in records if r["name"] == "train_loss"]
+        speeds = [r for r in records if r["name"] == "tokens_per_s"]
+        if losses and speeds and "ms_per_optimizer_step" in out:
+            # time_s of the first log is when its window ended: start-up + compilation + window
+            first = losses[0]
+            warm_s = first["time_s"] - first["step"] * speeds[0]["ms_per_step"] / 1000
+            steady_steps = (full_limit_s - warm_s) / (out["ms_per_optimizer_step"] / 1000)
+            out["startup_and_compile_s"] = round(warm_s, 1)
+            out["steps_in_1500_s"] = int(steady_steps)
+            out["share_of_planned_schedule"] = round(min(1.0, steady_steps / planned_steps), 3)
+        wall = os.path.join(folder, f"wall_{gpus}gpu.txt")
+        if os.path.exists(wall):
+            with open(wall) as f:
+                out["job_wall_s"] = float(f.read().split()[1])
+        runs[gpus] = out
+    one = runs.get(1, {}).get("tokens_per_s_per_gpu")
+    for out in runs.values():
+        if one and "tokens_per_s_per_gpu" in out:
+            out["scaling_per_gpu_vs_1"] = round(out["tokens_per_s_per_gpu"] / one, 3)
+    return {str(g): runs[g] for g in sorted(runs)}
+
+
 def main(folder):
     summary = {
         "flops_per_token": flops_per_token(),
         "single": training_summary(read_metrics(os.path.join(folder, "single.jsonl")), 1),
         "debug": training_summary(read_metrics(os.path.join(folder, "debug.jsonl")), 2),
     }
+    scaling = scaling_summary(folder)
+    if scaling:
+        summary["full_scaling"] = scaling
     cost_path = os.path.join(folder, "validation_cost.json")
     if os.path.exists(cost_path):
         with open(cost_path) as f:

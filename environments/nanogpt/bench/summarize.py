@@ -52,8 +52,7 @@ def training_summary(records, gpus, skip_windows=2):
 def scaling_summary(folder, planned_steps=26_880, full_limit_s=1500.0):
     """bench/scaling.sh's runs (full_<N>gpu.jsonl, wall_<N>gpu.txt): speed per GPU count, scaling
     from the 1-GPU run, and how much of the planned schedule the 1500 s limit would hold at that
-    speed (the whole limit minus this run's start-up and compilation, i.e. its first logged
-    window's start)."""
+    speed (the whole limit minus this run's start-up and compilation)."""
     runs = {}
     for name in sorted(os.listdir(folder)):
         if not (name.startswith("full_") and name.endswith("gpu.jsonl")):
@@ -64,9 +63,10 @@ def scaling_summary(folder, planned_steps=26_880, full_limit_s=1500.0):
         losses = [r for r in records if r["name"] == "train_loss"]
         speeds = [r for r in records if r["name"] == "tokens_per_s"]
         if losses and speeds and "ms_per_optimizer_step" in out:
-            # time_s of the first log is when its window ended: start-up + compilation + window
+            # time_s of the first log is when its window ended; what its steps took beyond the
+            # steady pace is start-up and compilation
             first = losses[0]
-            warm_s = first["time_s"] - first["step"] * speeds[0]["ms_per_step"] / 1000
+            warm_s = first["time_s"] - first["step"] * out["ms_per_optimizer_step"] / 1000
             steady_steps = (full_limit_s - warm_s) / (out["ms_per_optimizer_step"] / 1000)
             out["startup_and_compile_s"] = round(warm_s, 1)
             out["steps_in_1500_s"] = int(steady_steps)

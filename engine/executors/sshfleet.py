@@ -54,6 +54,7 @@ SECRET_FILE = re.compile(r"(^\.env(\..*)?$|\.pem$|\.key$|^id_(rsa|dsa|ecdsa|ed25
                          r"|^\.pypirc$|credential|secret)", re.IGNORECASE)
 MAX_POLL_BYTES = 256 * 1024  # per file per poll: a chatty log cannot stall a poll
 GPU_REFRESH_S = 30.0
+INVENTORY_REFRESH_S = 30.0  # an unchanged inventory is rewritten this often (its seen_at)
 
 
 def env_archive(env: Environment) -> tuple[bytes, list[str]]:
@@ -135,6 +136,10 @@ class HostWorker(threading.Thread):
         self._seq = 0
         self._last_poll = 0.0
         self._gpu_at = 0.0
+        self._seen_at: float | None = None  # when the host last answered a GPU query
+        self._gpu_info: tuple[hq.GpuInfo, ...] = ()
+        self._inventory: tuple[Any, ...] | None = None  # as last written to the store
+        self._inventory_at = 0.0
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> None:
@@ -171,6 +176,7 @@ class HostWorker(threading.Thread):
             self.error = None
             back = self.down_since
             self.down_since = None
+        self._gpu_at = float("-inf")  # read the GPUs again at once: it may have rebooted
         if back is not None:
             log.info("host %s answers again (down %.0f s)", self.cfg.name, time.time() - back)
         else:
@@ -192,6 +198,7 @@ class HostWorker(threading.Thread):
         if first:
             log.warning("%s", message)
             self.fleet.host_failed(self.cfg.name, message)
+        self._record_inventory()
 
     def _abs(self, rel: str) -> str:
         assert self.remote is not None
@@ -346,6 +353,25 @@ class HostWorker(threading.Thread):
             self.gpus = usable
             self.foreign = frozenset(g for g in usable if found[g].get("foreign_procs"))
             self.gpu_error = info.get("error")
+        self._seen_at = time.time()
+        self._gpu_info = tuple(hq.GpuInfo(g, found[g].get("name"), found[g].get("memory_total_mib"))
+                               for g in usable)
+        self._record_inventory()
+
+    def _record_inventory(self) -> None:
+        """Keep the host's row in `host_inventory` current for the console's hosts panel:
+        written when something in it changes, else at most every INVENTORY_REFRESH_S."""
+        with self.lock:
+            state = (self.gpus, self._gpu_info, tuple(sorted(self.foreign)), self.reachable,
+                     self.gpu_error if self.reachable else self.error)
+        if state == self._inventory and \
+                time.monotonic() - self._inventory_at < INVENTORY_REFRESH_S:
+            return
+        gpus, gpu_info, foreign, reachable, error = state
+        if self.fleet.record_inventory(self.cfg.name, gpus=gpus, gpu_info=gpu_info,
+                                       foreign=foreign, reachable=reachable, error=error,
+                                       seen_at=self._seen_at):
+            self._inventory, self._inventory_at = state, time.monotonic()
 
 
 class SshFleet:
@@ -407,6 +433,15 @@ class SshFleet:
                           self.policy.quarantine_minutes, message)
         except Exception:  # bookkeeping must not kill a worker
             log.exception("could not record the failure of host %s", host)
+
+    def record_inventory(self, host: str, **fields: Any) -> bool:
+        """What a host's worker learnt of it (GPUs, reachability), for the hosts panel."""
+        try:
+            hq.record_inventory(self.store, host, **fields)
+            return True
+        except Exception:  # bookkeeping must not kill a worker
+            log.exception("could not record the inventory of host %s", host)
+            return False
 
     # -- what the engine calls -------------------------------------------------------------
     def host_views(self) -> list[HostView]:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, case, func, or_, select, text
 from sqlmodel import Session, col
 
 from engine.store.db import Store, StoreError
@@ -27,6 +27,7 @@ from engine.store.db import Store, StoreError
 # The board's dataclasses live with the console's first-frame reader (plain sqlite3), which
 # returns the same rows as board_page below before SQLAlchemy is imported.
 from engine.store.first_frame import SORT_KEYS, BoardPage, BoardQuery, BoardRow  # noqa: F401
+from engine.store.hosts_queries import HostInventory, HostInventoryView, HostState
 from engine.store.models import (
     Decision,
     Event,
@@ -112,6 +113,22 @@ class HostRow:
     running: int = 0
     queued: int = 0
     last_heartbeat: float | None = None
+    # From the SSH fleet's inventory; None / () where the engine never polled the host (the
+    # local executor, or a database from before the inventory existed).
+    gpus: tuple[int, ...] | None = None  # usable GPUs
+    foreign: tuple[int, ...] = ()  # usable GPUs busy with processes ideaforge did not start
+    gpu_model: str | None = None  # e.g. "NVIDIA H100 80GB HBM3 (80 GiB)"; mixed: "; "-joined
+    reachable: bool | None = None
+    error: str | None = None  # why it does not answer, or why its GPUs could not be read
+    seen_at: float | None = None  # when the engine last heard from it
+    quarantined_until: float | None = None
+    quarantine_error: str | None = None
+
+    @property
+    def free(self) -> tuple[int, ...]:
+        """GPUs neither leased nor busy with foreign processes."""
+        return tuple(g for g in self.gpus or () if g not in self.leases and
+                     g not in self.foreign)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,23 +450,54 @@ def jobs_overview(store: Store, search_id: int | None = None, finished_limit: in
             [*active, *done]]
 
 
+def _gpu_model(inv: HostInventoryView) -> str | None:
+    models = dict.fromkeys((g.name or "GPU") + (f" ({g.memory_mib / 1024:.0f} GiB)"
+                                                 if g.memory_mib else "")
+                           for g in inv.gpu_info)
+    return "; ".join(models) or None
+
+
 def hosts_overview(store: Store) -> list[HostRow]:
-    """Every host that ran a job or holds a GPU: which job holds each GPU, how many jobs run
-    and wait there, and the newest heartbeat of a job still active on it."""
-    hosts: dict[str, HostRow] = {}
+    """Every host the SSH fleet polled (idle ones too) and every host that ran a job or holds a
+    GPU: its GPUs (which job holds each, which are free or busy with foreign processes), whether
+    it answers or is quarantined, how many jobs run and wait there, and the newest heartbeat
+    of a job still active on it."""
+    leases: dict[str, dict[int, int]] = {}
+    counts: dict[str, tuple[int, int, float | None]] = {}
     with read_session(store) as s:
         for host, gpu, job_id in s.exec(select(GpuLease.host, GpuLease.gpu, GpuLease.job_id)
                                         .order_by(GpuLease.host, GpuLease.gpu)).all():
-            hosts.setdefault(host, HostRow(host=host)).leases[int(gpu)] = int(job_id)
+            leases.setdefault(host, {})[int(gpu)] = int(job_id)
         running = func.sum(case((col(Job.state).in_(("running", "launching")), 1), else_=0))
         queued = func.sum(case((Job.state == "queued", 1), else_=0))
         beat = func.max(case((col(Job.state).in_(ACTIVE_JOB_STATES), Job.heartbeat_at)))
         for host, n_running, n_queued, last in s.exec(
                 select(Job.host, running, queued, beat).group_by(Job.host)).all():
-            row = hosts.setdefault(host, HostRow(host=host))
-            hosts[host] = HostRow(host=host, leases=row.leases, running=int(n_running or 0),
-                                  queued=int(n_queued or 0), last_heartbeat=last)
-    return [hosts[h] for h in sorted(hosts)]
+            counts[host] = (int(n_running or 0), int(n_queued or 0), last)
+        # Both tables are created on first use by the engine: an older database (opened
+        # read-only here) may have neither, which means "no inventory, no quarantine".
+        tables = {name for (name,) in s.execute(text(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND name IN ('host_inventory', 'host_state')")).all()}
+        inventory = ({r.name: HostInventoryView.of(r) for r in
+                      s.exec(select(HostInventory)).scalars().all()}
+                     if "host_inventory" in tables else {})
+        quarantine = ({name: (until, error) for name, until, error in s.exec(
+            select(HostState.name, HostState.quarantined_until, HostState.last_error)).all()}
+                      if "host_state" in tables else {})
+    rows = []
+    for host in sorted({*leases, *counts, *inventory}):
+        n_running, n_queued, last = counts.get(host, (0, 0, None))
+        inv = inventory.get(host)
+        until, why = quarantine.get(host, (None, None))
+        rows.append(HostRow(
+            host=host, leases=leases.get(host, {}), running=n_running, queued=n_queued,
+            last_heartbeat=last, gpus=inv.gpus if inv else None,
+            foreign=inv.foreign if inv else (), gpu_model=_gpu_model(inv) if inv else None,
+            reachable=inv.reachable if inv else None, error=inv.error if inv else None,
+            seen_at=inv.seen_at if inv else None,
+            quarantined_until=until, quarantine_error=why))
+    return rows
 
 
 def recent_events(store: Store, search_id: int | None, after_id: int = 0, limit: int = 50

@@ -2,11 +2,14 @@
 
 Same pattern as `engine.store.ops`: one transaction per call, compare-and-set on the expected
 old state plus an event row, plain frozen data out. The `host_state` table (failure counts and
-quarantine) is created on first use, so databases written before it existed keep working.
+quarantine) and the `host_inventory` table (each host's GPUs as the fleet last saw them) are
+created on first use, so databases written before them keep working without a schema bump.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +36,51 @@ class HostState(SQLModel, table=True):
     updated_at: float = Field(default_factory=now)
 
 
+class HostInventory(SQLModel, table=True):
+    """What the SSH fleet last learnt of a host: its usable GPUs, and whether it answers.
+
+    Written when it changes (and at most every ~30 s to move `seen_at`), never once per poll.
+    """
+
+    __tablename__ = "host_inventory"
+    name: str = Field(primary_key=True)
+    gpus_json: str | None = None  # usable GPU indices; None: never learnt (not reached yet)
+    gpu_info_json: str = "[]"  # [{"index", "name", "memory_mib"}] of the usable GPUs
+    foreign_json: str = "[]"  # usable GPUs busy with processes ideaforge did not start
+    reachable: bool = False
+    error: str | None = None  # why it does not answer, or why its GPUs could not be read
+    seen_at: float | None = None  # when it last answered
+    updated_at: float = Field(default_factory=now)
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str | None
+    memory_mib: float | None
+
+
+@dataclass(frozen=True)
+class HostInventoryView:
+    name: str
+    gpus: tuple[int, ...] | None
+    gpu_info: tuple[GpuInfo, ...]
+    foreign: tuple[int, ...]
+    reachable: bool
+    error: str | None
+    seen_at: float | None
+    updated_at: float
+
+    @classmethod
+    def of(cls, row: HostInventory) -> HostInventoryView:
+        return cls(name=row.name,
+                   gpus=None if row.gpus_json is None else tuple(json.loads(row.gpus_json)),
+                   gpu_info=tuple(GpuInfo(**g) for g in json.loads(row.gpu_info_json or "[]")),
+                   foreign=tuple(json.loads(row.foreign_json or "[]")),
+                   reachable=bool(row.reachable), error=row.error, seen_at=row.seen_at,
+                   updated_at=row.updated_at)
+
+
 @dataclass(frozen=True)
 class HostStateView(View):
     name: str
@@ -53,15 +101,18 @@ class QueuedJob:
 
 
 _tables_ready: set[str] = set()
+_tables_lock = threading.Lock()  # the fleet's host workers may all be first at once
 
 
-def _ensure_table(store: Store) -> None:
-    key = str(store.path)
+def _ensure_table(store: Store, table: type[SQLModel] = HostState) -> None:
+    name = str(table.__tablename__)
+    key = f"{store.path}:{name}"
     if key in _tables_ready:
         return
-    if "host_state" not in inspect(store.engine).get_table_names():
-        HostState.__table__.create(store.engine, checkfirst=True)  # type: ignore[attr-defined]
-    _tables_ready.add(key)
+    with _tables_lock:
+        if name not in inspect(store.engine).get_table_names():
+            table.__table__.create(store.engine, checkfirst=True)  # type: ignore[attr-defined]
+        _tables_ready.add(key)
 
 
 def _event(s: Session, message: str, job: Job | None = None, kind: str = "job") -> None:
@@ -243,3 +294,32 @@ def release_host(store: Store, host: str) -> bool:
         s.add(row)
         s.add(Event(kind="host", message=f"host {host} released from quarantine by hand"))
         return True
+
+
+# ---------------------------------------------------------------------------------------------
+# host inventory: every host the fleet polled, idle ones included (the console's hosts panel)
+
+
+def record_inventory(store: Store, host: str, *, gpus: Sequence[int] | None,
+                     gpu_info: Sequence[GpuInfo] = (), foreign: Sequence[int] = (),
+                     reachable: bool, error: str | None = None, seen_at: float | None = None
+                     ) -> None:
+    """Replace what is known of `host` (one transaction; the caller writes only on change)."""
+    _ensure_table(store, HostInventory)
+    with store.session() as s:
+        row = s.get(HostInventory, host) or HostInventory(name=host)
+        row.gpus_json = None if gpus is None else json.dumps(sorted(gpus))
+        row.gpu_info_json = json.dumps([{"index": g.index, "name": g.name,
+                                         "memory_mib": g.memory_mib} for g in gpu_info])
+        row.foreign_json = json.dumps(sorted(foreign))
+        row.reachable = reachable
+        row.error = error[:500] if error else None
+        row.seen_at = seen_at
+        row.updated_at = now()
+        s.add(row)
+
+
+def inventory(store: Store) -> dict[str, HostInventoryView]:
+    _ensure_table(store, HostInventory)
+    with store.session() as s:
+        return {r.name: HostInventoryView.of(r) for r in s.exec(select(HostInventory)).all()}

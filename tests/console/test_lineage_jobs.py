@@ -84,8 +84,8 @@ async def test_jobs_and_hosts_show_gpu_leases_and_cancel_asks_first(
         hosts = await until(pilot, lambda: isinstance(app.screen, JobsScreen)
                             and app.screen.query_one(HostsPanel).row_count >= 2
                             and app.screen.query_one(HostsPanel), what="hosts")
-        row = hosts.get_row("gpu-1")
-        assert "0→#6" in str(row[1]) and "1→#6" in str(row[1]) and row[2] == "1"
+        gpus = str(hosts.get_cell("gpu-1", "gpus"))
+        assert "0→#6" in gpus and "1→#6" in gpus and hosts.get_cell("gpu-1", "running") == "1"
         jobs = app.screen.query_one(JobsTable)
         assert jobs.current is not None and jobs.current.job.state == "running"  # first
         await pilot.press("c")

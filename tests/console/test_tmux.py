@@ -85,7 +85,7 @@ def test_console_in_tmux_navigates_and_quits_cleanly(tmux: Tmux, tmp_path: Path,
     tmux.wait_for("Halve bonus B")  # the board of toy-1
     tmux.wait_for("3 ideas wait for a decision")
     tmux.keys("2")
-    tmux.wait_for("GPUs held")
+    tmux.wait_for("GPUs (gpu → job")
     tmux.keys("3")
     tmux.wait_for("founder(s) with descendants")
     tmux.keys("1", "?")

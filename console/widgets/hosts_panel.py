@@ -4,6 +4,7 @@ foreign processes, whether the host answers, how many jobs run and wait, the new
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import groupby
 
 from rich.text import Text
 from textual.widgets import DataTable
@@ -19,15 +20,10 @@ ERROR_WIDTH = 48
 
 def _ranges(gpus: Iterable[int]) -> str:
     """`0-3,6`: runs of consecutive GPU indices."""
-    out: list[str] = []
-    run: list[int] = []
-    for g in sorted(gpus):
-        if run and g != run[-1] + 1:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-            run = []
-        run.append(g)
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    out = []
+    for _, pairs in groupby(enumerate(sorted(gpus)), key=lambda pair: pair[1] - pair[0]):
+        run = [g for _, g in pairs]
+        out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
     return ",".join(out)
 
 

@@ -61,8 +61,7 @@ def scaling_summary(folder, planned_steps=26_880, full_limit_s=1500.0):
         records = read_metrics(os.path.join(folder, name))
         out = training_summary(records, gpus)
         losses = [r for r in records if r["name"] == "train_loss"]
-        speeds = [r for r in records if r["name"] == "tokens_per_s"]
-        if losses and speeds and "ms_per_optimizer_step" in out:
+        if losses and "ms_per_optimizer_step" in out:
             # time_s of the first log is when its window ended; what its steps took beyond the
             # steady pace is start-up and compilation
             first = losses[0]

@@ -113,9 +113,12 @@ def check_host(cfg: Any, accept_new: bool) -> dict[str, Any]:
         out["error"] = str(exc)
         return out
     try:
-        pythons = {"host": {"python": cfg.python}}
+        # Probed as setups and jobs start them: same interpreter, same environment.
+        env = dict(cfg.env_vars)
+        pythons = {"host": {"python": cfg.python, "env": env}}
         for name, e in cfg.environments.items():
-            pythons[f"environment {name}"] = {"python": e.python or cfg.python, "venv": e.venv}
+            pythons[f"environment {name}"] = {"python": e.python or cfg.python, "venv": e.venv,
+                                              "env": env}
         info = remote.call("info", {"workdir": remote.workdir, "pythons": pythons},
                            timeout=300)
     except SshError as exc:

@@ -27,6 +27,8 @@ import hashlib
 import io
 import json
 import os
+import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -39,6 +41,9 @@ import time
 LINKED_NAMES = ("data", ".venv", "venv")
 SKIPPED_NAMES = ("__pycache__", ".pytest_cache", ".ruff_cache", "wandb", ".git")
 STARTING_GRACE_S = 60.0
+#: What a job keeps of the login's environment (everything else is defined by us).
+KEPT_VARIABLES = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _write(path, data):
@@ -230,10 +235,68 @@ def _check_hashes(work, expect):
 
 
 def _resolve_python(python):
+    # Never realpath: a venv's bin/python is a symlink, and Python finds the venv (its
+    # pyvenv.cfg) only when started under the venv's own path.
     found = python if os.path.isabs(python) else shutil.which(python)
     if not found or not os.access(found, os.X_OK):
         raise RuntimeError(f"python {python!r} not found on this host")
-    return found
+    return os.path.abspath(found)
+
+
+def _interpreter(req):
+    """The interpreter that setups and jobs run as `python`, and that `info` probes: the
+    venv's own bin/python when hosts.toml names a venv, else the configured python."""
+    venv = req.get("venv")
+    return _resolve_python(os.path.join(venv, "bin", "python") if venv
+                           else req.get("python") or "python3")
+
+
+def _python_commands(bindir, exe):
+    """`python` and `python3` in `bindir`, as scripts that exec `exe` by its own path.
+
+    Not symlinks: Python looks for a venv's pyvenv.cfg beside the path it was started by, so
+    a link in the job's bin/ would hide the venv (its packages) from the job.
+    """
+    os.mkdir(bindir)
+    for name in ("python", "python3"):
+        path = os.path.join(bindir, name)
+        with open(path, "w") as fh:
+            fh.write(f"#!/bin/sh\nexec {shlex.quote(exe)} \"$@\"\n")
+        os.chmod(path, 0o755)
+
+
+def _login_defaults():
+    home, user = os.environ.get("HOME"), os.environ.get("USER")
+    if not home or not user:
+        try:
+            entry = pwd.getpwuid(os.getuid())
+            home, user = home or entry.pw_dir, user or entry.pw_name
+        except KeyError:
+            pass
+    return {"HOME": home or "/", "USER": user or "", "LOGNAME": user or ""}
+
+
+def _clean_env(req, extra, bindir, exe):
+    """The whole environment of a setup, a job or `info`'s probe; the runner adds nothing.
+
+    A defined set, never the login's: the SSH session's variables (SSH_CLIENT makes bash read
+    ~/.bashrc), BASH_ENV and whatever the shell start-up files exported (shims on PATH) stay
+    out. Kept from the login: HOME, USER, LOGNAME, LANG, LC_ALL, TZ, TMPDIR. Then `extra`
+    (hosts.toml's `env` and the engine's variables). PATH is built here: the job's bin/ (its
+    `python`), the venv's bin/ or the interpreter's own directory, then hosts.toml's PATH if it
+    sets one, else the system directories.
+    """
+    env = _login_defaults()
+    env.update({k: os.environ[k] for k in KEPT_VARIABLES if os.environ.get(k)})
+    env.update({k: str(v) for k, v in extra.items()})
+    venv = req.get("venv")
+    path = [bindir] if bindir else []
+    path.append(os.path.join(venv, "bin") if venv else os.path.dirname(exe))
+    path.append(str(extra.get("PATH") or SYSTEM_PATH))
+    env["PATH"] = os.pathsep.join(p for i, p in enumerate(path) if p and p not in path[:i])
+    if venv:
+        env["VIRTUAL_ENV"] = venv
+    return env
 
 
 def _free_port(start):
@@ -282,21 +345,18 @@ def act_launch(req):
             _apply_patch(work, patch_path)
             _check_hashes(work, req.get("expect") or {})
         bindir = os.path.join(d, "bin")
-        os.mkdir(bindir)
-        os.symlink(_resolve_python(req["python"]), os.path.join(bindir, "python"))
+        exe = _interpreter(req)
+        _python_commands(bindir, exe)
         spec = dict(req["spec"])
-        env = dict(spec.get("env") or {})
-        path = [bindir] + ([os.path.join(req["venv"], "bin")] if req.get("venv") else [])
-        env["PATH"] = os.pathsep.join(path + [os.environ.get("PATH", "/usr/bin:/bin")])
-        if req.get("venv"):
-            env["VIRTUAL_ENV"] = req["venv"]
+        extra = dict(spec.get("env") or {})
         port = _free_port(29510 + int(req.get("port_hint", 0)) % 400)
-        env["MASTER_PORT"] = env["IDEAFORGE_RDZV_PORT"] = str(port)
-        env.update(IDEAFORGE_JOB_DIR=d, IDEAFORGE_METRICS=os.path.join(d, "metrics.jsonl"),
-                   WANDB_DIR=d, WANDB_CACHE_DIR=os.path.join(d, ".wandb-cache"))
+        extra["MASTER_PORT"] = extra["IDEAFORGE_RDZV_PORT"] = str(port)
+        extra.update(IDEAFORGE_JOB_DIR=d, IDEAFORGE_METRICS=os.path.join(d, "metrics.jsonl"),
+                     WANDB_DIR=d, WANDB_CACHE_DIR=os.path.join(d, ".wandb-cache"))
+        env = _clean_env(req, extra, bindir, exe)
         if env.get("IDEAFORGE_DATA_DIR"):
             os.makedirs(env["IDEAFORGE_DATA_DIR"], exist_ok=True)
-        spec.update(cwd=work, env=env)
+        spec.update(cwd=work, env=env, clean_env=True)
         open(os.path.join(d, "metrics.jsonl"), "a").close()
         open(os.path.join(d, "output.log"), "a").close()
         _write(os.path.join(d, "spec.json"), json.dumps(spec, indent=1))  # last: it is ready
@@ -331,21 +391,19 @@ def act_prepare(req):
         except FileExistsError:
             return dict(out, setup=dir_state(d, now))
         spec = dict(req["spec"])
-        env = dict(spec.get("env") or {})
         bindir = os.path.join(d, "bin")
-        os.mkdir(bindir)
         try:
-            os.symlink(_resolve_python(req["python"]), os.path.join(bindir, "python"))
+            exe = _interpreter(req)
         except RuntimeError as exc:
             _write(os.path.join(d, "exit"), json.dumps({"code": None, "time": now,
                                                         "launch_error": str(exc)}))
             return dict(out, setup={"state": "finished", "exit": {"code": None},
                                     "tail": str(exc)})
-        path = [bindir] + ([os.path.join(req["venv"], "bin")] if req.get("venv") else [])
-        env["PATH"] = os.pathsep.join(path + [os.environ.get("PATH", "/usr/bin:/bin")])
+        _python_commands(bindir, exe)
+        env = _clean_env(req, dict(spec.get("env") or {}), bindir, exe)
         if env.get("IDEAFORGE_DATA_DIR"):
             os.makedirs(env["IDEAFORGE_DATA_DIR"], exist_ok=True)
-        spec.update(cwd=pristine, env=env)
+        spec.update(cwd=pristine, env=env, clean_env=True)
         _write(os.path.join(d, "spec.json"), json.dumps(spec, indent=1))
         _start_runner(d, req["runner"])
         state = {"state": "starting"}
@@ -496,22 +554,30 @@ def act_info(req):
     except OSError as exc:
         out["disk_error"] = str(exc)
     pythons = {}
-    probe = ("import sys\ntry:\n import torch\n t=(torch.__version__, "
-             "bool(torch.cuda.is_available()))\nexcept Exception as e:\n t=(None, None)\n"
-             "print(sys.version.split()[0], t[0], t[1])")
+    # Asked of the interpreter exactly as setups and jobs start it (same choice of python,
+    # same environment), so what `hosts check` shows is what they run.
+    probe = ("import json, sys\ntry:\n import torch\n t=(torch.__version__, "
+             "bool(torch.cuda.is_available()))\nexcept Exception:\n t=(None, None)\n"
+             "print(json.dumps({'version': sys.version.split()[0], 'executable': "
+             "sys.executable, 'prefix': sys.prefix, 'torch': t[0], 'cuda': t[1]}))")
     for label, spec in sorted((req.get("pythons") or {}).items()):
-        python = spec.get("python") or "python3"
-        if spec.get("venv"):
-            python = os.path.join(spec["venv"], "bin", "python")
+        python = os.path.join(spec["venv"], "bin", "python") if spec.get("venv") \
+            else spec.get("python") or "python3"
         try:
-            exe = _resolve_python(python)
+            exe = _interpreter(spec)
             proc = subprocess.run([exe, "-c", probe], capture_output=True, timeout=120,
-                                  check=False)
-            ver, torch, cuda = (proc.stdout.decode().split() + ["?", "None", "None"])[:3]
-            pythons[label] = {"python": exe, "version": ver,
-                              "torch": None if torch == "None" else torch,
-                              "cuda": None if cuda == "None" else cuda == "True"}
-        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                                  check=False, stdin=subprocess.DEVNULL,
+                                  env=_clean_env(spec, spec.get("env") or {}, None, exe))
+            said = proc.stdout.decode("utf-8", "replace").strip().splitlines()
+            try:
+                got = json.loads(said[-1])
+            except (IndexError, ValueError):
+                raise RuntimeError(f"{exe} does not run (exit {proc.returncode}): "
+                                   + proc.stderr.decode("utf-8", "replace")[-200:]) from None
+            pythons[label] = {"python": got["executable"], "prefix": got["prefix"],
+                              "version": got["version"], "torch": got["torch"],
+                              "cuda": got["cuda"]}
+        except (RuntimeError, OSError, subprocess.SubprocessError, KeyError) as exc:
             pythons[label] = {"python": python, "error": str(exc)}
     out["pythons"] = pythons
     setups = []

@@ -30,8 +30,8 @@ class HostsError(ValueError):
 class HostEnv:
     """How one environment runs on one host."""
 
-    python: str | None = None  # interpreter the job's `python` resolves to
-    venv: str | None = None  # a virtualenv whose bin/ goes first on PATH
+    python: str | None = None  # interpreter the job's `python` runs
+    venv: str | None = None  # a virtualenv: its bin/python is the job's `python`, its bin/ on PATH
     setup: str | None = None  # replaces the profile's setup here; "" means none
     data_dir: str | None = None  # IDEAFORGE_DATA_DIR for setup and jobs
     setup_timeout: float = 3600.0
@@ -292,6 +292,9 @@ def _host(chk: _Checker, row: Mapping[str, Any], defaults: Mapping[str, Any],
         if not isinstance(et, dict):
             raise chk.fail(f"environments.{ename}", "must be a table")
         chk.known(et, HOST_ENV_FIELDS, prefix)
+        if "python" in et and "venv" in et:
+            raise chk.fail(prefix + "venv", "and 'python' are both set: a venv's own "
+                           "bin/python is what its setup and jobs run, so set only one of them")
         setup_timeout = float(chk.get(et, "setup_timeout", (int, float), 3600.0, prefix))
         if setup_timeout <= 0:
             raise chk.fail(prefix + "setup_timeout", "must be positive")

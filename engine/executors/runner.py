@@ -5,7 +5,8 @@ keep enforcing the time limit while the engine is down. Usage: `python runner.py
 
 The attempt directory is the truth (ARCHITECTURE.md, "Executors"):
 - creates `started` exclusively (a second runner for the same directory exits at once)
-- reads `spec.json`: {"command", "cwd", "env", "timeout", "grace", "heartbeat"}
+- reads `spec.json`: {"command", "cwd", "env", "timeout", "grace", "heartbeat", "clean_env"};
+  the job gets this process's environment plus `env`, or only `env` when `clean_env` is true
 - writes `pid` (runner pid, its start time, boot id, the job's process group), keeps `hb`
   touched, sends the job's stdout and stderr to `output.log`
 - enforces `timeout` (seconds): TERM to the job's whole process group, KILL after `grace`
@@ -64,7 +65,10 @@ def main(job_dir):
     timeout = float(spec.get("timeout") or 0)
     grace = float(spec.get("grace", 10))
     beat = float(spec.get("heartbeat", 2))
-    env = dict(os.environ)
+    # A spec that says `clean_env` (the SSH hosts' agent writes such specs) holds the job's
+    # whole environment: nothing of the login that started this runner (SSH_CLIENT, which
+    # makes bash read ~/.bashrc, BASH_ENV, shims on PATH) may reach the job.
+    env = {} if spec.get("clean_env") else dict(os.environ)
     env.update({k: str(v) for k, v in (spec.get("env") or {}).items()})
     log = open(os.path.join(job_dir, "output.log"), "ab", buffering=0)
     child = subprocess.Popen(

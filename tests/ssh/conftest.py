@@ -299,3 +299,35 @@ def jobs(ws: Path) -> list[dict]:
             "finished_at"]
     return [dict(zip(cols, r, strict=True))
             for r in db_rows(ws, f"SELECT {', '.join(cols)} FROM job ORDER BY id")]
+
+
+# ---------------------------------------------------------------------------------------------
+# a host whose logins have a HOME of their own (a test may give it shell start-up files)
+
+
+class HomeSshdHost(SshdHost):
+    """An sshd host whose sessions get `home` as HOME, so a test can write its ~/.bashrc
+    without touching the real user's."""
+
+    def __init__(self, root: Path, name: str, user_pub: Path, host_key: Path, gpus: int
+                 ) -> None:
+        super().__init__(root, name, user_pub, host_key, gpus)
+        self.home = self.dir / "home"
+        self.home.mkdir()
+
+    def config(self) -> Path:
+        path = super().config()
+        text = path.read_text().replace("SetEnv PATH=", f"SetEnv HOME={self.home} PATH=", 1)
+        path.write_text(text)
+        return path
+
+
+def home_host(lab: Lab, name: str, gpus: int = 4) -> HomeSshdHost:
+    """Like `lab.host`, with a HOME of its own (`host.home`)."""
+    h = HomeSshdHost(lab.root / "hosts", name, lab.keys / "user.pub", lab.keys / "host_a", gpus)
+    h.start()
+    lab.hosts[name] = h
+    pub = (lab.keys / "host_a.pub").read_text().split()
+    with open(lab.known_hosts, "a") as fh:
+        fh.write(f"[127.0.0.1]:{h.port} {pub[0]} {pub[1]}\n")
+    return h

@@ -92,6 +92,8 @@ known_hosts = "{lab.known_hosts}"
      ["host 'a'", "'workdir'"]),
     ('[scheduling]\nmax_attempts = 0\n[[hosts]]\nname = "a"\naddress = "h"\n',
      ["[scheduling]", "'max_attempts'"]),
+    ('[[hosts]]\nname = "a"\naddress = "h"\n[hosts.environments.toy]\npython = "/p/python"\n'
+     'venv = "/v"\n', ["host 'a'", "'environments.toy.venv'", "only one"]),
     ("[[hosts]\n", ["not valid TOML"]),
 ])
 def test_bad_hosts_file_names_file_host_and_field(body: str, needles: list[str],

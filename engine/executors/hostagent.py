@@ -413,45 +413,105 @@ def act_prepare(req):
     return out
 
 
-def _safe_member(m, dest):
+COMPLETE = ".ideaforge-complete"
+
+
+class _Refused(Exception):
+    """An upload this agent will not unpack; the message says why."""
+
+
+def _member_problem(m):
+    """Why a tar member may not be unpacked into a pristine copy; None for a plain file or
+    folder inside it.
+
+    The engine's archives hold nothing else, so every link, device and path that could leave
+    the copy is refused outright, on every Python: nothing here relies on tarfile's
+    extraction filters (absent before 3.8.17/3.11.4, e.g. in Debian 12's 3.11.2).
+    """
     name = m.name
-    if name.startswith("/") or ".." in name.split("/") or "\0" in name:
-        return False
-    if m.islnk() or m.isdev() or m.isfifo():
-        return False
+    if not name or "\0" in name:
+        return "an empty or NUL-holding name"
+    if name.startswith("/"):
+        return "an absolute path"
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        return "a path with '..'"
+    if not parts:
+        return "the copy's own folder"
     if m.issym():
-        target = os.path.normpath(os.path.join(dest, os.path.dirname(name), m.linkname))
-        if not target.startswith(os.path.abspath(dest) + os.sep):
-            return False
-    return m.isfile() or m.isdir() or m.issym()
+        return "a symbolic link"
+    if m.islnk():
+        return "a hard link"
+    if m.ischr() or m.isblk() or m.isfifo():
+        return "a device or pipe"
+    if not (m.isfile() or m.isdir()):
+        return "not a plain file or folder"
+    if parts[0] == COMPLETE:
+        return "the agent's own completion marker"
+    return None
+
+
+def _extract(tar, members, root):
+    """Write the (checked) members under `root`, which this agent just made empty.
+
+    No link is ever created, so no path under `root` can lead out of it; files are created
+    exclusively and without following links all the same. Modes: owner read/write always,
+    the archive's execute and read bits, nothing else.
+    """
+    real_root = os.path.realpath(root)
+    for m in members:
+        parts = [p for p in m.name.split("/") if p not in ("", ".")]
+        target = os.path.join(real_root, *parts)
+        parent = os.path.dirname(target) if m.isfile() else target
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        if os.path.realpath(parent) != parent:
+            raise _Refused(f"{m.name!r} would be written outside the copy")
+        if m.isdir():
+            os.chmod(target, (m.mode & 0o755) | 0o700)
+            continue
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            raise _Refused(f"{m.name!r} appears twice in the archive") from None
+        with os.fdopen(fd, "wb") as out:
+            src = tar.extractfile(m)
+            if src is not None:
+                shutil.copyfileobj(src, out, 1 << 20)
+            os.fchmod(out.fileno(), (m.mode & 0o755) | 0o600)
 
 
 def act_unpack(dest):
+    """Receive a pristine copy (tar.gz on stdin) into `dest`; on any failure nothing is left
+    behind and the reply says why (never a traceback)."""
     data = sys.stdin.buffer.read()
-    if os.path.isfile(os.path.join(dest, ".ideaforge-complete")):
+    if os.path.isfile(os.path.join(dest, COMPLETE)):
         return {"result": "exists"}
     tmp = f"{dest}.tmp-{os.getpid()}"
-    os.makedirs(tmp)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        members = tar.getmembers()
-        bad = [m.name for m in members if not _safe_member(m, tmp)]
-        if bad:
-            shutil.rmtree(tmp, ignore_errors=True)
-            return {"result": "failed", "error": f"unsafe paths in the archive: {bad[:5]}"}
-        for m in members:
-            # Owner read/write always; keep the archive's execute bits, nothing else.
-            m.mode = ((m.mode or 0o644) & 0o755) | (0o700 if m.isdir() else 0o600)
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(tmp, members, filter="data")
-        else:
-            tar.extractall(tmp, members)
-    _write(os.path.join(tmp, ".ideaforge-complete"), json.dumps({"time": time.time()}))
+    try:
+        os.makedirs(tmp)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            members = tar.getmembers()
+            bad = [(m.name, why) for m in members for why in [_member_problem(m)] if why]
+            if bad:
+                listed = ", ".join(f"{name!r} ({why})" for name, why in bad[:5])
+                more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+                raise _Refused(f"unsafe entries in the archive: {listed}{more}; an environment "
+                               "copy holds only plain files and folders")
+            _extract(tar, members, tmp)
+        _write(os.path.join(tmp, COMPLETE), json.dumps({"time": time.time()}))
+    except _Refused as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return {"result": "failed", "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - a bad upload is an answer, not a crash
+        shutil.rmtree(tmp, ignore_errors=True)
+        return {"result": "failed", "error": f"cannot unpack the archive into {dest}: "
+                f"{type(exc).__name__}: {exc}"}
     try:
         os.rename(tmp, dest)
     except OSError:
         # Another upload of the same version won the rename: same content, keep theirs.
         shutil.rmtree(tmp, ignore_errors=True)
-        if not os.path.isfile(os.path.join(dest, ".ideaforge-complete")):
+        if not os.path.isfile(os.path.join(dest, COMPLETE)):
             shutil.rmtree(dest, ignore_errors=True)
             return {"result": "failed", "error": "a broken copy was in the way; removed it"}
         return {"result": "exists"}

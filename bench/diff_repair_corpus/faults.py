@@ -22,6 +22,7 @@ from diff_repair_corpus.generate import (
     map_paths,
     unified,
 )
+from diff_repair_corpus.habits import REFUSAL_HABITS, REPAIRABLE_HABITS
 
 BEFORE = ["Here is the implementation:", "I'll change the training loop as follows.",
           "Sure! The diff below implements the idea.", "Changes:", "### Implementation"]
@@ -379,12 +380,12 @@ REPAIRABLE: tuple[Callable[[Source, random.Random], Case], ...] = (
     missing_blank_context_line, crlf_line_endings, missing_final_newline,
     spurious_no_newline_marker, listing_line_numbers, no_file_header, wrong_outer_context_line,
     search_replace_blocks, typical_model_answer, hunks_out_of_order, file_header_per_hunk,
-    two_files_typical, context_without_leading_space, missing_hunk_header,
+    two_files_typical, context_without_leading_space, missing_hunk_header, *REPAIRABLE_HABITS,
 )
 REJECTION: tuple[Callable[[Source, random.Random], Case], ...] = (
     path_outside, absolute_path, symlink_target, protected_file, protected_line_changed,
     binary_patch, new_file_in_protected_glob, no_diff, unparseable, context_not_in_file,
-    truncated_answer, ignored_folder,
+    truncated_answer, ignored_folder, *REFUSAL_HABITS,
 )
 #: every source of the current build (two_files_typical picks its second file here)
 SOURCES: list[Source] = []

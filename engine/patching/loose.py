@@ -1,17 +1,16 @@
 """A forgiving reader of unified diffs as models write them.
 
-unidiff (and git) trust the line counts in `@@` headers; models often get them wrong, drop the
-space in front of blank context lines, or paste line numbers from the prompt. This reader takes
-the body of each hunk as it stands and keeps the header only as a hint. Its output is never
-stored: `prepare.py` regenerates a clean diff from the patched text, which unidiff then parses.
+unidiff (and git) trust the line counts in `@@` headers; models often get them wrong or drop the
+space in front of blank context lines. This reader takes the body of each hunk as it stands and
+keeps the header only as a hint (line numbers pasted from the prompt are left for habits.py,
+which checks them against the file). Its output is never stored: `prepare.py` regenerates a
+clean diff from the patched text, which unidiff then parses.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-
-from engine.patching.text import strip_listing_numbers
 
 DEV_NULL = "/dev/null"
 
@@ -38,7 +37,7 @@ class LooseHunk:
     no_newline_marker: bool = False
     #: context lines that were missing their leading space (read as context anyway)
     unprefixed: int = 0
-    #: the lines carried "NN | " prefixes copied from the prompt's listing (now removed)
+    #: the lines carried line numbers copied from the prompt's listing (habits.py removed them)
     listing_numbers: bool = False
 
     @property
@@ -244,20 +243,4 @@ def parse_loose(text: str) -> LooseDiff:
         i += 1
     if skipped_after_hunks:
         repairs.append("ignored prose after the diff")
-    _strip_listing(files)
     return LooseDiff(files, repairs)
-
-
-def _strip_listing(files: list[LooseFile]) -> None:
-    """Remove "NN | " prefixes when all old lines carry them ('+' lines: when all of those do)."""
-    for loose in files:
-        for hunk in loose.hunks:
-            old = [i for i, (tag, _) in enumerate(hunk.ops) if tag != "+"]
-            new = [i for i, (tag, _) in enumerate(hunk.ops) if tag == "+"]
-            for group in (old, new):
-                texts, stripped = strip_listing_numbers([hunk.ops[i][1] for i in group])
-                if not stripped:
-                    break  # '+' lines alone never decide it: numbers may be real code there
-                for i, text in zip(group, texts, strict=True):
-                    hunk.ops[i] = (hunk.ops[i][0], text)
-                hunk.listing_numbers = True

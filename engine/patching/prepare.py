@@ -16,6 +16,7 @@ from pathlib import Path
 
 from engine.patching.apply import apply_diff
 from engine.patching.extract import FORMAT_HELP, extract
+from engine.patching.habits import undo_habits
 from engine.patching.locate import LEVELS, FileIndex, Placement, apply_placed, insertion, place
 from engine.patching.loose import DEV_NULL, LooseFile, LooseHunk, parse_loose
 from engine.patching.outcome import PatchError, PatchOutcome, Rejected
@@ -215,6 +216,14 @@ class _Job:
         offset = 0
         failed = False
         for n, hunk in enumerate(edit.hunks, 1):
+            undone = undo_habits(hunk, index, self._which(edit, n, hunk))
+            if undone.problem:
+                self.problems.append(undone.problem)
+                failed = True
+                continue
+            for note in undone.notes:
+                self.repair(note)
+            hunk = edit.hunks[n - 1] = undone.hunk
             where = self._place_one(edit, n, hunk, index, offset, [p for _, p in placed])
             if where is None:
                 failed = True
@@ -237,10 +246,13 @@ class _Job:
                         "with a newline)")
         return "".join(apply_placed(lines, placed, final_newline))
 
+    def _which(self, edit: _Edit, n: int, hunk: LooseHunk) -> str:
+        return f"hunk {n} of {edit.rel}" if self.form == "unified" else \
+            f"{hunk.header} ({edit.rel})"
+
     def _place_one(self, edit: _Edit, n: int, hunk: LooseHunk, index: FileIndex, offset: int,
                    taken: list[Placement]) -> Placement | None:
-        which = f"hunk {n} of {edit.rel}" if self.form == "unified" else \
-            f"{hunk.header} ({edit.rel})"
+        which = self._which(edit, n, hunk)
         if not hunk.old_lines:
             where = insertion(hunk, len(index.lines))
             if where is None:
@@ -301,6 +313,7 @@ class _Job:
             index = FileIndex(split_keepends(text))
             taken: list[Placement] = []
             for hunk in edit.hunks:
+                hunk = undo_habits(hunk, index, "").hunk
                 hint = None if hunk.old_start is None else max(hunk.old_start - 1, 0)
                 where = place(hunk, index, hint, taken) if hunk.old_lines else None
                 if where is None:
@@ -346,8 +359,6 @@ def _merge(edits: list[_Edit]) -> list[_Edit]:
 def _note_hunk_repairs(job: _Job, edit: _Edit) -> None:
     wrong = []
     for n, hunk in enumerate(edit.hunks, 1):
-        if hunk.listing_numbers:
-            job.repair(f"removed line numbers copied from the listing (hunk {n} of {edit.rel})")
         if hunk.unprefixed:
             job.repair(f"read {hunk.unprefixed} line(s) without a leading space as context "
                        f"(hunk {n} of {edit.rel})")

@@ -35,6 +35,9 @@ def register(sub: Any) -> None:
     c = hs.add_parser("check", help="connect to every host and report what it has")
     c.add_argument("--hosts", help="hosts.toml (default: $IDEAFORGE_HOSTS, ./hosts.toml, "
                    "~/.config/ideaforge/hosts.toml)")
+    c.add_argument("--env", action="append", metavar="ENV", default=[],
+                   help="an environment (name or folder) whose shipped and held-back files to "
+                   "list (repeatable; default: those hosts.toml names that resolve)")
     c.add_argument("--json", action="store_true")
     c.add_argument("--accept-new", action="store_true",
                    help="record the key of a host that is not yet in its known_hosts file "
@@ -176,13 +179,46 @@ def cmd_hosts_check(args: argparse.Namespace) -> int:
                 else None
             row["recent_failures"] = st.failures if st else 0
             row["last_failure"] = st.last_error if st else None
+    envs = shipping_report(args.env, hosts)
     if args.json:
-        sys.stdout.write(json.dumps({"file": str(path), "hosts": rows}, indent=2) + "\n")
+        sys.stdout.write(json.dumps({"file": str(path), "hosts": rows, "environments": envs},
+                                    indent=2) + "\n")
     else:
         sys.stdout.write(f"{path}: {len(rows)} host(s)\n")
+        for e in envs:
+            sys.stdout.write(_describe_env(e))
         for row in rows:
             sys.stdout.write(_describe(row))
     return 0 if all(r["ok"] for r in rows) else 1
+
+
+def shipping_report(named: list[str], hosts: Any) -> list[dict[str, Any]]:
+    """What each environment sends to hosts and what it holds back as credential-like: the
+    ones named on the command line (each must load), else those hosts.toml names that load."""
+    from engine.environments import EnvironmentError_, load
+
+    wanted = named or sorted({e for h in hosts.hosts for e in h.environments})
+    out = []
+    for ref in wanted:
+        try:
+            env = load(ref)
+        except EnvironmentError_ as exc:
+            if named:
+                raise _usage(str(exc)) from None
+            continue
+        shipped, held_back = env.shipped_files()
+        out.append({"name": env.name, "root": str(env.root), "version": env.version(),
+                    "shipped": len(shipped), "held_back": held_back})
+    return out
+
+
+def _describe_env(e: dict[str, Any]) -> str:
+    head = f"environment {e['name']} ({e['root']}, version {e['version']}): " \
+        f"{e['shipped']} files ship to hosts"
+    if not e["held_back"]:
+        return head + "; nothing held back\n"
+    return (f"{head}; held back (they look like credentials; list them under `ship` in "
+            f"environment.toml to send them): {', '.join(e['held_back'])}\n")
 
 
 def _describe(r: dict[str, Any]) -> str:

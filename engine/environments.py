@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,27 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "environments"
 IGNORED_NAMES = frozenset({".git", "__pycache__", ".venv", "venv", ".pytest_cache", "wandb",
                            ".ruff_cache", ".ipynb_checkpoints", "data", ".DS_Store"})
 IGNORED_SUFFIXES = (".pyc", ".pyo", ".bin", ".pt", ".safetensors", ".ckpt")
+
+# Files that look like credentials stay on this machine: never shipped to a host, never in a
+# job's copy, never in the version hash. `ship` in environment.toml lets named ones through.
+# Compared lower-case, per path component.
+CREDENTIAL_NAMES = frozenset({
+    ".envrc", ".netrc", "_netrc", ".pypirc", ".npmrc", ".pgpass", ".git-credentials",
+    "kaggle.json", ".htpasswd"})
+CREDENTIAL_GLOBS = (
+    ".env", ".env.*", "*.env", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore",
+    "*.ppk", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*secret*", "*credential*",
+    "*password*", "*passwd*", "*api_key*", "*api-key*", "*apikey*", "*.token",
+    "*service_account*.json", "*service-account*.json")
+#: A name whose stem is the word "token" (token, hf_token, .token, access-token.json): not
+#: the broad `*token*`, which would hold back tokenizer.py, tokenizer.json or a catalog's
+#: token_level_loss.diff and break the environment; source files never match.
+CREDENTIAL_TOKEN = re.compile(r"^(.*[._-])?token(\.(txt|json|ya?ml|toml|ini|cfg|conf))?$")
+#: Folders of credentials (cloud CLIs, SSH, registries): everything under them stays.
+CREDENTIAL_DIRS = frozenset({".aws", ".azure", ".kube", ".ssh", ".gnupg", ".huggingface",
+                             ".docker"})
+#: The same, for a folder inside `.config` (~/.config/gcloud, GitHub's CLI).
+CREDENTIAL_CONFIG_DIRS = frozenset({"gcloud", "gh"})
 
 
 class EnvironmentError_(ValueError):
@@ -77,19 +99,17 @@ class Environment:
     rules: str
     profiles: dict[str, Profile]
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    ship: tuple[str, ...] = ()  # globs of files shipped although they look like credentials
 
     # -- files ---------------------------------------------------------------------------
     def files(self) -> list[str]:
-        """Every file of the environment version, as sorted relative POSIX paths."""
-        out: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_NAMES)
-            for name in filenames:
-                if name in IGNORED_NAMES or name.endswith(IGNORED_SUFFIXES):
-                    continue
-                rel = Path(dirpath, name).relative_to(self.root).as_posix()
-                out.append(rel)
-        return sorted(out)
+        """Every file of the environment folder (caches, data, .git left out), as sorted
+        relative POSIX paths, held-back ones included; `shipped_files` splits them."""
+        return _walk_files(self.root)
+
+    def shipped_files(self) -> tuple[list[str], list[str]]:
+        """(files that go to hosts and job copies, files held back as credential-like)."""
+        return split_shipped(self.files(), self.ship)
 
     def is_protected(self, rel_path: str) -> bool:
         rel = rel_path.lstrip("./")
@@ -100,7 +120,10 @@ class Environment:
     def version(self) -> str:
         """Content hash of the environment (paths and bytes): one pristine copy per version."""
         digest = hashlib.sha256()
-        for rel in self.files():
+        # Shipped files only: the version names exactly what a host's pristine copy holds,
+        # editing a held-back file (a .envrc) costs no upload or setup, and no credential's
+        # bytes go into a hash that names folders on every host and appears in logs.
+        for rel in self.shipped_files()[0]:
             path = self.root / rel
             digest.update(rel.encode() + b"\0")
             if path.is_symlink():
@@ -137,6 +160,73 @@ class Environment:
             raise EnvironmentError_(
                 f"environment {self.name!r} has no profile {name!r}; choose one of: {known}"
             ) from None
+
+
+def _walk_files(root: Path) -> list[str]:
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_NAMES)
+        for name in filenames:
+            if name in IGNORED_NAMES or name.endswith(IGNORED_SUFFIXES):
+                continue
+            out.append(Path(dirpath, name).relative_to(root).as_posix())
+    return sorted(out)
+
+
+def looks_like_credential(rel: str) -> bool:
+    """Whether a relative path names a credential-like file (or one in a credential folder)."""
+    parts = rel.lower().split("/")
+    folders, name = parts[:-1], parts[-1]
+    if any(d in CREDENTIAL_DIRS for d in folders):
+        return True
+    if any(a == ".config" and b in CREDENTIAL_CONFIG_DIRS for a, b in zip(folders, parts[1:])):
+        return True
+    return (name in CREDENTIAL_NAMES or bool(CREDENTIAL_TOKEN.match(name))
+            or any(fnmatch.fnmatchcase(name, g) for g in CREDENTIAL_GLOBS))
+
+
+def _allowed(rel: str, ship: tuple[str, ...]) -> bool:
+    """`ship` globs match the relative path or one of its folders (`certs` ships certs/*)."""
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(fnmatch.fnmatchcase(p, pat.rstrip("/")) for pat in ship for p in prefixes)
+
+
+def split_shipped(files: list[str], ship: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """The one rule of what leaves this machine: (shipped, held back) of relative paths.
+
+    environment.toml is always shipped; a credential-like file only when `ship` names it.
+    """
+    shipped: list[str] = []
+    held: list[str] = []
+    for rel in files:
+        keep = rel == "environment.toml" or not looks_like_credential(rel) \
+            or _allowed(rel, ship)
+        (shipped if keep else held).append(rel)
+    return shipped, held
+
+
+def held_back_files(root: str | os.PathLike[str]) -> list[str]:
+    """The held-back files of an environment folder, from its environment.toml's `ship`
+    (for callers that have a folder, not an `Environment`: the local job copy)."""
+    root = Path(root)
+    ship: tuple[str, ...] = ()
+    try:
+        raw = tomllib.loads((root / "environment.toml").read_text(encoding="utf-8"))
+        ship = _ship_patterns(raw.get("ship", []), lambda problem: ValueError(problem))
+    except (OSError, ValueError):
+        pass  # not (yet) a valid environment: hold back by the default rule alone
+    return split_shipped(_walk_files(root), ship)[1]
+
+
+def _ship_patterns(value: Any, fail: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+        raise fail("must be a list of non-empty glob strings, e.g. [\"certs/ca.pem\"]")
+    for pat in value:
+        if pat.startswith("/") or ".." in pat.split("/"):
+            raise fail(f"holds {pat!r}: patterns are relative to the environment folder "
+                       "(no leading '/', no '..')")
+    return tuple(value)
 
 
 def resolve(name_or_path: str | os.PathLike[str]) -> Path:
@@ -235,10 +325,11 @@ def _validate(root: Path, toml_path: Path, data: dict[str, Any]) -> Environment:
             setup=want(p, "setup", str, where, None),
             baseline=_float_or_none(want(p, "baseline", number, where, None)),
         )
+    ship = _ship_patterns(data.get("ship", []), lambda problem: fail("ship", problem))
     return Environment(
         root=root, name=name, description=description, metric=metric, context=context,
         protected=protected, protected_lines=protected_lines, rules=rules, profiles=profiles,
-        raw=data,
+        raw=data, ship=ship,
     )
 
 

@@ -21,7 +21,6 @@ import base64
 import hashlib
 import io
 import logging
-import re
 import socket
 import tarfile
 import threading
@@ -49,23 +48,18 @@ from engine.store import hosts_queries as hq
 
 log = logging.getLogger(__name__)
 
-#: Files that look like credentials are never shipped, even inside an environment folder.
-SECRET_FILE = re.compile(r"(^\.env(\..*)?$|\.pem$|\.key$|^id_(rsa|dsa|ecdsa|ed25519)|^\.netrc$"
-                         r"|^\.pypirc$|credential|secret)", re.IGNORECASE)
 MAX_POLL_BYTES = 256 * 1024  # per file per poll: a chatty log cannot stall a poll
 GPU_REFRESH_S = 30.0
 INVENTORY_REFRESH_S = 30.0  # an unchanged inventory is rewritten this often (its seen_at)
 
 
 def env_archive(env: Environment) -> tuple[bytes, list[str]]:
-    """The environment version as a deterministic tar.gz; (data, names left out as secrets)."""
+    """The environment version as a deterministic tar.gz; (data, files held back as
+    credential-like: `Environment.shipped_files` is the rule)."""
     buf = io.BytesIO()
-    skipped = []
+    shipped, held_back = env.shipped_files()
     with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for rel in env.files():
-            if any(SECRET_FILE.search(part) for part in rel.split("/")):
-                skipped.append(rel)
-                continue
+        for rel in shipped:
             path = env.root / rel
             info = tar.gettarinfo(str(path), arcname=rel)
             info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
@@ -74,7 +68,7 @@ def env_archive(env: Environment) -> tuple[bytes, list[str]]:
                     tar.addfile(info, fh)
             else:
                 tar.addfile(info)
-    return buf.getvalue(), skipped
+    return buf.getvalue(), held_back
 
 
 def workspace_tag(workspace: Path) -> str:
@@ -411,10 +405,11 @@ class SshFleet:
         with self._archive_lock:
             if self._archive is None:
                 assert self.env is not None
-                self._archive, skipped = env_archive(self.env)
-                if skipped:
-                    log.warning("not shipped to hosts (they look like secrets): %s",
-                                ", ".join(skipped))
+                self._archive, held_back = env_archive(self.env)
+                if held_back:
+                    log.warning("held back from the hosts (they look like credentials; list "
+                                "them under `ship` in %s/environment.toml to send them): %s",
+                                self.env.root, ", ".join(held_back))
             return self._archive
 
     def job_env(self, cfg: HostConfig, env: Environment, remote: RemoteHost) -> dict[str, str]:

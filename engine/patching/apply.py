@@ -18,7 +18,7 @@ from unidiff import PatchSet
 from unidiff.errors import UnidiffParseError
 from unidiff.patch import PatchedFile
 
-from engine.environments import IGNORED_NAMES, IGNORED_SUFFIXES
+from engine.environments import IGNORED_NAMES, IGNORED_SUFFIXES, held_back_files
 from engine.patching.outcome import PatchError
 from engine.patching.paths import EnvTree, PathProblem, check_parts
 from engine.patching.text import file_mode, make_diff, read_text, split_keepends, write_text
@@ -167,7 +167,15 @@ def apply_to_copy(env_dir: Path, diff: str | None, dest: Path) -> None:
     if diff:
         rels = touched_paths(diff)
         patched = apply_diff(_read_targets(env_dir, rels), diff)
-    shutil.copytree(env_dir, dest, symlinks=True, ignore=_ignore, dirs_exist_ok=True)
+    # Credential-like files stay out of job copies as out of hosts' (one rule: environments.py;
+    # a folder that held only such files is left empty).
+    held = set(held_back_files(env_dir))
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        here = Path(directory).relative_to(env_dir)
+        return _ignore(directory, names) | {n for n in names if (here / n).as_posix() in held}
+
+    shutil.copytree(env_dir, dest, symlinks=True, ignore=ignore, dirs_exist_ok=True)
     for rel in dict.fromkeys(rels):
         target = dest / rel
         if rel in patched:

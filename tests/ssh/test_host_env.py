@@ -51,7 +51,7 @@ def make_venv(where: Path) -> Path:
     return where
 
 
-def run_search(lab: Lab, toy: Path, hosts: Path, ws: Path) -> list[dict]:
+def run_search(lab: Lab, toy: Path, hosts: Path, ws: Path) -> tuple[list[dict], str]:
     engine = lab.track(start_cli("run", str(toy), "--name", "probe", "--hosts", str(hosts),
                                  "--auto", "--profile", "probe", "--epochs", "1",
                                  "--ideas-per-epoch", "1", workspace=ws, env=base_env()))
@@ -63,7 +63,7 @@ def run_search(lab: Lab, toy: Path, hosts: Path, ws: Path) -> list[dict]:
         raise AssertionError(f"the engine did not finish:\n{out}") from None
     rows = jobs(ws)
     assert rows, out
-    return rows
+    return rows, out
 
 
 def probes(lab: Lab, rows: list[dict]) -> list[tuple[str, dict]]:
@@ -89,7 +89,7 @@ def test_a_venv_in_hosts_toml_is_what_jobs_run_and_what_hosts_check_reports(
     check = cli("hosts", "check", "--hosts", str(hosts), "--json", workspace=ws, timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
     reported = json.loads(check.stdout)["hosts"][0]["pythons"]["environment toy"]
-    rows = run_search(lab, probe_toy, hosts, ws)
+    rows, _ = run_search(lab, probe_toy, hosts, ws)
     assert len(rows) == 2 and all(r["exit_code"] == 0 for r in rows), rows
     for which, report in probes(lab, rows):
         assert report["marker"] == str(venv)  # the venv's own packages are importable
@@ -113,7 +113,7 @@ def test_the_logins_bashrc_does_not_reach_jobs(lab: Lab, probe_toy: Path, tmp_pa
                                        "export IDEAFORGE_RC_MARKER=sourced\n"
                                        f'export BASH_ENV="{host.home}/.bashrc"\n')
     hosts = lab.hosts_toml(sleep=0.2)
-    rows = run_search(lab, probe_toy, hosts, tmp_path / "ws")
+    rows, _ = run_search(lab, probe_toy, hosts, tmp_path / "ws")
     assert len(rows) == 2 and all(r["exit_code"] == 0 for r in rows), rows
     for which, report in probes(lab, rows):
         env = report["environ"]
@@ -123,3 +123,19 @@ def test_the_logins_bashrc_does_not_reach_jobs(lab: Lab, probe_toy: Path, tmp_pa
         assert report["executable"] == sys.executable  # hosts.toml's python, not the shim
         assert env["TOY_SLEEP_S"] == "0.2"  # hosts.toml's `env` does reach the job
         assert env["HOME"] == str(host.home) and env["IDEAFORGE_METRICS"]
+
+
+def test_credential_files_stay_on_this_machine_and_the_log_says_so(
+        lab: Lab, probe_toy: Path, tmp_path: Path) -> None:
+    secret = "hf_ideaforge_test_credential_0123456789"
+    for rel in (".envrc", ".huggingface/token", "api_keys.txt", "kaggle.json"):
+        (probe_toy / rel).parent.mkdir(parents=True, exist_ok=True)
+        (probe_toy / rel).write_text(f"{secret}\n")
+    host = lab.host("a", 2)
+    rows, out = run_search(lab, probe_toy, lab.hosts_toml(), tmp_path / "ws")
+    assert len(rows) == 2 and all(r["exit_code"] == 0 for r in rows), rows
+    assert "held back from the hosts" in out
+    for rel in (".envrc", ".huggingface/token", "api_keys.txt", "kaggle.json"):
+        assert rel in out
+    assert not [p for p in host.dir.rglob("*") if p.is_file()
+                and secret.encode() in p.read_bytes()]

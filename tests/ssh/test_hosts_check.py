@@ -92,8 +92,8 @@ known_hosts = "{lab.known_hosts}"
      ["host 'a'", "'workdir'"]),
     ('[scheduling]\nmax_attempts = 0\n[[hosts]]\nname = "a"\naddress = "h"\n',
      ["[scheduling]", "'max_attempts'"]),
-    ('[[hosts]]\nname = "a"\naddress = "h"\n[hosts.environments.toy]\npython = "/p/python"\n'
-     'venv = "/v"\n', ["host 'a'", "'environments.toy.venv'", "only one"]),
+    (('[[hosts]]\nname = "a"\naddress = "h"\n[hosts.environments.toy]\npython = "/p/python"\n'
+      'venv = "/v"\n'), ["host 'a'", "'environments.toy.venv'", "only one"]),
     ("[[hosts]\n", ["not valid TOML"]),
 ])
 def test_bad_hosts_file_names_file_host_and_field(body: str, needles: list[str],
@@ -113,3 +113,25 @@ def test_the_example_hosts_file_is_valid() -> None:
     hosts = load(REPO / "hosts.toml.example", check_files=False)
     assert len(hosts.hosts) >= 2 and any(h.jump for h in hosts.hosts)
     assert any(h.environments for h in hosts.hosts)
+
+
+def test_check_lists_what_an_environment_holds_back(lab: Lab, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import TOY
+
+    env_dir = tmp_path / "toy"
+    shutil.copytree(TOY, env_dir)
+    for rel in (".envrc", "kaggle.json", "tokenizer.py"):
+        (env_dir / rel).write_text("x\n")
+    lab.host("a", 1)
+    hosts = lab.hosts_toml()
+    proc = check(hosts, tmp_path / "ws", "--env", str(env_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "held back (they look like credentials; list them under `ship`" in proc.stdout
+    assert ".envrc, kaggle.json" in proc.stdout and "tokenizer.py" not in proc.stdout
+    (env,) = json.loads(check(hosts, tmp_path / "ws", "--env", str(env_dir), "--json")
+                        .stdout)["environments"]
+    assert env["held_back"] == [".envrc", "kaggle.json"] and env["shipped"] == 4 + 8
+    missing = check(hosts, tmp_path / "ws", "--env", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "unknown environment" in missing.stderr

@@ -112,7 +112,10 @@ def _drive(store: Any, search: Any, cpu_slots: int | None) -> int:
     if outcome.code == 0:
         logging.getLogger("ideaforge").info("search %s: %s", search.name, outcome.message)
     else:
-        sys.stderr.write(f"ideaforge: search {search.name!r} stopped: {outcome.message}\n")
+        from engine.store import ops
+
+        ended = "failed" if ops.find_search(store, search.id).status == "failed" else "stopped"
+        sys.stderr.write(f"ideaforge: search {search.name!r} {ended}: {outcome.message}\n")
     return outcome.code
 
 

@@ -23,6 +23,7 @@ from engine import catalog, ideation
 from engine.environments import Environment
 from engine.environments import load as load_environment
 from engine.executors.base import Executor
+from engine.executors.fleet import HostView
 from engine.outcome import (
     EXIT_BUDGET,
     EXIT_ERROR,
@@ -34,9 +35,13 @@ from engine.outcome import (
 from engine.patching import PatchError, combine_diffs, prepare_patch
 from engine.search_jobs import JobsMixin
 from engine.store import Store, ops
+from engine.store import hosts_queries as hq
 from engine.store.views import IdeaView, SearchView
 
 log = logging.getLogger(__name__)
+
+#: How many lines of a failed baseline's log the search's last message quotes.
+BASELINE_TAIL_LINES = 12
 
 TERMINAL = {"scored", "failed", "implement_failed", "rejected", "skipped", "superseded"}
 
@@ -61,6 +66,9 @@ class SearchEngine(JobsMixin):
         self._wake = asyncio.Event()
         self._task_failures: dict[str, int] = {}
         self._waiting_note: str | None = None
+        #: After a failed baseline: idea jobs wait until a new baseline run has scored.
+        self._baseline_first = False
+        self._baseline_known = False
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -71,7 +79,8 @@ class SearchEngine(JobsMixin):
         """One engine per search: an advisory lock the kernel drops if this process dies."""
         lock_dir = self.store.workspace / "locks"
         lock_dir.mkdir(exist_ok=True)
-        fh = open(lock_dir / f"search-{self.search_id}.lock", "a+")
+        # Held open for the engine's life: closing it is what releases the lock.
+        fh = open(lock_dir / f"search-{self.search_id}.lock", "a+")  # noqa: SIM115
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -109,6 +118,7 @@ class SearchEngine(JobsMixin):
                       f"{catalog.LABEL if s.model == 'catalog' else s.model}, "
                       f"{s.epochs} epochs × {s.ideas_per_epoch} ideas")
         self.executor.prepare(self.env, self.profile)
+        self._remeasure_failed_baseline()
         while True:
             self._apply_decisions()
             if self._stop:
@@ -116,6 +126,9 @@ class SearchEngine(JobsMixin):
                                   message=self._stop, event=f"stopped: {self._stop}")
                 return Outcome(EXIT_STOPPED, self._stop)
             self._tick_jobs()
+            failed = self._check_baseline()
+            if failed is not None:
+                return failed
             done = self._tick_epoch()
             self._reap_tasks()
             if self._fatal:
@@ -308,9 +321,11 @@ class SearchEngine(JobsMixin):
             return False
         if not [i for i in ops.list_ideas(self.store, self.search_id, s.epoch)
                 if i.origin != "baseline"]:
-            errors = "; ".join(b.error or "" for b in batches if b.error)[:300]
-            self._fatal = (EXIT_ERROR, f"epoch {s.epoch} produced no ideas ({errors}); check "
-                           "--model, then `ideaforge resume` asks again")
+            # Batches often fail alike (each says the catalog is used up): say it once.
+            errors = "; ".join(dict.fromkeys(b.error for b in batches if b.error))[:300]
+            message = (f"epoch {s.epoch} produced no ideas ({errors}); check --model, then "
+                       "`ideaforge resume` asks again")
+            self._fatal = (EXIT_ERROR, message)
             # Let a resume ask again instead of finding the same failed batches.
             ops.reset_failed_batches(self.store, self.search_id, s.epoch)
             return False
@@ -325,6 +340,84 @@ class SearchEngine(JobsMixin):
         ops.enqueue_job(self.store, idea_id, profile=self.profile.name,
                         gpus_wanted=self.profile.gpus, executor=self.executor.name)
         self.progress(f"measuring the baseline on profile {self.profile.name!r} (idea {idea_id})")
+
+    # ------------------------------------------------------------------ baseline
+    # Ideas are measured against the unmodified code: when it finishes without a score on
+    # this profile (a missing package, a broken host python), every idea would fail the same
+    # way. The search stops at once, nothing more launches, and a resume measures the
+    # baseline again before any held idea job may start.
+    def _place_and_launch(self, views: dict[str, HostView]) -> None:
+        if not self._baseline_known and self._failed_baseline() is not None:
+            return  # the baseline just failed in this tick's watch: _loop stops the search
+        super()._place_and_launch(views)
+
+    def _enqueue(self, epoch: int) -> None:
+        if not self._baseline_first:
+            super()._enqueue(epoch)
+
+    def _failed_baseline(self) -> IdeaView | None:
+        """The baseline idea if it finished without a score and none is measured yet."""
+        if self._baseline_known:
+            return None
+        if self.search.baseline is not None:
+            self._baseline_known = not self._baseline_first
+            return None
+        idea = ops.baseline_idea(self.store, self.search_id)
+        return idea if idea is not None and idea.status == "failed" else None
+
+    def _check_baseline(self) -> Outcome | None:
+        """Release held idea jobs once the baseline has scored; stop if it failed."""
+        if self._baseline_first and self.search.baseline is not None:
+            self._baseline_first = False
+            released = ops.release_held_jobs(self.store, self.search_id,
+                                             "the baseline is measured")
+            if released:
+                self.progress(f"baseline measured: {len(released)} held idea job(s) queued")
+        idea = self._failed_baseline()
+        return None if idea is None else self._stop_on_failed_baseline(idea)
+
+    def _stop_on_failed_baseline(self, idea: IdeaView) -> Outcome:
+        s = self.search
+        jobs = ops.list_jobs(self.store, self.search_id, idea_id=idea.id)
+        held = ops.hold_queued_jobs(self.store, self.search_id, idea.id,
+                                    "the baseline failed; `ideaforge resume` measures it "
+                                    "again first")
+        running = [j for j in ops.list_jobs(self.store, self.search_id, hq.ACTIVE)
+                   if j.idea_id != idea.id]
+        summary = (f"the baseline (the unmodified code, idea {idea.id}) failed on profile "
+                   f"{s.profile!r}: {idea.reason or 'it reported no score'}")
+        hint = ("the unmodified code fails on this profile: fix the environment or the host's "
+                f"python, then `ideaforge resume {s.name}` (it measures the baseline again "
+                "before any idea job launches)")
+        ops.update_search(self.store, self.search_id, status="failed",
+                          message=f"{summary}; {hint}", event=f"search failed: {summary}")
+        parts = [summary]
+        tail = jobs[-1].log_tail.strip().splitlines()[-BASELINE_TAIL_LINES:] if jobs else []
+        if tail:
+            parts.append(f"last lines of its log (job {jobs[-1].id}):")
+            parts += [f"    {line}" for line in tail]
+        if held:
+            parts.append(f"{len(held)} queued idea job(s) held back: none of them launched")
+        if running:
+            parts.append(f"{len(running)} idea job(s) already started keep running; a resume "
+                         "collects their results")
+        parts.append(hint)
+        return Outcome(EXIT_ERROR, "\n".join(parts))
+
+    def _remeasure_failed_baseline(self) -> None:
+        """On resume after a failed baseline: queue it again, and hold idea jobs until it has
+        scored (a held job survives a restart: a later engine keeps holding it)."""
+        self._baseline_first = bool(ops.list_jobs(self.store, self.search_id, ("held",)))
+        idea = self._failed_baseline()
+        if idea is None:
+            return
+        self._baseline_first = True
+        ops.hold_queued_jobs(self.store, self.search_id, idea.id,
+                             "the baseline is measured again first")
+        job_id = ops.enqueue_job(self.store, idea.id, profile=self.profile.name,
+                                 gpus_wanted=self.profile.gpus, executor=self.executor.name,
+                                 from_states=("failed",))
+        self.progress(f"measuring the baseline again (job {job_id}); idea jobs wait for it")
 
     def _population(self) -> list[IdeaView]:
         return [i for i in ops.list_ideas(self.store, self.search_id)
@@ -370,7 +463,9 @@ class SearchEngine(JobsMixin):
         problems: list[str] = []
         for _ in range(3):
             text = await self.llm.complete("ideator", f"propose:{kind}:epoch{epoch}", messages)
-            texts, problems = ideation.parse_ideas(text)
+            # an answer cut at the output limit keeps its whole blocks; the cut one is dropped
+            texts, problems = ideation.parse_ideas(text,
+                                                   cut_off=getattr(text, "cut_off", False))
             if texts:
                 new = [ops.NewIdea(text=t, origin=kind, parents=tuple(p.id for p in parents))
                        for t in texts[:size]]
@@ -434,7 +529,9 @@ class SearchEngine(JobsMixin):
         while len(previous) < s.max_attempts:
             messages = ideation.implement_prompt(self.env, idea.text, previous[-3:])
             answer = await self.llm.complete("coder", f"implement:idea{idea.id}", messages)
-            outcome = prepare_patch(answer, self.env.root, protected, lines)
+            # an answer cut at the output limit is refused whole, however whole it looks
+            outcome = prepare_patch(answer, self.env.root, protected, lines,
+                                    cut_off=getattr(answer, "cut_off", False))
             last = outcome.ok or len(previous) + 1 >= s.max_attempts
             reason = None if outcome.ok else (
                 f"no usable diff after {len(previous) + 1} attempts; last error: "

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Runs of one idea's job on this machine, first included, when the job is lost (not its fault).
+LOCAL_MAX_ATTEMPTS = 2
+
 
 class JobsMixin:
     store: Store
@@ -126,13 +129,14 @@ class JobsMixin:
         idea = ops.get_idea(self.store, job.idea_id)
         gpus = _gpu_list(job.gpus)
         spec = LaunchSpec(job_id=job.id, search_id=self.search_id, idea_id=idea.id,
-                          env=self.env, profile=self.profile, diff=idea.diff, gpus=gpus)
+                          env=self.env, profile=self.profile, diff=idea.diff, gpus=gpus,
+                          workspace_id=self.store.workspace_id(), queued_at=job.queued_at)
         outcome = self._jobs_fleet().launch(job.host, spec, job.job_dir)
         if outcome is None:
             return
         if outcome.error:
-            if outcome.host_fault:
-                self._retry(job, outcome.error)
+            if outcome.host_fault or outcome.conflict:
+                self._retry(job, outcome.error, host_fault=outcome.host_fault)
             else:
                 ops.finish_job(self.store, job.id, state="failed", exit_code=None,
                                reason="launch failed", log_tail=outcome.error[-4000:],
@@ -193,7 +197,28 @@ class JobsMixin:
         if report.launch_error:
             self._retry(job, f"launch on {job.host} failed: {report.launch_error}")
             return
+        if status.state == "lost":
+            self._lost(job, status)
+            return
         self._finish(job, status, tail)
+
+    def _lost(self, job: JobView, status: JobStatus) -> None:
+        """The runner died without writing `exit`. What it started may still run, with no time
+        limit and on the job's GPUs: kill it, and free the GPUs only once nothing of it is
+        left. The idea is not to blame: it runs again, within the attempts allowed."""
+        where = f" on {job.host}" if job.host != "local" else ""
+        if status.orphans:
+            self._jobs_fleet().cancel(job.host, job.job_dir or "")  # again each poll until gone
+            reaping: set[int] = self.__dict__.setdefault("_reaping", set())
+            if job.id not in reaping:
+                reaping.add(job.id)
+                ops.add_event(self.store, "job", f"job {job.id}: its runner{where} died; "
+                              f"killing the {status.orphans} process(es) it left before its "
+                              "GPUs are freed", search_id=job.search_id, idea_id=job.idea_id,
+                              job_id=job.id)
+            return
+        self._retry(job, f"lost (no exit code): the job's runner{where} died before the job "
+                    "ended; nothing of it runs any more")
 
     def _ingest(self, job: JobView, report: JobReport) -> str:
         """Store new metric points and mirror new log bytes, each exactly once; the log tail."""
@@ -240,22 +265,21 @@ class JobsMixin:
                               f"{verdict.summary}"):
             return
         if job.host != "local":
-            if status.state == "lost":
-                self._host_failure(job.host, f"job {job.id} lost its runner")
-            else:
-                hq.record_host_success(self.store, job.host)
+            hq.record_host_success(self.store, job.host)
         if idea.origin == "baseline" and verdict.score is not None:
             ops.update_search(self.store, self.search_id, baseline=verdict.score,
                               event=f"baseline measured: {self.env.metric.name} "
                               f"{verdict.score:.4g}")
         self.progress(f"job {job.id} done{where}: idea {idea.id} — {verdict.summary}")
 
-    def _retry(self, job: JobView, reason: str) -> None:
-        """The host failed this attempt: keep it as failed and queue another (bounded)."""
-        self._host_failure(job.host, reason)
+    def _retry(self, job: JobView, reason: str, host_fault: bool = True) -> None:
+        """This attempt failed through no fault of the idea (its host failed, its runner was
+        lost): keep it as failed and queue another (bounded)."""
+        if host_fault:
+            self._host_failure(job.host, reason)
         policy = getattr(self._jobs_fleet(), "policy", None)
         new = hq.retry_job(self.store, job.id, reason=reason[:500], log_tail=job.log_tail,
-                           max_attempts=policy.max_attempts if policy else 1,
+                           max_attempts=policy.max_attempts if policy else LOCAL_MAX_ATTEMPTS,
                            message=f"job {job.id} (idea {job.idea_id}) on {job.host}: "
                            f"{reason[:300]}")
         self.progress(f"job {job.id} failed on {job.host}: {reason[:120]}; " +

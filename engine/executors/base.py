@@ -7,6 +7,7 @@ directory, and reports what that directory says. The directory layout is written
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ class LaunchSpec:
     profile: Profile
     diff: str | None
     gpus: tuple[int, ...]
+    workspace_id: str = ""  # the workspace's own identity (Store.workspace_id)
+    queued_at: float = 0.0  # when the job row was made: tells apart copies of one workspace
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class JobStatus:
     cancelled: bool = False
     heartbeat_at: float | None = None
     pid: int | None = None
+    orphans: int = 0  # lost only: processes the job left that still run (they hold its GPUs)
 
 
 @dataclass(frozen=True)
@@ -117,3 +121,11 @@ def read_status_files(job_dir: Path, alive: bool | None) -> JobStatus:
             return read_status_files(job_dir, None)
         return JobStatus("lost", heartbeat_at=beat, pid=pid)
     return JobStatus("running", heartbeat_at=beat, pid=pid)
+
+
+def launch_key(spec: LaunchSpec, version: str) -> str:
+    """What an attempt directory is for: written there first, checked before it is adopted,
+    so that a job never takes another's directory (and its results) for its own."""
+    what = [spec.workspace_id, spec.search_id, spec.job_id, spec.queued_at, spec.idea_id,
+            spec.profile.command, spec.diff or "", version]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()

@@ -64,6 +64,7 @@ class JobReport:
 class LaunchOutcome:
     error: str | None = None  # None: started, or an earlier launch of it was adopted
     host_fault: bool = False  # the host, not the job, failed: try another host
+    conflict: bool = False  # the job's directory holds another job: run it as a new attempt
 
 
 class Fleet(Protocol):

@@ -143,7 +143,10 @@ def dir_state(d, now):
     if exit_info is not None:
         out.update(state="finished", exit=exit_info)
     else:
+        # The runner died without writing `exit`: what it started may still run (and hold a
+        # GPU, with no time limit any more). The engine keeps the lease until this is 0.
         out["state"] = "lost"
+        out["orphans"] = len(job_processes(d, pid_info))
     return out
 
 
@@ -321,12 +324,41 @@ def _start_runner(d, runner):
                          close_fds=True)
 
 
+def other_job(d, req):
+    """Why the existing attempt directory `d` is not this launch's job; None when it is."""
+    try:
+        with open(os.path.join(d, "launch_key")) as fh:
+            key = fh.read().strip()
+    except OSError:
+        key = None
+    if key is not None:
+        if req.get("key") and key != req["key"]:
+            return (f"{d} holds another job (launch key {key[:12]}, expected "
+                    f"{str(req['key'])[:12]}); it was not adopted")
+        return None
+    spec = _read_json(os.path.join(d, "spec.json"))
+    if spec is None:
+        return None  # a launch of it is still being made, or died before its first step
+    want = req.get("spec") or {}
+    for field in ("command", "job_id", "idea_id"):
+        if spec.get(field) != want.get(field):
+            return f"{d} holds another job (its {field} differs); it was not adopted"
+    return None
+
+
 def act_launch(req):
     d = req["dir"]
     os.makedirs(os.path.dirname(d), exist_ok=True)
     try:
         os.mkdir(d)
+        if req.get("key"):
+            _write(os.path.join(d, "launch_key"), req["key"])  # first: what this dir is for
     except FileExistsError:
+        other = other_job(d, req)
+        if other:
+            # Someone else's job (a workspace made again at this path, a copied workspace):
+            # its results must never be taken for this job's.
+            return {"result": "conflict", "error": other}
         # An earlier launch made it. If that launcher stopped after writing spec.json (its
         # last step) but before the runner took `started`, start the runner now: the runner
         # itself creates `started` exclusively, so the job still runs exactly once.
@@ -527,16 +559,59 @@ def act_cancel(req):
     open(os.path.join(d, "cancel"), "a").close()
     info = _read_json(os.path.join(d, "pid"))
     if info and not _alive(info):
-        pgid = info.get("pgid")
-        fields = _stat_fields(pgid) if pgid else None
-        # Kill only a group that is still the job's: its leader leads a session of that id.
-        if fields and int(fields[2]) == pgid and int(fields[3]) == pgid:
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except OSError:
-                pass
-        return {"result": "killed_orphans"}
+        # No runner to do it: kill what the job left, and say how many were still there.
+        return {"result": "killed_orphans", "killed": len(reap(d, info))}
     return {"result": "requested"}
+
+
+def _environ_has(pid, entry):
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as fh:
+            return entry in fh.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def job_processes(d, info):
+    """Pids of live processes that belong to the job of attempt directory `d`.
+
+    A process belongs to the job when it is in the job's session (the runner made the job a
+    session leader; only processes started after the runner count, so a recycled id does not
+    match) or when its environment names `d` as IDEAFORGE_JOB_DIR, which also finds children
+    that left the session with setsid.
+    """
+    sid = int((info or {}).get("pgid") or 0)
+    since = int((info or {}).get("start") or 0)
+    entry = ("IDEAFORGE_JOB_DIR=" + d).encode()
+    me = os.getpid()
+    found = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        pid = int(name)
+        fields = _stat_fields(pid)
+        if not fields or fields[0] in ("Z", "X"):
+            continue
+        in_session = sid > 0 and sid in (int(fields[2]), int(fields[3])) \
+            and int(fields[19]) >= since
+        if in_session or _environ_has(pid, entry):
+            found.append(pid)
+    return found
+
+
+def reap(d, info):
+    """SIGKILL every process of a job whose runner is gone; the pids that were signalled."""
+    pids = job_processes(d, info)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return pids
 
 
 def _our_sessions(workdir):

@@ -9,16 +9,18 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from engine.environments import Environment, Profile
-from engine.executors import runner
+from engine.executors import hostagent, runner
 from engine.executors.base import (
     LOG_TAIL_BYTES,
     JobStatus,
     LaunchSpec,
     Output,
     job_environment,
+    launch_key,
     parse_metric_bytes,
     read_status_files,
 )
@@ -72,7 +74,7 @@ class LocalExecutor:
         marker.parent.mkdir(parents=True, exist_ok=True)
         log.info("running setup of %s/%s: %s", env.name, profile.name, profile.setup)
         proc = subprocess.run(["bash", "-c", profile.setup], cwd=env.root, env=self._env(),
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr)[-800:]
             raise RuntimeError(f"setup of {env.name}/{profile.name} failed "
@@ -90,7 +92,17 @@ class LocalExecutor:
         that never happened — never a second run.
         """
         job_dir = self.job_dir(spec.search_id, spec.job_id)
+        key = launch_key(spec, spec.env.version())
+        mine = {"key": key, "spec": {"command": spec.profile.command, "job_id": spec.job_id,
+                                     "idea_id": spec.idea_id}}
+        other = hostagent.other_job(str(job_dir), mine) if job_dir.exists() else None
+        if other:
+            # The database was made again beside old job folders: moved aside, never adopted.
+            aside = job_dir.with_name(f"{job_dir.name}.other-{int(time.time())}")
+            job_dir.rename(aside)
+            log.warning("job %d: %s; moved it to %s", spec.job_id, other, aside.name)
         job_dir.mkdir(parents=True, exist_ok=True)
+        runner._write(str(job_dir / "launch_key"), key)
         if (job_dir / "started").exists():
             log.info("job %d: already started, adopting it", spec.job_id)
             return str(job_dir)
@@ -126,12 +138,16 @@ class LocalExecutor:
     def poll(self, job_dir: str) -> JobStatus:
         path = Path(job_dir)
         alive: bool | None = None
+        info: dict[str, object] = {}
         pid_path = path / "pid"
         if pid_path.exists() and not (path / "exit").exists():
             info = json.loads(pid_path.read_text())
             alive = (runner.boot_id() == info.get("boot_id")
                      and runner.proc_start_time(int(info["pid"])) == info.get("start"))
-        return read_status_files(path, alive)
+        status = read_status_files(path, alive)
+        if status.state == "lost":
+            status = replace(status, orphans=len(hostagent.job_processes(job_dir, info)))
+        return status
 
     def read_output(self, job_dir: str, metrics_offset: int) -> Output:
         path = Path(job_dir)
@@ -151,7 +167,8 @@ class LocalExecutor:
         return Output(points, new_offset, tail, bad)
 
     def cancel(self, job_dir: str) -> None:
-        Path(job_dir, "cancel").touch()
+        """The runner stops the job; if the runner is gone, what the job left is killed here."""
+        hostagent.act_cancel({"dir": job_dir})
 
     def _path(self) -> str:
         return os.pathsep.join([str(Path(self.python).parent), os.environ.get("PATH", "")])

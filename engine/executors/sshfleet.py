@@ -21,7 +21,6 @@ import base64
 import hashlib
 import io
 import logging
-import socket
 import tarfile
 import threading
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.environments import Environment, Profile
-from engine.executors.base import JobStatus, LaunchSpec
+from engine.executors.base import JobStatus, LaunchSpec, launch_key
 from engine.executors.fleet import (
     HostView,
     JobReport,
@@ -71,9 +70,6 @@ def env_archive(env: Environment) -> tuple[bytes, list[str]]:
     return buf.getvalue(), held_back
 
 
-def workspace_tag(workspace: Path) -> str:
-    """Names this workspace's job directories on shared hosts (two workspaces never collide)."""
-    return hashlib.sha256(f"{socket.gethostname()}:{workspace}".encode()).hexdigest()[:10]
 
 
 def expected_hashes(env: Environment, diff: str | None) -> dict[str, str | None]:
@@ -298,6 +294,9 @@ class HostWorker(threading.Thread):
         started = time.monotonic()
         reply = remote.call("launch", full, timeout=120)
         result = reply.get("result")
+        if result == "conflict":
+            return LaunchOutcome(error=f"launch on {self.cfg.name} refused: "
+                                 f"{reply.get('error')}", conflict=True)
         if result in ("started", "exists"):
             log.info("host %s: job dir %s %s (%.2f s)", self.cfg.name, req["dir"],
                      "started" if result == "started" else "exists already: adopted",
@@ -378,7 +377,7 @@ class SshFleet:
         self.hosts_file = hosts
         self.policy = hosts.policy
         self.store = store
-        self.tag = workspace_tag(store.workspace)
+        self.tag = store.workspace_id()
         self.workers = {h.name: HostWorker(h, self) for h in hosts.hosts}
         self.env: Environment | None = None
         self.profile: Profile | None = None
@@ -490,6 +489,7 @@ class SshFleet:
         host_env = w.cfg.env_for(spec.env.name)
         req = {
             "dir": job_dir, "patch": spec.diff or "", "expect": expect,
+            "key": launch_key(spec, self.version),
             "python": host_env.python or w.cfg.python, "venv": host_env.venv,
             "port_hint": spec.job_id,
             "spec": {"command": spec.profile.command, "timeout": spec.profile.timeout,
@@ -542,7 +542,8 @@ class SshFleet:
         elif state in ("running", "starting"):
             status = JobStatus(str(state), heartbeat_at=beat, pid=rep.get("pid"))
         else:  # lost, or the directory is gone
-            status = JobStatus("lost", heartbeat_at=beat, pid=rep.get("pid"))
+            status = JobStatus("lost", heartbeat_at=beat, pid=rep.get("pid"),
+                               orphans=int(rep.get("orphans") or 0))
         mdata = base64.b64decode(rep.get("metrics") or "")
         msize = int(rep.get("metrics_size") or 0)
         ldata = base64.b64decode(rep.get("log") or "")

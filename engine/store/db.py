@@ -8,6 +8,7 @@ never touched.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +38,7 @@ def _on_connect(dbapi_conn, _record) -> None:
     cur.close()
 
 
-def _read_only(dbapi_conn, _record) -> None:  # noqa: ANN001
+def _read_only(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA query_only=1")  # a read session can never write by mistake
     cur.close()
@@ -55,6 +56,7 @@ class Store:
     def __init__(self, workspace: str | Path, *, create: bool = True) -> None:
         self.workspace = Path(workspace).expanduser().resolve()
         self.path = self.workspace / DB_NAME
+        self._workspace_id: str | None = None
         if not self.path.exists() and not create:
             raise StoreError(
                 f"no ideaforge workspace at {self.workspace} (missing {DB_NAME}); "
@@ -105,6 +107,21 @@ class Store:
         with self.session(write=False) as s:
             row = s.exec(select(Meta).where(Meta.key == "schema_version")).first()
             return int(row.value) if row else 1
+
+    def workspace_id(self) -> str:
+        """This workspace's own identity: random, made once, kept in the database.
+
+        It names the workspace's job directories on shared hosts. A path would not do: a
+        workspace deleted and made again at the same path starts its job ids at 1 again, and
+        must never take the old one's directories (and results) for its own.
+        """
+        if self._workspace_id is None:
+            with self.session() as s:
+                s.exec(text("INSERT OR IGNORE INTO meta (key, value) VALUES ('workspace_id', :v)"
+                            ).bindparams(v=secrets.token_hex(8)))  # type: ignore[call-overload]
+                row = s.exec(select(Meta).where(Meta.key == "workspace_id")).one()
+                self._workspace_id = row.value
+        return self._workspace_id
 
     @contextmanager
     def session(self, write: bool = True) -> Iterator[Session]:

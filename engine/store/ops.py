@@ -573,5 +573,43 @@ def counts_by_status(store: Store, search_id: int) -> dict[str, int]:
         return {status: int(n) for status, n in s.exec(q).all()}
 
 
+
+# ---------------------------------------------------------------------------------------------
+# the baseline, held jobs, a search's options
+
+
+def baseline_idea(store: Store, search_id: int) -> IdeaView | None:
+    """The search's baseline idea (the unmodified code), if it has one."""
+    with store.session(write=False) as s:
+        row = s.exec(select(Idea).where(Idea.search_id == search_id, Idea.origin == "baseline")
+                     .order_by(Idea.id)).first()
+        return _idea_views(s, [row])[0] if row is not None else None
+
+
+def hold_queued_jobs(store: Store, search_id: int, keep_idea: int, reason: str) -> list[int]:
+    """Queued jobs of the search, except `keep_idea`'s, → `held` (never placed) in one
+    transaction with one event; their ideas stay queued. Returns the jobs held."""
+    with store.session() as s:
+        rows = s.exec(select(Job).where(Job.search_id == search_id, Job.state == "queued",
+                                        Job.idea_id != keep_idea)).all()
+        held = [r.id for r in rows if _cas(s, Job, r.id, {"state": "queued"},
+                                            {"state": "held", "reason": reason})]
+        if held:
+            _event(s, "job", f"job{'s' if len(held) > 1 else ''} "
+                   f"{', '.join(map(str, held))} held: {reason}", search_id=search_id)
+        return held
+
+
+def release_held_jobs(store: Store, search_id: int, why: str) -> list[int]:
+    """Held jobs of the search → queued again (they keep their place in the queue)."""
+    with store.session() as s:
+        rows = s.exec(select(Job).where(Job.search_id == search_id, Job.state == "held")).all()
+        released = [r.id for r in rows if _cas(s, Job, r.id, {"state": "held"},
+                                                {"state": "queued", "reason": None})]
+        if released:
+            _event(s, "job", f"job{'s' if len(released) > 1 else ''} "
+                   f"{', '.join(map(str, released))} queued again: {why}", search_id=search_id)
+        return released
+
 def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True)

@@ -9,7 +9,6 @@ researcher; 130 interrupted (Ctrl-C; the search resumes with `ideaforge resume`)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import json
 import logging
@@ -48,200 +47,6 @@ def _fmt(score: float | None) -> str:
     return "-" if score is None else f"{score:.4f}"
 
 
-# ------------------------------------------------------------------------------ run / resume
-
-
-def _load_prices() -> dict[str, tuple[float, float]]:
-    import tomllib
-
-    path = Path(os.environ.get("IDEAFORGE_CONFIG", "~/.config/ideaforge/config.toml")).expanduser()
-    if not path.exists():
-        return {}
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: not valid TOML ({exc})") from None
-    prices = {}
-    for model, pair in (data.get("prices") or {}).items():
-        if not (isinstance(pair, list) and len(pair) == 2):
-            raise UsageError(f"{path}: prices.{model} must be [input_usd_per_1M, "
-                             "output_usd_per_1M]")
-        prices[model] = (float(pair[0]), float(pair[1]))
-    return prices
-
-
-def _make_llm(store: Any, search: Any) -> Any:
-    if search.model == "catalog":
-        return None
-    from engine import llm as llm_mod
-    from engine.store import ops
-
-    cfg = llm_mod.LlmConfig(model=search.model, coder_model=search.coder_model,
-                            api_base=search.api_base, max_cost_usd=search.max_cost_usd,
-                            prices=_load_prices(), **search.config.get("llm", {}))
-
-    def record(r: Any) -> None:
-        ops.add_llm_call(store, search.id, role=r.role, purpose=r.purpose, model=r.model,
-                         prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
-                         cost_usd=r.cost_usd, latency_s=r.latency_s, error=r.error,
-                         attempt=r.attempt)
-
-    client = llm_mod.LlmClient(cfg, on_record=record, spent_usd=ops.llm_cost(store, search.id))
-    client.check()
-    return client
-
-
-def _drive(store: Any, search: Any, cpu_slots: int | None) -> int:
-    from engine.executors.local import LocalExecutor
-    from engine.search import EngineBusy, SearchEngine
-
-    llm = _make_llm(store, search)
-    hosts_file = search.config.get("hosts")
-    if hosts_file:
-        from engine.executors.ssh import executor_from_hosts
-
-        executor = executor_from_hosts(Path(hosts_file), store)
-    else:
-        executor = LocalExecutor(store.workspace, cpu_slots=cpu_slots)
-    engine = SearchEngine(store, search, executor, llm,
-                          progress=lambda m: logging.getLogger("ideaforge").info(m))
-    try:
-        outcome = asyncio.run(engine.run())
-    except EngineBusy as exc:
-        raise _Exit(4, str(exc)) from None
-    if outcome.code == 0:
-        logging.getLogger("ideaforge").info("search %s: %s", search.name, outcome.message)
-    else:
-        from engine.store import ops
-
-        ended = "failed" if ops.find_search(store, search.id).status == "failed" else "stopped"
-        sys.stderr.write(f"ideaforge: search {search.name!r} {ended}: {outcome.message}\n")
-    return outcome.code
-
-
-class _Exit(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
-    from engine import environments
-    from engine.store import ops
-
-    env = environments.load(env_ref)
-    profile = env.profile(args.profile)
-    if args.epochs < 1 or args.ideas_per_epoch < 1:
-        raise UsageError("--epochs and --ideas-per-epoch must be at least 1")
-    if not 0 < args.advance_at <= 1:
-        raise UsageError("--advance-at must be in (0, 1], e.g. 0.3 to move on at 30 %")
-    if args.model == "catalog" and not (env.root / "catalog").is_dir():
-        raise UsageError(f"--model catalog needs {env.root}/catalog/; give an LLM with --model")
-    store = _store(args, create=True)
-    name = args.name or _next_name(store, env.name)
-    llm_cfg = {k: v for k, v in (("concurrency", getattr(args, "concurrency", None)),
-                                 ("max_retries", getattr(args, "llm_retries", None)),
-                                 ("timeout_s", getattr(args, "llm_timeout", None)),
-                                 ("backoff_base_s", getattr(args, "llm_backoff", None)))
-               if v is not None}
-    hosts = getattr(args, "hosts", None)
-    if hosts and not Path(hosts).is_file():
-        raise UsageError(f"--hosts {hosts}: no such file; copy hosts.toml.example and edit it")
-    if hosts:
-        from engine.executors.hosts import load as load_hosts
-
-        load_hosts(hosts)  # a bad file fails here, before anything is stored
-    config = {"cpu_slots": args.cpu_slots, "llm": llm_cfg,
-              "hosts": str(Path(hosts).resolve()) if hosts else None}
-    search = ops.create_search(
-        store, name=name, env_name=env.name, env_path=str(env.root), env_version=env.version(),
-        profile=profile.name, model=args.model, coder_model=args.coder_model,
-        api_base=args.api_base, epochs=args.epochs, ideas_per_epoch=args.ideas_per_epoch,
-        auto=args.auto, review_diffs=args.review_diffs, advance_at=args.advance_at,
-        max_cost_usd=args.max_cost, max_attempts=args.max_attempts,
-        metric_name=env.metric.name, goal=env.metric.goal,
-        baseline=env.baseline_for(profile.name), config_json=json.dumps(config))
-    return store, search
-
-
-def _next_name(store: Any, base: str) -> str:
-    from engine.store import ops
-
-    taken = {s.name for s in ops.list_searches(store)}
-    n = 1
-    while f"{base}-{n}" in taken:
-        n += 1
-    return f"{base}-{n}"
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    store, search = _create(args, args.env)
-    _log().info("workspace %s, search %r", store.workspace, search.name)
-    return _drive(store, search, args.cpu_slots)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    args.profile, args.model, args.coder_model, args.api_base = "smoke", "catalog", None, None
-    args.epochs, args.ideas_per_epoch, args.max_cost = 3, 6, None
-    args.advance_at, args.review_diffs, args.max_attempts = 1.0, False, 10
-    args.name = None
-    if not args.auto and not (sys.stdin.isatty() and sys.stdout.isatty()):
-        _log().info("no terminal for the console: running the demo with --auto")
-        args.auto = True
-    store, search = _create(args, "nanogpt")
-    if not args.auto:
-        # The engine runs as its own process; the console attaches to it through the
-        # database, and closing the console leaves the search running.
-        from console.app import run_console
-        from console.launch import start_engine
-
-        return run_console(store.workspace, search.name,
-                           attach_engine=lambda: start_engine(store.workspace, search.name))
-    started = time.monotonic()
-    code = _drive(store, search, args.cpu_slots)
-    _print_leaderboard(store, search.id)
-    _print_lineage_forest(store, search.id)
-    sys.stdout.write(f"\ndemo finished in {time.monotonic() - started:.0f} s; workspace "
-                     f"{store.workspace}\n")
-    return code
-
-
-def cmd_resume(args: argparse.Namespace) -> int:
-    from engine.store import ops
-
-    store = _store(args)
-    search = ops.find_search(store, args.search)
-    if search.status == "imported":
-        raise UsageError(f"search {search.name!r} was imported read-only; it cannot run")
-    if search.status == "finished":
-        sys.stdout.write(f"search {search.name!r} already finished\n")
-        return 0
-    # A stop request left unconsumed by the last engine must not stop this one at once.
-    for d in ops.pending_decisions(store, search.id):
-        if d.action == "stop":
-            ops.consume_decision(store, d.id, "superseded by resume")
-    return _drive(store, search, search.config.get("cpu_slots"))
-
-
-def cmd_stop(args: argparse.Namespace) -> int:
-    from engine.store import ops
-
-    store = _store(args)
-    search = ops.find_search(store, args.search)
-    ops.add_decision(store, search.id, "stop")
-    if args.cancel_jobs:
-        from console.cli_hosts import cancel_job
-
-        for job in ops.list_jobs(store, search.id, ("running", "launching")):
-            if job.job_dir:
-                cancel_job(store, job)
-    if not search.engine_pid:
-        ops.update_search(store, search.id, status="stopped", message="stopped by the researcher",
-                          event="stopped while no engine was running")
-    sys.stdout.write(f"stop requested for {search.name!r}\n")
-    return 0
-
-
 # ------------------------------------------------------------------------------ listings
 
 
@@ -256,7 +61,9 @@ def _status_dict(store: Any, s: Any, benched: list[Any] | None = None) -> dict[s
                     for j in jobs if j.started_at and j.gpus) / 3600
     return {"name": s.name, "id": s.id, "environment": s.env_name, "profile": s.profile,
             "model": s.model, "status": s.status, "phase": s.phase, "epoch": s.epoch,
-            "epochs": s.epochs, "best_score": best, "baseline": s.baseline,
+            "epochs": s.epochs, "auto": s.auto, "review_diffs": s.review_diffs,
+            "advance_at": s.advance_at, "max_cost_usd": s.max_cost_usd,
+            "best_score": best, "baseline": s.baseline,
             "metric": s.metric_name, "goal": s.goal,
             "cost_usd": round(ops.llm_cost(store, s.id), 6),
             "llm_calls": ops.llm_call_count(store, s.id), "gpu_hours": round(gpu_hours, 4),
@@ -295,8 +102,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(r["ideas"].items()))
         sys.stdout.write(
             f"{r['name']}: {r['status']} · epoch {r['epoch'] + 1}/{r['epochs']} · {r['phase']} · "
+            f"{'auto' if r['auto'] else 'at the gates'} · "
             f"best {r['metric']} {_fmt(r['best_score'])} (baseline {_fmt(r['baseline'])}) · "
-            f"${r['cost_usd']:.2f} · ideas: {counts or 'none'}"
+            f"${r['cost_usd']:.2f}"
+            + (f" of ${r['max_cost_usd']:.2f}" if r["max_cost_usd"] is not None else "")
+            + f" · ideas: {counts or 'none'}"
             + (f" · {r['message']}" if r["message"] else "") + "\n")
     return 0
 
@@ -393,38 +203,6 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     if descendants:
         sys.stdout.write(f"descendants: {', '.join(map(str, descendants))}\n")
     return 0
-
-
-def _print_leaderboard(store: Any, search_id: int, top: int = 10) -> None:
-    from engine.store import ops
-
-    s = ops.find_search(store, search_id)
-    ideas = [i for i in ops.list_ideas(store, search_id) if i.score is not None]
-    ideas.sort(key=lambda i: i.score if s.goal == "minimize" else -i.score)  # type: ignore[operator]
-    sys.stdout.write(f"\nLeaderboard — {s.name} ({s.metric_name}, {s.goal}; baseline "
-                     f"{_fmt(s.baseline)})\n")
-    for rank, i in enumerate(ideas[:top], 1):
-        delta = "" if s.baseline is None else f" ({i.score - s.baseline:+.4f})"  # type: ignore[operator]
-        sys.stdout.write(f"{rank:>3}. #{i.id:<4} {_fmt(i.score)}{delta}  ep{i.epoch} "
-                         f"{i.origin:<8} {i.title[:60]}\n")
-    failed = [i for i in ops.list_ideas(store, search_id) if i.status in
-              ("failed", "implement_failed")]
-    if failed:
-        sys.stdout.write(f"     {len(failed)} failed: " + ", ".join(
-            f"#{i.id} {(i.reason or '')[:40]}" for i in failed[:5]) + "\n")
-
-
-def _print_lineage_forest(store: Any, search_id: int) -> None:
-    from engine.store import ops
-
-    ideas = ops.list_ideas(store, search_id)
-    with_parents = [i for i in ideas if i.parents]
-    if not with_parents:
-        return
-    sys.stdout.write("\nLineage (child ← parents)\n")
-    for i in with_parents:
-        sys.stdout.write(f"  #{i.id} [{_fmt(i.score)}] ← " +
-                         ", ".join(f"#{p}" for p in i.parents) + f"  {i.title[:50]}\n")
 
 
 # ------------------------------------------------------------------------------ decisions
@@ -601,38 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--workspace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return sp
 
-    d = add("demo", cmd_demo, "3 epochs × 6 ideas of nanogpt smoke with the offline catalog")
-    d.add_argument("--auto", action="store_true", help="no review gates")
-    d.add_argument("--cpu-slots", type=int, default=None)
+    from console import cli_hosts, cli_run
 
-    r = add("run", cmd_run, "start a search on an environment (a shipped name or a folder)")
-    r.add_argument("env")
-    r.add_argument("--name")
-    r.add_argument("--model", default="catalog",
-                   help="ideator: a litellm model id, or 'catalog' (offline, no LLM)")
-    r.add_argument("--coder-model", help="implementer model (default: --model)")
-    r.add_argument("--api-base", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    r.add_argument("--profile", default="smoke")
-    r.add_argument("--epochs", type=int, default=3)
-    r.add_argument("--ideas-per-epoch", type=int, default=10)
-    r.add_argument("--auto", action="store_true", help="no review gates")
-    r.add_argument("--review-diffs", action="store_true", help="a second gate on diffs")
-    r.add_argument("--advance-at", type=float, default=1.0)
-    r.add_argument("--max-cost", type=float, help="model budget in USD")
-    r.add_argument("--max-attempts", type=int, default=10)
-    r.add_argument("--cpu-slots", type=int, default=None)
-    r.add_argument("--hosts", help="hosts.toml: run jobs on these GPU hosts over SSH "
-                   "(default: this machine)")
-    r.add_argument("--concurrency", type=int, help="model calls in flight at once (16)")
-    r.add_argument("--llm-retries", type=int, help="retries per model call (6)")
-    r.add_argument("--llm-timeout", type=float, help="seconds per model call (600)")
-    r.add_argument("--llm-backoff", type=float, help="first retry wait in seconds (1.0)")
-
-    x = add("resume", cmd_resume, "continue a stopped or interrupted search")
-    x.add_argument("search")
-    x = add("stop", cmd_stop, "stop a search (running jobs keep running unless --cancel-jobs)")
-    x.add_argument("search")
-    x.add_argument("--cancel-jobs", action="store_true")
+    cli_run.register(add)
     x = add("status", cmd_status, "searches and their progress")
     x.add_argument("search", nargs="?")
     x.add_argument("--json", action="store_true")
@@ -674,8 +423,6 @@ def build_parser() -> argparse.ArgumentParser:
             "read-only search")
     x.add_argument("directory")
     x.add_argument("--name")
-    from console import cli_hosts
-
     cli_hosts.register(sub)
     return p
 
@@ -699,12 +446,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     fn = getattr(args, "fn", cmd_console)
+    from console.cli_run import EngineExit
+
     try:
         return int(fn(args) or 0)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; continue with `ideaforge resume SEARCH`\n")
         return 130
-    except _Exit as exc:
+    except EngineExit as exc:
         sys.stderr.write(f"ideaforge: {exc}\n")
         return exc.code
     except UsageError as exc:
@@ -724,4 +473,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m console.cli` runs this file as `__main__`, a second copy beside the module
+    # `console.cli` that console.cli_run imports: delegating to that one keeps one class per
+    # error, so a UsageError raised in cli_run is caught (exit 2) like any other.
+    from console.cli import main as _main
+
+    sys.exit(_main())

@@ -49,13 +49,17 @@ TERMINAL = {"scored", "failed", "implement_failed", "rejected", "skipped", "supe
 class SearchEngine(JobsMixin):
     def __init__(self, store: Store, search: SearchView, executor: Executor,
                  llm: Any | None = None, *, poll_s: float = 0.5,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None,
+                 options: dict[str, Any] | None = None) -> None:
         self.store = store
         self.search_id = search.id
         self.executor = executor
         self.llm = llm
         self.poll_s = poll_s
         self.progress = progress or log.info
+        #: How the search goes on from here (`resume --auto` …): stored once this engine
+        #: holds the search, so an engine that is refused changes nothing.
+        self.options = dict(options or {})
         self.env: Environment = load_environment(search.env_path)
         self.profile = self.env.profile(search.profile)
         self.rng = random.Random(search.id * 7919 + search.epoch)
@@ -95,6 +99,21 @@ class SearchEngine(JobsMixin):
                           engine_host=socket.gethostname(), engine_heartbeat=time.time(),
                           status="running", message=None,
                           event=f"engine pid {os.getpid()} attached")
+        if self.options:
+            self._store_options()
+
+    def _store_options(self) -> None:
+        s = self.search
+        also: dict[str, Any] = {}
+        note = ""
+        if self.options.get("epochs", s.epochs) > s.epochs and s.phase in ("finishing", "done"):
+            # The run phase starts the next epoch once this one's share has reported.
+            also["phase"] = "run"
+            note = f"the search goes on with epoch {s.epoch + 2}"
+        changed = ops.change_search_options(self.store, self.search_id, self.options,
+                                            expect={"phase": s.phase}, note=note, **also)
+        if changed:
+            self.progress(changed)
 
     def release(self) -> None:
         ops.update_search(self.store, self.search_id, engine_pid=None, engine_heartbeat=None)

@@ -611,5 +611,43 @@ def release_held_jobs(store: Store, search_id: int, why: str) -> list[int]:
                    f"{', '.join(map(str, released))} queued again: {why}", search_id=search_id)
         return released
 
+
+#: The options a resume may change, as the event names them.
+SEARCH_OPTIONS = {"auto": "--auto", "review_diffs": "--review-diffs",
+                  "advance_at": "--advance-at", "max_cost_usd": "--max-cost",
+                  "epochs": "--epochs"}
+
+
+def change_search_options(store: Store, search_id: int, options: dict[str, Any],
+                          expect: dict[str, Any] | None = None, note: str = "",
+                          **also: Any) -> str | None:
+    """Store new values of a search's options (`SEARCH_OPTIONS`) and `also` (e.g. its phase)
+    in one transaction, with an event saying what changed. Returns that text; None when
+    nothing changed or `expect` no longer holds."""
+    unknown = set(options) - set(SEARCH_OPTIONS)
+    if unknown:
+        raise ValueError(f"not a search option: {', '.join(sorted(unknown))}")
+    with store.session() as s:
+        row = s.get(Search, search_id)
+        if row is None:
+            raise StoreError(f"no search {search_id} in {store.workspace}")
+        changed = {k: v for k, v in options.items() if getattr(row, k) != v}
+        if not changed:
+            return None
+        text = "options changed: " + ", ".join(
+            f"{SEARCH_OPTIONS[k]} {_shown(getattr(row, k))} → {_shown(v)}"
+            for k, v in changed.items()) + (f" ({note})" if note else "")
+        if not _cas(s, Search, search_id, expect or {}, {**changed, **also}):
+            return None
+        _event(s, "search", text, search_id=search_id)
+        return text
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "none" if value is None else str(value)
+
+
 def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True)

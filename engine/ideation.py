@@ -412,13 +412,15 @@ _JUNK_LINE = re.compile(
 )
 
 
-def parse_ideas(text: str) -> tuple[list[str], list[str]]:
+def parse_ideas(text: str, *, cut_off: bool = False) -> tuple[list[str], list[str]]:
     """Ideas found in a model's answer, and human-readable problems with what was skipped.
 
     Each idea comes back as "[Experiment] ...\\n[Code Changes] ...". Tolerated: code fences
     around everything or around each block, a missing [End] (the next [Experiment] or the end of
     the answer closes a block), prose before, between and after blocks, numbering and headings,
     markdown bold around the tags, any case, "[Code Change]". Exact duplicates are dropped.
+    `cut_off`: the answer stopped at the model's output limit, so a last block that no [End]
+    (or next [Experiment]) closes is a fragment, and is dropped with a problem saying so.
     """
     problems: list[str] = []
     text = text or ""
@@ -476,7 +478,11 @@ def parse_ideas(text: str) -> tuple[list[str], list[str]]:
                 current["closed"] = "yes"
             close(current)
             current = None
-    close(current)
+    if cut_off and current is not None:
+        problems.append(f"idea {current['number']} was cut off at the model's output limit; "
+                        "dropped")
+    else:
+        close(current)
 
     if stray_code:
         problems.append(f"{stray_code} [Code Changes] section(s) without an [Experiment] before "

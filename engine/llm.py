@@ -14,6 +14,8 @@ What this module guarantees:
 - before each attempt the `max_cost_usd` budget is checked: once spent, `BudgetExceeded` is raised
   and no new call starts (calls already in flight finish, so spending can pass the cap by at most
   `concurrency` calls);
+- an answer cut at the model's output limit comes back marked (`Answer.cut_off`), and its record
+  says so, so no caller mistakes half an answer for a whole one;
 - API keys are read by litellm from its usual environment variables and never pass through here:
   they are not stored, logged or put into an error message (messages are also scrubbed of any
   secret-looking environment value, in case a provider echoes a key back).
@@ -31,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,30 @@ class LlmConfig:
 
     def model_for(self, role: Role) -> str:
         return (self.coder_model or self.model) if role == "coder" else self.model
+
+
+#: what a `CallRecord` (and so the `llm_call` row) says about an answer cut at the output limit
+CUT_OFF = "answer cut off at the model's output limit (finish_reason 'length')"
+
+
+class Answer(str):
+    """The assistant's text, which also says why the model stopped.
+
+    A `str`, so callers that only want the text keep working; `finish_reason` is what the
+    provider reported ("stop", "length", "content_filter", ... or None when it said nothing).
+    """
+
+    finish_reason: str | None
+
+    def __new__(cls, text: str, finish_reason: str | None = None) -> Self:
+        answer = super().__new__(cls, text)
+        answer.finish_reason = finish_reason
+        return answer
+
+    @property
+    def cut_off(self) -> bool:
+        """The model hit its output limit: the text ends wherever the limit fell."""
+        return self.finish_reason == "length"
 
 
 class LlmError(Exception):
@@ -304,8 +330,13 @@ class LlmClient:
                 "calls; raise --max-cost or resume later"
             )
 
-    async def complete(self, role: Role, purpose: str, messages: list[dict[str, Any]]) -> str:
-        """The assistant's text for `messages`, after retries; raises an `LlmError`."""
+    async def complete(self, role: Role, purpose: str, messages: list[dict[str, Any]]) -> Answer:
+        """The assistant's text for `messages`, after retries; raises an `LlmError`.
+
+        An answer cut at the model's output limit is returned, not retried (asking again
+        unchanged would cut it again): its `cut_off` is true and its record's error says so,
+        and the caller decides what a partial answer is worth.
+        """
         if role not in ("ideator", "coder"):
             raise ValueError(f"role must be 'ideator' or 'coder', not {role!r}")
         model = self.config.model_for(role)
@@ -332,7 +363,7 @@ class LlmClient:
                     # provider path ignore it, so a call can never hang the search.
                     response = await asyncio.wait_for(lib.acompletion(**kwargs),
                                                       self.config.timeout_s + 30)
-                    text, prompt_tokens, completion_tokens = _read_response(response)
+                    text, finish, prompt_tokens, completion_tokens = _read_response(response)
                 except asyncio.CancelledError:
                     self._emit(role, purpose, model, None, None, None, t0, "cancelled", attempt,
                                started)
@@ -345,11 +376,15 @@ class LlmClient:
                     cost = self._cost(lib, model, response, prompt_tokens, completion_tokens)
                     if cost is not None:
                         self._spent += cost
+                    answer = Answer(text, finish)
                     self._emit(role, purpose, model, prompt_tokens, completion_tokens, cost, t0,
-                               None, attempt, started)
+                               CUT_OFF if answer.cut_off else None, attempt, started)
+                    if answer.cut_off:
+                        log.warning("%s call (%s) to %s: %s after %s tokens", role, purpose,
+                                    model, CUT_OFF, completion_tokens)
                     log.debug("%s call (%s) to %s took %.2f s", role, purpose, model,
                               time.monotonic() - t0)
-                    return text
+                    return answer
             if not failure.retryable:
                 raise self._fatal(model, failure)
             if attempt == attempts:
@@ -419,17 +454,20 @@ class LlmClient:
         ))
 
 
-def _read_response(response: Any) -> tuple[str, int | None, int | None]:
-    """The text and token counts of a litellm ModelResponse; garbage raises ValueError."""
+def _read_response(response: Any) -> tuple[str, str | None, int | None, int | None]:
+    """Text, finish reason and token counts of a litellm ModelResponse; garbage raises
+    ValueError."""
     try:
-        message = response.choices[0].message
+        choice = response.choices[0]
+        message = choice.message
     except (AttributeError, IndexError, TypeError):
         raise ValueError("malformed answer: no 'choices' in the response") from None
     text = getattr(message, "content", None) or ""
+    finish = getattr(choice, "finish_reason", None)
     usage = getattr(response, "usage", None)
     prompt_tokens = getattr(usage, "prompt_tokens", None)
     completion_tokens = getattr(usage, "completion_tokens", None)
-    return str(text), prompt_tokens, completion_tokens
+    return str(text), (str(finish) if finish else None), prompt_tokens, completion_tokens
 
 
 def _advice(failure: _Failure) -> str:

@@ -433,12 +433,26 @@ def _run(job: _Job, answer: str) -> PatchOutcome:
     return PatchOutcome(True, diff, None, tuple(job.repairs), tuple(changed), job.form)
 
 
+#: the refusal of an answer the model's output limit cut off (stored, and sent back as the hint)
+CUT_OFF_ERROR = (
+    "The patch was not applied: the answer was cut off at the model's output limit "
+    "(finish_reason 'length'), so the diff in it is incomplete. Send a shorter diff: only the "
+    "hunks that change something, each with 3 lines of context, only the files the idea needs, "
+    "and no explanation around it."
+)
+
+
 def prepare_patch(answer: str, env_dir: Path, protected: Sequence[str],
-                  protected_lines: Mapping[str, Sequence[str]]) -> PatchOutcome:
+                  protected_lines: Mapping[str, Sequence[str]], *,
+                  cut_off: bool = False) -> PatchOutcome:
     """Extract, repair, validate and test-apply the change in a model's `answer`.
 
-    Never raises for bad model input: the outcome's `error` says what to fix.
+    Never raises for bad model input: the outcome's `error` says what to fix. `cut_off` (the
+    model stopped at its output limit) refuses the answer whatever it holds: a diff cut at a
+    hunk boundary looks whole and would apply half of the idea.
     """
+    if cut_off:
+        return PatchOutcome(False, None, CUT_OFF_ERROR, (), (), _form_of(answer))
     job = _Job(Path(env_dir), protected, protected_lines)
     try:
         return _run(job, answer)
@@ -449,3 +463,10 @@ def prepare_patch(answer: str, env_dir: Path, protected: Sequence[str],
         return PatchOutcome(False, None, f"The patch could not be processed ({type(exc).__name__}"
                             f": {exc}); send the change again as a plain unified diff.",
                             tuple(job.repairs), (), job.form)
+
+
+def _form_of(answer: str) -> str:
+    try:
+        return extract(answer).form
+    except Rejected:
+        return "unified"

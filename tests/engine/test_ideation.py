@@ -275,3 +275,19 @@ def test_parse_missing_end_on_last_block_and_multiline() -> None:
     assert ideas == ["[Experiment] Two-line\nexperiment text.\n[Code Changes] step 1\nstep 2",
                      "[Experiment] last one\n[Code Changes] final change"]
     assert problems == []
+
+
+def test_parse_answer_cut_at_the_output_limit_drops_the_cut_block() -> None:
+    answer = ("[Experiment] Warm up longer.\n[Code Changes] warmup = 200.\n[End]\n\n"
+              "[Experiment] Use RoPE.\n[Code Changes] Replace the learned positions\n"
+              "[Experiment] Tie the embeddings.\n[Code Changes] Share wte and lm_head; rem")
+    whole, problems = parse_ideas(answer)
+    assert len(whole) == 3  # read as whole, the fragment passes for an idea
+
+    ideas, problems = parse_ideas(answer, cut_off=True)
+
+    assert [i.split("\n")[0] for i in ideas] == ["[Experiment] Warm up longer.",
+                                                 "[Experiment] Use RoPE."]
+    assert problems == ["idea 3 was cut off at the model's output limit; dropped"]
+    closed = answer.replace("; rem", ".\n[End]\nI hope th")
+    assert len(parse_ideas(closed, cut_off=True)[0]) == 3  # cut after its [End]: kept

@@ -298,3 +298,21 @@ async def test_nothing_is_printed_to_the_terminal(server: OpenAIServer,
         await client.complete("ideator", "seed", MESSAGES)
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+async def test_answer_cut_at_the_output_limit_is_marked_and_recorded(
+        server: OpenAIServer) -> None:
+    server.enqueue(Reply.cut("--- a/train.py\n+++ b/train.py\n@@ -1,3 +1,3 @@\n x = 1\n-y"),
+                   "a whole answer")
+    records: list[CallRecord] = []
+    client = client_for(server, records)
+
+    cut = await client.complete("coder", "implement", MESSAGES)
+    whole = await client.complete("coder", "implement", MESSAGES)
+
+    assert cut.endswith("-y") and cut.cut_off and cut.finish_reason == "length"
+    assert whole == "a whole answer" and not whole.cut_off and whole.finish_reason == "stop"
+    assert len(server.chat_requests) == 2  # a cut answer is handed back, not silently retried
+    assert "cut off at the model's output limit" in (records[0].error or "")
+    assert records[1].error is None
+    assert records[0].completion_tokens is not None  # its tokens were still paid for

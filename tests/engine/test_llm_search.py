@@ -6,7 +6,10 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import base_env, cli, start_cli, wait_for
 from tests.support.openai_server import OpenAIServer, Reply
@@ -135,3 +138,72 @@ def test_missing_key_names_the_variable(toy_env: Path, workspace: Path) -> None:
     proc = cli("run", str(toy_env), "--model", "openai/gpt-4o", workspace=workspace, env=env)
     assert proc.returncode == 1
     assert "OPENAI_API_KEY" in proc.stderr
+
+
+def _two_hunk_diff(train: str) -> str:
+    """BONUS_A = 1.0 and BONUS_C = 2.0: two hunks, so half of it is a different program."""
+    new = train.replace("BONUS_A = 0.0", "BONUS_A = 1.0").replace("BONUS_C = 0.0",
+                                                                  "BONUS_C = 2.0")
+    return "".join(difflib.unified_diff(train.splitlines(True), new.splitlines(True),
+                                        "a/train.py", "b/train.py"))
+
+
+def _cut(diff: str, where: str) -> str:
+    lines = diff.splitlines(True)
+    second = max(i for i, line in enumerate(lines) if line.startswith("@@"))
+    if where == "mid_hunk":  # unfenced, ends right after the second hunk's '-' line
+        end = next(i for i in range(second, len(lines)) if lines[i].startswith("-"))
+        return "".join(lines[:end + 1])
+    if where == "hunk_boundary":  # unfenced, the first hunk whole and nothing after it
+        return "".join(lines[:second])
+    return "Here is the change:\n```diff\n" + "".join(lines[:second])  # fence never closed
+
+
+@pytest.mark.parametrize("where", ["mid_hunk", "hunk_boundary", "open_fence"])
+def test_answer_cut_at_the_output_limit_is_never_applied(toy_env: Path, workspace: Path,
+                                                         where: str) -> None:
+    train = (toy_env / "train.py").read_text()
+    whole = _two_hunk_diff(train)
+    coder_prompts: list[str] = []
+
+    def model(req: dict) -> str | Reply:
+        prompt = req["messages"][-1]["content"]
+        if "# Idea to implement" not in prompt:
+            # two whole ideas and a third cut by the output limit
+            return Reply.cut(
+                "[Experiment] Raise BONUS_A to 1.0 and BONUS_C to 2.0.\n[Code Changes] In "
+                "train.py set BONUS_A = 1.0 and BONUS_C = 2.0.\n[End]\n\n"
+                "[Experiment] Raise BONUS_B to 0.5.\n[Code Changes] Set BONUS_B = 0.5.\n[End]\n"
+                "\n[Experiment] Lower SLEEP_S.\n[Code Changes] In train.py set SLE")
+        coder_prompts.append(prompt)
+        if "BONUS_B" in prompt.split("# Idea to implement", 1)[1]:
+            return _diff_for(train, "B", "0.5")
+        if len([p for p in coder_prompts if "BONUS_C" in p.split("# Idea to implement")[1]
+                ]) == 1:
+            return Reply.cut(_cut(whole, where))
+        return f"```diff\n{whole}```\n"
+
+    with OpenAIServer(responder=model) as srv:
+        proc = cli("run", str(toy_env), "--name", "t", "--model", "openai/test", "--api-base",
+                   srv.url, "--epochs", "1", "--ideas-per-epoch", "3", "--auto",
+                   "--llm-backoff", "0.01", workspace=workspace,
+                   env=base_env(OPENAI_API_KEY="sk-test"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [r for r in json.loads(cli("ideas", "t", "--json", workspace=workspace).stdout)
+            if r["origin"] != "baseline"]
+    # the cut third idea was dropped, the two whole ones kept
+    assert len(rows) == 2 and not any("SLEEP_S" in r["text"] for r in rows)
+    idea = next(r for r in rows if "BONUS_C" in r["text"])
+    assert idea["score"] == 2.0 and idea["attempts"] == 2  # the whole diff, not half of it
+    shown = json.loads(cli("show", str(idea["id"]), "--json", workspace=workspace).stdout)
+    first, second = shown["attempts"]
+    assert first["outcome"] == "failed"
+    assert "cut off at the model's output limit" in first["error"]
+    assert second["outcome"] == "ok"
+    retry = [p for p in coder_prompts if "BONUS_C" in p.split("# Idea to implement")[1]][1]
+    assert "cut off at the model's output limit" in retry and "shorter diff" in retry
+    with sqlite3.connect(workspace / "ideaforge.db") as db:
+        batch_errors = [e for (e,) in db.execute("select error from batch") if e]
+        call_errors = [e for (e,) in db.execute("select error from llm_call") if e]
+    assert any("idea 3 was cut off" in e for e in batch_errors)
+    assert sum("cut off at the model's output limit" in e for e in call_errors) == 2

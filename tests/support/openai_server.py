@@ -37,6 +37,9 @@ thread-safe when the client sends calls concurrently.
 
 - `Reply.text("...", delay_s=0, prompt_tokens=None, completion_tokens=None)` — a normal answer;
   token counts default to a whitespace word count of the prompt and the answer.
+- `Reply.text(..., finish_reason="length")` or its short form `Reply.cut("...")` — an answer
+  the model's output limit cut off (`finish_reason: "length"`), as a provider reports one that
+  ran into `max_tokens`; give it the partial text.
 - `Reply.error(status, retry_after=None, message=...)` — an OpenAI-style error body with that
   HTTP status (429, 500, 503, 401, 404, ...) and an optional `Retry-After` header (seconds).
 - `Reply.garbage(body=b"...")` — status 200 with a body that is not the expected JSON.
@@ -87,6 +90,13 @@ class Reply:
              completion_tokens: int | None = None, finish_reason: str = "stop") -> Reply:
         return cls(content=content, delay_s=delay_s, prompt_tokens=prompt_tokens,
                    completion_tokens=completion_tokens, finish_reason=finish_reason)
+
+    @classmethod
+    def cut(cls, partial: str, *, delay_s: float = 0.0, prompt_tokens: int | None = None,
+            completion_tokens: int | None = None) -> Reply:
+        """An answer cut off at the output limit: `partial` with finish_reason "length"."""
+        return cls.text(partial, delay_s=delay_s, prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens, finish_reason="length")
 
     @classmethod
     def error(cls, status: int, *, retry_after: float | None = None, message: str | None = None,

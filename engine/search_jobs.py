@@ -66,6 +66,11 @@ class JobsMixin:
         by_host: dict[str, list[JobView]] = {name: [] for name in views}
         for job in ops.list_jobs(self.store, self.search_id, hq.ACTIVE):
             by_host.setdefault(job.host, []).append(job)
+        # Jobs of searches that no engine drives (stopped, killed) still hold GPUs and slots
+        # here: watched too, so they are settled from their attempt directories when they end.
+        for job in hq.orphan_jobs(self.store, fleet.name, self.search_id):
+            if job.host in views:
+                by_host[job.host].append(job)
         for host, jobs in by_host.items():
             items = [WatchItem(j.id, j.job_dir, j.metrics_offset, j.log_offset)
                      for j in jobs if j.state == "running" and j.job_dir]
@@ -176,7 +181,8 @@ class JobsMixin:
                              "passed")
             return
         if job.state == "launching":
-            self._launch(job)
+            if job.search_id == self.search_id:
+                self._launch(job)  # another search's launch is finished by its own engine
             return
         if report is None:
             return
@@ -248,7 +254,10 @@ class JobsMixin:
     def _finish(self, job: JobView, status: JobStatus, tail: str) -> None:
         points = [{"name": m.name, "value": m.value}
                   for m in ops.job_metrics(self.store, job.id)]
-        verdict = judge(self.env.metric, status, points, self.profile.timeout)
+        env = self.env if job.search_id == self.search_id else self._env_of(job)
+        if env is None:
+            return  # its environment is gone: its own engine (on resume) will say so
+        verdict = judge(env.metric, status, points, self._limit_of(job))
         reason = verdict.reason
         code = status.exit_code
         if reason and code is not None and code < 0 and verdict.job_state == "failed":
@@ -257,6 +266,8 @@ class JobsMixin:
                                                 if -code == signal.SIGKILL else ")")
         idea = ops.get_idea(self.store, job.idea_id)
         where = f" on {job.host}" if job.host != "local" else ""
+        if job.search_id != self.search_id:
+            where += f" (search {job.search_id}, which no engine drives)"
         if not ops.finish_job(self.store, job.id, state=verdict.job_state, exit_code=code,
                               reason=reason, log_tail=tail, idea_status=verdict.idea_status,
                               score=verdict.score, quarantine=verdict.quarantine,
@@ -267,7 +278,7 @@ class JobsMixin:
         if job.host != "local":
             hq.record_host_success(self.store, job.host)
         if idea.origin == "baseline" and verdict.score is not None:
-            ops.update_search(self.store, self.search_id, baseline=verdict.score,
+            ops.update_search(self.store, job.search_id, baseline=verdict.score,
                               event=f"baseline measured: {self.env.metric.name} "
                               f"{verdict.score:.4g}")
         self.progress(f"job {job.id} done{where}: idea {idea.id} — {verdict.summary}")
@@ -301,15 +312,22 @@ class JobsMixin:
         """A job's time limit: its profile's timeout (other searches' jobs included)."""
         if job.search_id == self.search_id:
             return self.profile.timeout
-        cache: dict[tuple[int, str], float] = self.__dict__.setdefault("_limits", {})
-        key = (job.search_id, job.profile)
-        if key not in cache:
+        env = self._env_of(job, env_path)
+        try:
+            return env.profile(job.profile).timeout if env else self.profile.timeout
+        except (RuntimeError, ValueError, KeyError):  # a profile that is gone
+            return self.profile.timeout
+
+    def _env_of(self, job: JobView, env_path: str | None = None) -> Environment | None:
+        """The environment another search's job runs (loaded once); None if it is broken."""
+        cache: dict[int, Environment | None] = self.__dict__.setdefault("_envs", {})
+        if job.search_id not in cache:
             try:
                 path = env_path or ops.find_search(self.store, job.search_id).env_path
-                cache[key] = load_environment(path).profile(job.profile).timeout
+                cache[job.search_id] = load_environment(path)
             except (RuntimeError, ValueError, OSError):  # StoreError, a broken env
-                cache[key] = self.profile.timeout
-        return cache[key]
+                cache[job.search_id] = None
+        return cache[job.search_id]
 
 
 def _gpu_list(text: str) -> tuple[int, ...]:

@@ -566,7 +566,7 @@ def act_cancel(req):
 
 def _environ_has(pid, entry):
     try:
-        with open("/proc/%d/environ" % pid, "rb") as fh:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
             return entry in fh.read().split(b"\0")
     except OSError:
         return False

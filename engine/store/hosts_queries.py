@@ -154,6 +154,22 @@ def queued_jobs(store: Store, executor: str, own_search: int, live_within_s: flo
                 for job, env_path in s.exec(q).all()]
 
 
+def orphan_jobs(store: Store, executor: str, own_search: int, live_within_s: float = 30.0
+                ) -> list[JobView]:
+    """Active jobs on this executor of searches that no engine drives now (stopped, or their
+    engine was killed): they hold GPUs and slots until someone reads how they ended."""
+    cutoff = time.time() - live_within_s
+    with store.session(write=False) as s:
+        q = (select(Job).join(Search, Search.id == Job.search_id)  # type: ignore[arg-type]
+             .where(Job.executor == executor, col(Job.state).in_(ACTIVE),
+                    Job.search_id != own_search)
+             .where(col(Search.engine_pid).is_(None)
+                    | col(Search.engine_heartbeat).is_(None)
+                    | (col(Search.engine_heartbeat) < cutoff))
+             .order_by(Job.id))
+        return [JobView.of(r) for r in s.exec(q).all()]
+
+
 def claim_placement(store: Store, job_id: int, host: str, gpus: Sequence[int], job_dir: str
                     ) -> bool:
     """Lease the GPUs and move the job queued → launching on `host`, all or nothing."""

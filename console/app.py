@@ -33,6 +33,7 @@ from textual.screen import Screen
 from textual.worker import Worker
 
 from console import commands, config
+from engine.store.first_frame import DB_NAME
 
 if TYPE_CHECKING:
     from console.screens.idea_detail import IdeaDetailScreen
@@ -87,7 +88,7 @@ class IdeaforgeApp(App[int]):
     def __init__(self, workspace: str | Path, search: str | int | None = None,
                  attach_engine: Callable[[], object] | None = None, *,
                  poll_s: float = 1.0, keys: dict[str, str] | None = None,
-                 config_problems: tuple[str, ...] = ()) -> None:
+                 config_problems: tuple[str, ...] = (), open_latest: bool = False) -> None:
         super().__init__()
         self.workspace = Path(workspace).expanduser().resolve()
         home = str(Path.home())
@@ -99,6 +100,9 @@ class IdeaforgeApp(App[int]):
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._initial_search = search
+        #: With no search named, open the most recent one's board (the searches list when
+        #: the workspace has none); otherwise the searches list.
+        self._open_latest = open_latest
         self._keys = keys
         self._config_problems = config_problems
         self._last_error: tuple[str, float] = ("", 0.0)
@@ -132,6 +136,9 @@ class IdeaforgeApp(App[int]):
         if self._initial_search is not None:
             self.search_ref = self._initial_search
             self.switch_mode("ideas")
+        elif self._open_latest and (self.workspace / DB_NAME).is_file():
+            self.run_worker(self._find_latest, thread=True, exit_on_error=False,
+                            name="find the latest search")
         else:
             self.switch_mode("searches")
         if self.attach_engine is not None:
@@ -141,6 +148,23 @@ class IdeaforgeApp(App[int]):
         # an import holds the interpreter, and the first frame comes first).
         self.set_timer(1.5, lambda: self.run_worker(_warm_imports, thread=True,
                                                     exit_on_error=False, name="warm up"))
+
+    def _find_latest(self) -> None:
+        from engine.store import ops
+
+        latest = None
+        try:
+            latest = ops.latest_search(self.store())
+        finally:  # whatever happened, the researcher gets a screen
+            self.call_from_thread(self._show_latest, latest.id if latest else None)
+
+    def _show_latest(self, search_id: int | None) -> None:
+        if self.current_mode != self.DEFAULT_MODE:
+            return  # the researcher has already picked a mode (a number key)
+        if search_id is None:
+            self.switch_mode("searches")
+        else:
+            self.open_search(search_id)
 
     def _attach(self) -> None:
         assert self.attach_engine is not None
@@ -343,6 +367,13 @@ def _warm_imports() -> None:
     import console.screens.idea_detail  # noqa: F401
 
 
+def console_app(workspace: Path, search: str | None = None,
+                attach_engine: Callable[[], object] | None = None) -> IdeaforgeApp:
+    """The app `ideaforge console [SEARCH]` runs: on SEARCH's board, or with none named on
+    the most recent search's board (the searches list in a workspace with none)."""
+    return IdeaforgeApp(workspace, search, attach_engine, open_latest=search is None)
+
+
 def run_console(workspace: Path, search: str | None = None,
                 attach_engine: Callable[[], object] | None = None) -> int:
     """Open the console on a workspace (and a search). Returns the exit code (0).
@@ -350,7 +381,7 @@ def run_console(workspace: Path, search: str | None = None,
     `attach_engine` is called once the console is up (in a worker thread); when it returns a
     `subprocess.Popen` (see `console.launch.start_engine`), the console says when it ends.
     """
-    app = IdeaforgeApp(workspace, search, attach_engine)
+    app = console_app(workspace, search, attach_engine)
     with _logs_off_the_terminal(Path(workspace)):
         result = app.run()
     return int(result or 0)

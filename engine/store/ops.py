@@ -21,7 +21,6 @@ from engine.store.models import (
     Decision,
     Event,
     GpuLease,
-    GpuLeaseLog,
     Idea,
     IdeaParent,
     Job,
@@ -441,7 +440,8 @@ def finish_job(store: Store, job_id: int, *, state: str, exit_code: int | None,
                                    {"state": state, "exit_code": exit_code, "reason": reason,
                                     "log_tail": log_tail, "finished_at": now()}):
             return False
-        give_back_leases(s, job_id, state)
+        for lease in s.exec(select(GpuLease).where(GpuLease.job_id == job_id)).all():
+            s.delete(lease)
         _cas(s, Idea, job.idea_id, {"status": {"queued", "running"}},
              {"status": idea_status, "score": score, "quarantine": quarantine,
               "reason": idea_reason})
@@ -470,15 +470,8 @@ def leased_gpus(store: Store, host: str) -> dict[int, int]:
 
 def release_gpus(store: Store, job_id: int) -> None:
     with store.session() as s:
-        give_back_leases(s, job_id, "released")
-
-
-def give_back_leases(s: Session, job_id: int, why: str) -> None:
-    """Free a job's GPUs inside the caller's transaction, keeping each lease in the log."""
-    for lease in s.exec(select(GpuLease).where(GpuLease.job_id == job_id)).all():
-        s.add(GpuLeaseLog(host=lease.host, gpu=lease.gpu, job_id=job_id,
-                          taken_at=lease.taken_at, why=why))
-        s.delete(lease)
+        for lease in s.exec(select(GpuLease).where(GpuLease.job_id == job_id)).all():
+            s.delete(lease)
 
 
 def ingest_metrics(store: Store, job_id: int, old_offset: int, new_offset: int,
@@ -662,6 +655,7 @@ def latest_search(store: Store) -> SearchView | None:
         row = s.exec(select(Search).order_by(col(Search.updated_at).desc(),
                                              col(Search.id).desc())).first()
         return SearchView.of(row) if row is not None else None
+
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True)

@@ -169,8 +169,8 @@ class JobsMixin:
             elif down and now > self._surely_over(job):
                 # `down` needs this engine to have seen the host silent: a restarted engine
                 # whose worker has not connected yet must not give up a job that is fine.
-                self._retry(job, f"unreachable: host {job.host} stopped answering and the "
-                            "job's time limit has passed")
+                self._retry(job, f"unreachable (no exit code): host {job.host} stopped "
+                            "answering and the job's time limit has passed")
             return
         if down:
             since = view.down_since if view is not None and view.down_since else now

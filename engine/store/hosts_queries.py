@@ -20,6 +20,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from engine.store.db import Store
 from engine.store.models import Event, GpuLease, Idea, Job, Search, now
+from engine.store.ops import give_back_leases
 from engine.store.views import JobView, View
 
 ACTIVE = ("launching", "running", "unreachable")
@@ -236,8 +237,7 @@ def retry_job(store: Store, job_id: int, *, reason: str, log_tail: str, max_atte
                                    finished_at=now()))
         if result.rowcount != 1:
             return None
-        for lease in s.exec(select(GpuLease).where(GpuLease.job_id == job_id)).all():
-            s.delete(lease)
+        give_back_leases(s, job_id, "retried" if job.attempt < max_attempts else "failed")
         if job.attempt >= max_attempts:
             s.execute(update(Idea)
                       .where(Idea.id == job.idea_id, col(Idea.status).in_(["queued", "running"]))

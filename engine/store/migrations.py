@@ -9,6 +9,7 @@ History:
 2. `search.review_diffs`, `idea.quarantine`, `job.log_offset` and the `gpu_lease` table
    (GPU scheduling and the diff gate).
 3. index `ix_idea_search_epoch_id` (the console pages one epoch of 100k ideas).
+4. the `gpu_lease_log` table (leases given back, with their times; created by create_all).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
-CURRENT = 3
+CURRENT = 4
 
 
 def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
@@ -42,7 +43,11 @@ def _to_3(conn: Connection) -> None:
                          "ON idea (search_id, epoch, id)")
 
 
-STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3}
+def _to_4(conn: Connection) -> None:
+    """Nothing to change in place: the new `gpu_lease_log` table is made by create_all()."""
+
+
+STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4}
 
 
 def upgrade(engine: Engine, found: int) -> None:

@@ -144,6 +144,20 @@ class GpuLease(SQLModel, table=True):
     taken_at: float = Field(default_factory=now)
 
 
+class GpuLeaseLog(SQLModel, table=True):
+    """A lease that was given back: who held which GPU, from when until when, and why it
+    ended, so a double booking can be audited after the fact."""
+
+    __tablename__ = "gpu_lease_log"
+    id: int | None = Field(default=None, primary_key=True)
+    host: str = Field(index=True)
+    gpu: int
+    job_id: int = Field(foreign_key="job.id", index=True)
+    taken_at: float
+    released_at: float = Field(default_factory=now)
+    why: str  # the job's final state: finished | failed | cancelled | retried | released
+
+
 class MetricPoint(SQLModel, table=True):
     __tablename__ = "metric"
     id: int | None = Field(default=None, primary_key=True)

@@ -21,6 +21,7 @@ from engine.store.models import (
     Decision,
     Event,
     GpuLease,
+    GpuLeaseLog,
     Idea,
     IdeaParent,
     Job,
@@ -440,8 +441,7 @@ def finish_job(store: Store, job_id: int, *, state: str, exit_code: int | None,
                                    {"state": state, "exit_code": exit_code, "reason": reason,
                                     "log_tail": log_tail, "finished_at": now()}):
             return False
-        for lease in s.exec(select(GpuLease).where(GpuLease.job_id == job_id)).all():
-            s.delete(lease)
+        give_back_leases(s, job_id, state)
         _cas(s, Idea, job.idea_id, {"status": {"queued", "running"}},
              {"status": idea_status, "score": score, "quarantine": quarantine,
               "reason": idea_reason})
@@ -470,8 +470,15 @@ def leased_gpus(store: Store, host: str) -> dict[int, int]:
 
 def release_gpus(store: Store, job_id: int) -> None:
     with store.session() as s:
-        for lease in s.exec(select(GpuLease).where(GpuLease.job_id == job_id)).all():
-            s.delete(lease)
+        give_back_leases(s, job_id, "released")
+
+
+def give_back_leases(s: Session, job_id: int, why: str) -> None:
+    """Free a job's GPUs inside the caller's transaction, keeping each lease in the log."""
+    for lease in s.exec(select(GpuLease).where(GpuLease.job_id == job_id)).all():
+        s.add(GpuLeaseLog(host=lease.host, gpu=lease.gpu, job_id=job_id,
+                          taken_at=lease.taken_at, why=why))
+        s.delete(lease)
 
 
 def ingest_metrics(store: Store, job_id: int, old_offset: int, new_offset: int,

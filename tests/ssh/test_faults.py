@@ -3,6 +3,7 @@ runner killed on its host while its job runs. Real sshd on 127.0.0.1, the real C
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -84,6 +85,14 @@ def test_a_killed_runner_s_processes_die_before_its_gpu_is_given_again_and_the_i
     assert subprocess.run(["pgrep", "-s", str(info["pgid"])], capture_output=True,
                           check=False).returncode == 1
     assert not db_rows(ws, "SELECT * FROM gpu_lease")
+    # Every lease given back is kept, with its times: the lost job's ended when it was retried,
+    # and no two leases of GPU 0 overlapped.
+    log = db_rows(ws, "SELECT job_id, gpu, taken_at, released_at, why FROM gpu_lease_log "
+                  "ORDER BY taken_at")
+    assert {r[0] for r in log} == {r["id"] for r in rows}
+    assert (victim["id"], 0) in {(r[0], r[1]) for r in log if r[4] == "retried"}
+    for before, after in itertools.pairwise(log):
+        assert before[3] <= after[2], "two jobs held GPU 0 at once"
 
 
 def test_a_workspace_re_created_at_the_same_path_never_adopts_the_old_one_s_jobs(

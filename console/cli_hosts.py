@@ -317,8 +317,7 @@ def cancel_job(store: Any, job: Any) -> str:
         return _cancel_remote(store, job)
     from engine.executors.local import LocalExecutor
 
-    LocalExecutor(store.workspace).cancel(job.job_dir)
-    return "requested"
+    return LocalExecutor(store.workspace).cancel(job.job_dir)
 
 
 def _cancel_remote(store: Any, job: Any) -> str:

@@ -245,13 +245,24 @@ def cmd_stop(args: argparse.Namespace) -> int:
     store = _store(args)
     search = ops.find_search(store, args.search)
     ops.add_decision(store, search.id, "stop")
+    from engine.search import engine_alive
+
+    driven = engine_alive(store.workspace, search.id)
     if args.cancel_jobs:
         from console.cli_hosts import cancel_job
 
-        for job in ops.list_jobs(store, search.id, ("running", "launching")):
-            if job.job_dir:
-                cancel_job(store, job)
-    if not search.engine_pid:
+        for job in ops.list_jobs(store, search.id, ("running", "launching", "unreachable")):
+            if not job.job_dir:
+                continue
+            said = cancel_job(store, job)
+            if not driven and said in ("requested", "killed_orphans"):
+                # No engine will read its end: record it now, so it holds no GPU or slot.
+                ops.finish_job(store, job.id, state="cancelled", exit_code=None,
+                               reason="cancelled", log_tail=job.log_tail, idea_status="failed",
+                               score=None, quarantine=None, idea_reason="cancelled",
+                               message=f"job {job.id} cancelled while no engine drove "
+                               f"{search.name!r}")
+    if not driven:
         ops.update_search(store, search.id, status="stopped", message="stopped by the researcher",
                           event="stopped while no engine was running")
     sys.stdout.write(f"stop requested for {search.name!r}\n")

@@ -575,3 +575,20 @@ class SearchEngine(JobsMixin):
 
 def workspace_path(arg: str | None) -> Path:
     return Path(arg or os.environ.get("IDEAFORGE_WORKSPACE") or ".ideaforge").expanduser()
+
+
+def engine_alive(workspace: Path, search_id: int) -> bool:
+    """Whether an engine on this machine drives the search now: it holds the search's lock
+    (see `SearchEngine.acquire`), which the kernel drops when that process dies, however."""
+    path = Path(workspace) / "locks" / f"search-{search_id}.lock"
+    try:
+        fh = open(path)  # noqa: SIM115 - closed below, after the probe
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        fh.close()
+    return False

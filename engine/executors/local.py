@@ -166,9 +166,10 @@ class LocalExecutor:
                 tail = fh.read().decode("utf-8", "replace")
         return Output(points, new_offset, tail, bad)
 
-    def cancel(self, job_dir: str) -> None:
-        """The runner stops the job; if the runner is gone, what the job left is killed here."""
-        hostagent.act_cancel({"dir": job_dir})
+    def cancel(self, job_dir: str) -> str:
+        """The runner stops the job; if the runner is gone, what the job left is killed here.
+        What happened: requested | killed_orphans | finished (already) | missing."""
+        return str(hostagent.act_cancel({"dir": job_dir})["result"])
 
     def _path(self) -> str:
         return os.pathsep.join([str(Path(self.python).parent), os.environ.get("PATH", "")])

@@ -50,3 +50,25 @@ def test_a_stopped_search_s_cancelled_job_frees_its_slot_for_the_next_search(
     assert not [s for s, _ in a_jobs if s in ("launching", "running")]
     status = cli("status", "A", "--json", workspace=ws)
     assert '"running"' not in status.stdout.split('"jobs"', 1)[1].split("}", 1)[0]
+
+
+def test_stop_cancel_jobs_without_an_engine_records_the_jobs_cancelled(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    a = run(ws, "A", "120")
+    try:
+        wait_for(lambda: (ws / "ideaforge.db").exists()
+                 and any(state == "running" for _, _, state, _ in job_rows(ws)), 60,
+                 "search A's first job to run", proc=a)
+    finally:
+        a.kill()  # the engine dies; its job runs on
+        a.wait()
+    stop = cli("stop", "A", "--cancel-jobs", workspace=ws)
+    assert stop.returncode == 0, stop.stderr
+    states = [(state, reason) for _, _, state, reason in job_rows(ws)]
+    assert ("cancelled", "cancelled") in states and "running" not in [s for s, _ in states]
+    con = sqlite3.connect(ws / "ideaforge.db")
+    try:
+        assert con.execute("SELECT count(*) FROM gpu_lease").fetchone() == (0,)
+        assert con.execute("SELECT status FROM search").fetchone() == ("stopped",)
+    finally:
+        con.close()

@@ -79,9 +79,11 @@ def test_console_in_tmux_navigates_and_quits_cleanly(tmux: Tmux, tmp_path: Path,
     ws = tmp_path / "ws"
     build(ws).store.close()
     tmux.start(f"{program} --workspace {shlex.quote(str(ws))}")
+    tmux.wait_for("imported read-only")  # the board of the most recent search
+    tmux.keys("0")
     tmux.wait_for("toy-1")  # the searches
     tmux.wait_for("legacy-grpo")
-    tmux.keys("Enter")
+    tmux.keys("Home", "Enter")
     tmux.wait_for("Halve bonus B")  # the board of toy-1
     tmux.wait_for("3 ideas wait for a decision")
     tmux.keys("2")

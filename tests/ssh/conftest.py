@@ -265,6 +265,18 @@ timeout = 3
 command = "sleep 600 & python train.py"
 gpus = 1
 timeout = 60
+
+[profiles.group_known]
+command = "sleep 600 & python train.py"
+gpus = 1
+timeout = 60
+baseline = 5.0
+
+[profiles.short_known]
+command = "python train.py"
+gpus = 1
+timeout = 3
+baseline = 5.0
 '''
 
 

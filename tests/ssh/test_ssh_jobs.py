@@ -183,7 +183,8 @@ def test_remote_kill_fails_with_exit_code_and_cancel_kills_the_group(
     lab.host("a", 4)
     hosts = lab.hosts_toml(sleep=60)
     ws = tmp_path / "ws"
-    engine = run(lab, gpu_toy, ws, hosts, "t", "group", 1)
+    # Known baseline: a killed or cancelled baseline job would stop the search (issue 11).
+    engine = run(lab, gpu_toy, ws, hosts, "t", "group_known", 2)
     wait_for(lambda: sum(r["state"] == "running" for r in jobs(ws)) == 2
              and all((remote_dir(lab, r) / "pid").exists() for r in jobs(ws)), 60,
              "2 running jobs")
@@ -213,7 +214,7 @@ def test_time_limit_holds_on_the_host_while_the_engine_is_down(
     lab.host("a", 4)
     hosts = lab.hosts_toml(sleep=60, scheduling="kill_grace_s = 1")
     ws = tmp_path / "ws"
-    engine = run(lab, gpu_toy, ws, hosts, "t", "short", 1)
+    engine = run(lab, gpu_toy, ws, hosts, "t", "short_known", 2)  # no baseline job
     wait_for(lambda: sum(r["state"] == "running" for r in jobs(ws)) == 2, 60, "2 running jobs")
     kill(engine)
     wait_for(lambda: all((remote_dir(lab, r) / "exit").exists() for r in jobs(ws)), 20,

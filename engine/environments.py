@@ -105,7 +105,7 @@ class Environment:
     def files(self) -> list[str]:
         """Every file of the environment folder (caches, data, .git left out), as sorted
         relative POSIX paths, held-back ones included; `shipped_files` splits them."""
-        return _walk_files(self.root)
+        return walk_files(self.root)
 
     def shipped_files(self) -> tuple[list[str], list[str]]:
         """(files that go to hosts and job copies, files held back as credential-like)."""
@@ -162,7 +162,9 @@ class Environment:
             ) from None
 
 
-def _walk_files(root: Path) -> list[str]:
+def walk_files(root: Path) -> list[str]:
+    """Every file under `root` as sorted relative POSIX paths, caches and .git left out
+    (symlinks included, symlinked folders not entered)."""
     out: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_NAMES)
@@ -216,7 +218,7 @@ def held_back_files(root: str | os.PathLike[str]) -> list[str]:
         ship = _ship_patterns(raw.get("ship", []), lambda problem: ValueError(problem))
     except (OSError, ValueError):
         pass  # not (yet) a valid environment: hold back by the default rule alone
-    return split_shipped(_walk_files(root), ship)[1]
+    return split_shipped(walk_files(root), ship)[1]
 
 
 def _ship_patterns(value: Any, fail: Any) -> tuple[str, ...]:

@@ -9,12 +9,11 @@ exactly one environment file's path.
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.environments import IGNORED_NAMES, IGNORED_SUFFIXES
+from engine.environments import IGNORED_NAMES, IGNORED_SUFFIXES, walk_files
 
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\"\\]")
@@ -23,18 +22,6 @@ ALWAYS_PROTECTED = ("environment.toml",)
 
 class PathProblem(Exception):
     """A path that cannot be patched; the message is written for the model."""
-
-
-def walk_files(root: Path) -> list[str]:
-    """Every file of the environment (symlinks included, symlinked folders not entered)."""
-    out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_NAMES)
-        for name in filenames:
-            if name in IGNORED_NAMES or name.endswith(IGNORED_SUFFIXES):
-                continue
-            out.append(Path(dirpath, name).relative_to(root).as_posix())
-    return sorted(out)
 
 
 def is_protected(rel: str, patterns: Sequence[str]) -> bool:

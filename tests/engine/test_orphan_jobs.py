@@ -26,14 +26,24 @@ def run(ws: Path, name: str, sleep: str) -> subprocess.Popen[str]:
                      workspace=ws, env=base_env(TOY_SLEEP_S=sleep))
 
 
-def test_a_stopped_search_s_cancelled_job_frees_its_slot_for_the_next_search(
-        tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
+def start_a(ws: Path) -> subprocess.Popen[str]:
+    """Search A, once its first job (a long one) runs on the one CPU slot."""
     a = run(ws, "A", "120")
     try:
         wait_for(lambda: (ws / "ideaforge.db").exists()
                  and any(state == "running" for _, _, state, _ in job_rows(ws)), 60,
                  "search A's first job to run", proc=a)
+    except BaseException:
+        a.kill()
+        raise
+    return a
+
+
+def test_a_stopped_search_s_cancelled_job_frees_its_slot_for_the_next_search(
+        tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    a = start_a(ws)
+    try:
         stop = cli("stop", "A", "--cancel-jobs", workspace=ws)
         assert stop.returncode == 0, stop.stderr
         out, _ = a.communicate(timeout=60)
@@ -54,14 +64,9 @@ def test_a_stopped_search_s_cancelled_job_frees_its_slot_for_the_next_search(
 
 def test_stop_cancel_jobs_without_an_engine_records_the_jobs_cancelled(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    a = run(ws, "A", "120")
-    try:
-        wait_for(lambda: (ws / "ideaforge.db").exists()
-                 and any(state == "running" for _, _, state, _ in job_rows(ws)), 60,
-                 "search A's first job to run", proc=a)
-    finally:
-        a.kill()  # the engine dies; its job runs on
-        a.wait()
+    a = start_a(ws)
+    a.kill()  # the engine dies; its job runs on
+    a.wait()
     stop = cli("stop", "A", "--cancel-jobs", workspace=ws)
     assert stop.returncode == 0, stop.stderr
     states = [(state, reason) for _, _, state, reason in job_rows(ws)]

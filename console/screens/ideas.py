@@ -61,8 +61,9 @@ class IdeasScreen(ConsoleScreen):
 
     class Refreshed(Message):
         def __init__(self, summary: SearchSummary | None, events: list[EventView],
-                     marker: tuple[int, int, int]) -> None:
+                     marker: tuple[int, int, int], search_id: int) -> None:
             super().__init__()
+            self.search_id = search_id
             self.summary = summary
             self.events = events
             self.marker = marker
@@ -106,6 +107,9 @@ class IdeasScreen(ConsoleScreen):
         self.set_interval(PREFETCH_REST_S, self._prefetch_tick)
 
     def _search_changed(self) -> None:
+        # Until the new search's summary arrives, a poll still under way for the old one
+        # must not put its header (and its id, for the next polls) back.
+        self.search = None
         self.epoch, self.filter, self.filter_text = None, filtering.Filter(), ""
         self.board.clear_marks()
         self.query_one(EventFeed).reset()
@@ -216,13 +220,16 @@ class IdeasScreen(ConsoleScreen):
         store = self.console.store()
         now = cq.change_marker(store, search_id)
         if now == marker:
-            self.post_message(self.Refreshed(None, [], now))
+            self.post_message(self.Refreshed(None, [], now, search_id))
             return
         summaries = cq.search_summaries(store, search_id, now=fmt.clock())
         events = cq.recent_events(store, search_id, last_event, 100)
-        self.post_message(self.Refreshed(summaries[0] if summaries else None, events, now))
+        self.post_message(self.Refreshed(summaries[0] if summaries else None, events, now,
+                                         search_id))
 
     def on_ideas_screen_refreshed(self, message: Refreshed) -> None:
+        if self.search is None or message.search_id != self.search.id:
+            return  # a poll of the search shown before another was opened: stale
         changed = message.marker != self._marker
         self._marker = message.marker
         if message.summary is not None:

@@ -85,7 +85,7 @@ def part_search(root: Path) -> dict[str, Any]:
     remote = fleets[0].workers["a"].remote
     stats = remote.stats
     launches = stats["launch"]
-    agent_bytes = len(ssh_mod.AGENT_SRC) + len(ssh_mod.RUNNER_SRC)
+    agent_bytes = sum(len(data) for data in ssh_mod.HOST_FILES.values())
     lab.close()
     return {
         "jobs": len(latencies),

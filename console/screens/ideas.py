@@ -13,13 +13,13 @@ from textual.message import Message
 from textual.widgets import Input
 from textual.worker import Worker
 
-from engine.store import first_frame
 from console import commands, filtering, fmt
 from console.screens.base import ConsoleScreen
 from console.widgets.event_feed import EventFeed
 from console.widgets.idea_board import IdeaBoard
 from console.widgets.key_bar import KeyBar
 from console.widgets.search_header import SearchHeader, at_gate, engine_alive
+from engine.store import first_frame
 
 if TYPE_CHECKING:
     from engine.store.console_queries import BoardPage, BoardRow, SearchSummary

@@ -25,9 +25,9 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.store import first_frame
 from console import fmt
 from console.workers import ReportsWorkerErrors, busy
+from engine.store import first_frame
 
 # The same classes as engine.store.console_queries' (defined in first_frame, stdlib only).
 BoardPage, BoardQuery, BoardRow = (first_frame.BoardPage, first_frame.BoardQuery,

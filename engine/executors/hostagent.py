@@ -1,4 +1,5 @@
-"""The host side of the SSH executor: copied to each GPU host next to runner.py and run there.
+"""The host side of the SSH executor: copied to each GPU host with attempt_dir.py (what an
+attempt directory says, which it imports) and runner.py, and run there.
 
 Stand-alone on purpose (standard library only, Python >= 3.8): GPU hosts need nothing of
 ideaforge installed. The engine runs `python agent.py ACTION` over an SSH exec channel, sends a
@@ -30,128 +31,24 @@ import os
 import pwd
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tarfile
 import time
 
+if __package__:  # inside the engine
+    from engine.executors import attempt_dir as ad
+else:  # on a host, installed beside this file (however this file was started)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import attempt_dir as ad  # type: ignore[no-redef]
+
 #: Never copied from the pristine copy into a job; linked instead when present (setup outputs).
 LINKED_NAMES = ("data", ".venv", "venv")
 SKIPPED_NAMES = ("__pycache__", ".pytest_cache", ".ruff_cache", "wandb", ".git")
-STARTING_GRACE_S = 60.0
 #: What a job keeps of the login's environment (everything else is defined by us).
 KEPT_VARIABLES = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def _write(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _read_json(path):
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
-
-
-def _boot_id():
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as fh:
-            return fh.read().strip()
-    except OSError:
-        return ""
-
-
-def _stat_fields(pid):
-    """Fields after the command name of /proc/PID/stat (state is [0], pgrp [2], sid [3])."""
-    try:
-        with open(f"/proc/{int(pid)}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _alive(info):
-    """The runner of a pid file still runs: same pid, start time and boot."""
-    if not info or info.get("boot_id") != _boot_id():
-        return False
-    fields = _stat_fields(info.get("pid", -1))
-    return bool(fields) and fields[0] != "Z" and int(fields[19]) == info.get("start")
-
-
-def _read_from(path, offset, limit):
-    """(bytes from offset, at most limit; file size)."""
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            offset = min(offset, size)
-            fh.seek(offset)
-            return fh.read(limit), size
-    except OSError:
-        return b"", 0
-
-
-def _tail(path, n=4000):
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            fh.seek(max(0, size - n))
-            return fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def dir_state(d, now):
-    """What an attempt directory says, without its output."""
-    if not os.path.isdir(d):
-        return {"state": "missing"}
-    out = {}
-    exit_info = _read_json(os.path.join(d, "exit"))
-    if exit_info is not None:
-        out.update(state="finished", exit=exit_info)
-        return out
-    pid_info = _read_json(os.path.join(d, "pid"))
-    try:
-        with open(os.path.join(d, "hb")) as fh:
-            out["hb"] = float(fh.read().strip() or 0)
-    except (OSError, ValueError):
-        pass
-    if pid_info is None:
-        try:
-            age = now - os.stat(d).st_mtime
-        except OSError:
-            age = 0.0
-        # A launcher that died between mkdir and starting the runner leaves this behind.
-        out["state"] = "starting" if age < STARTING_GRACE_S else "lost"
-        out["age"] = age
-        return out
-    out["pid"] = pid_info.get("pid")
-    if _alive(pid_info):
-        out["state"] = "running"
-        return out
-    # The runner may have written `exit` between our two reads.
-    exit_info = _read_json(os.path.join(d, "exit"))
-    if exit_info is not None:
-        out.update(state="finished", exit=exit_info)
-    else:
-        # The runner died without writing `exit`: what it started may still run (and hold a
-        # GPU, with no time limit any more). The engine keeps the lease until this is 0.
-        out["state"] = "lost"
-        out["orphans"] = len(job_processes(d, pid_info))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# actions
 
 
 def act_poll(req):
@@ -160,34 +57,26 @@ def act_poll(req):
     jobs = {}
     for item in req.get("jobs", []):
         d = item["dir"]
-        rep = dir_state(d, now)
+        rep = ad.dir_state(d, now)
         if rep["state"] != "missing":
-            m, msize = _read_from(os.path.join(d, "metrics.jsonl"), int(item.get("metrics", 0)),
+            m, msize = ad.read_from(os.path.join(d, "metrics.jsonl"), int(item.get("metrics", 0)),
                                   limit)
-            lg, lsize = _read_from(os.path.join(d, "output.log"), int(item.get("log", 0)), limit)
+            lg, lsize = ad.read_from(os.path.join(d, "output.log"), int(item.get("log", 0)), limit)
             rep.update(metrics=base64.b64encode(m).decode(), metrics_size=msize,
                        log=base64.b64encode(lg).decode(), log_size=lsize)
             if rep["state"] in ("finished", "lost"):
-                rep["launch_error"] = _launch_error(d)
+                rep["launch_error"] = ad.launch_error(d)
         jobs[d] = rep
     setups = {}
     for d in req.get("setups", []):
-        rep = dir_state(d, now)
+        rep = ad.dir_state(d, now)
         if rep["state"] in ("finished", "lost"):
-            rep["tail"] = _tail(os.path.join(d, "output.log"), 2000)
+            rep["tail"] = ad.tail(os.path.join(d, "output.log"), 2000)
         setups[d] = rep
-    out = {"now": now, "boot_id": _boot_id(), "jobs": jobs, "setups": setups}
+    out = {"now": now, "boot_id": ad.boot_id(), "jobs": jobs, "setups": setups}
     if req.get("gpus"):
         out["gpus"] = gpu_info(req.get("workdir"))
     return out
-
-
-def _launch_error(d):
-    try:
-        with open(os.path.join(d, "launch_error")) as fh:
-            return fh.read()
-    except OSError:
-        return None
 
 
 def _copy_env(src, dest):
@@ -324,37 +213,15 @@ def _start_runner(d, runner):
                          close_fds=True)
 
 
-def other_job(d, req):
-    """Why the existing attempt directory `d` is not this launch's job; None when it is."""
-    try:
-        with open(os.path.join(d, "launch_key")) as fh:
-            key = fh.read().strip()
-    except OSError:
-        key = None
-    if key is not None:
-        if req.get("key") and key != req["key"]:
-            return (f"{d} holds another job (launch key {key[:12]}, expected "
-                    f"{str(req['key'])[:12]}); it was not adopted")
-        return None
-    spec = _read_json(os.path.join(d, "spec.json"))
-    if spec is None:
-        return None  # a launch of it is still being made, or died before its first step
-    want = req.get("spec") or {}
-    for field in ("command", "job_id", "idea_id"):
-        if spec.get(field) != want.get(field):
-            return f"{d} holds another job (its {field} differs); it was not adopted"
-    return None
-
-
 def act_launch(req):
     d = req["dir"]
     os.makedirs(os.path.dirname(d), exist_ok=True)
     try:
         os.mkdir(d)
         if req.get("key"):
-            _write(os.path.join(d, "launch_key"), req["key"])  # first: what this dir is for
+            ad.write_file(os.path.join(d, "launch_key"), req["key"])  # first: what this dir is for
     except FileExistsError:
-        other = other_job(d, req)
+        other = ad.other_job(d, req)
         if other:
             # Someone else's job (a workspace made again at this path, a copied workspace):
             # its results must never be taken for this job's.
@@ -391,12 +258,12 @@ def act_launch(req):
         spec.update(cwd=work, env=env, clean_env=True)
         open(os.path.join(d, "metrics.jsonl"), "a").close()
         open(os.path.join(d, "output.log"), "a").close()
-        _write(os.path.join(d, "spec.json"), json.dumps(spec, indent=1))  # last: it is ready
+        ad.write_file(os.path.join(d, "spec.json"), json.dumps(spec, indent=1))  # last: it is ready
     except (OSError, RuntimeError, ValueError, KeyError, shutil.Error) as exc:
         # The directory stays: it is the record of this attempt.
         message = f"{type(exc).__name__}: {exc}"
-        _write(os.path.join(d, "launch_error"), message)
-        _write(os.path.join(d, "exit"), json.dumps({"code": None, "time": time.time(),
+        ad.write_file(os.path.join(d, "launch_error"), message)
+        ad.write_file(os.path.join(d, "exit"), json.dumps({"code": None, "time": time.time(),
                                                     "launch_error": message}))
         return {"result": "failed", "error": message}
     _start_runner(d, req["runner"])
@@ -410,7 +277,7 @@ def act_prepare(req):
     if not d or not out["pristine"]:
         return out
     now = time.time()
-    state = dir_state(d, now)
+    state = ad.dir_state(d, now)
     failed = state["state"] == "lost" or (state["state"] == "finished"
                                           and (state.get("exit") or {}).get("code") != 0)
     if failed and req.get("retry_failed"):
@@ -421,13 +288,13 @@ def act_prepare(req):
         try:
             os.mkdir(d)
         except FileExistsError:
-            return dict(out, setup=dir_state(d, now))
+            return dict(out, setup=ad.dir_state(d, now))
         spec = dict(req["spec"])
         bindir = os.path.join(d, "bin")
         try:
             exe = _interpreter(req)
         except RuntimeError as exc:
-            _write(os.path.join(d, "exit"), json.dumps({"code": None, "time": now,
+            ad.write_file(os.path.join(d, "exit"), json.dumps({"code": None, "time": now,
                                                         "launch_error": str(exc)}))
             return dict(out, setup={"state": "finished", "exit": {"code": None},
                                     "tail": str(exc)})
@@ -436,11 +303,11 @@ def act_prepare(req):
         if env.get("IDEAFORGE_DATA_DIR"):
             os.makedirs(env["IDEAFORGE_DATA_DIR"], exist_ok=True)
         spec.update(cwd=pristine, env=env, clean_env=True)
-        _write(os.path.join(d, "spec.json"), json.dumps(spec, indent=1))
+        ad.write_file(os.path.join(d, "spec.json"), json.dumps(spec, indent=1))
         _start_runner(d, req["runner"])
         state = {"state": "starting"}
     if state["state"] in ("finished", "lost"):
-        state["tail"] = _tail(os.path.join(d, "output.log"), 2000)
+        state["tail"] = ad.tail(os.path.join(d, "output.log"), 2000)
     out["setup"] = state
     return out
 
@@ -530,7 +397,7 @@ def act_unpack(dest):
                 raise _Refused(f"unsafe entries in the archive: {listed}{more}; an environment "
                                "copy holds only plain files and folders")
             _extract(tar, members, tmp)
-        _write(os.path.join(tmp, COMPLETE), json.dumps({"time": time.time()}))
+        ad.write_file(os.path.join(tmp, COMPLETE), json.dumps({"time": time.time()}))
     except _Refused as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         return {"result": "failed", "error": str(exc)}
@@ -548,83 +415,6 @@ def act_unpack(dest):
             return {"result": "failed", "error": "a broken copy was in the way; removed it"}
         return {"result": "exists"}
     return {"result": "unpacked", "bytes": len(data)}
-
-
-def act_cancel(req):
-    d = req["dir"]
-    if not os.path.isdir(d):
-        return {"result": "missing"}
-    if os.path.exists(os.path.join(d, "exit")):
-        return {"result": "finished"}
-    open(os.path.join(d, "cancel"), "a").close()
-    info = _read_json(os.path.join(d, "pid"))
-    if info and not _alive(info):
-        # No runner to do it: kill what the job left, and say how many were still there.
-        return {"result": "killed_orphans", "killed": len(reap(d, info))}
-    return {"result": "requested"}
-
-
-def _environ_has(pid, entry):
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as fh:
-            return entry in fh.read().split(b"\0")
-    except OSError:
-        return False
-
-
-def job_processes(d, info):
-    """Pids of live processes that belong to the job of attempt directory `d`.
-
-    A process belongs to the job when it is in the job's session (the runner made the job a
-    session leader; only processes started after the runner count, so a recycled id does not
-    match) or when its environment names `d` as IDEAFORGE_JOB_DIR, which also finds children
-    that left the session with setsid.
-    """
-    sid = int((info or {}).get("pgid") or 0)
-    since = int((info or {}).get("start") or 0)
-    entry = ("IDEAFORGE_JOB_DIR=" + d).encode()
-    me = os.getpid()
-    found = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return found
-    for name in names:
-        if not name.isdigit() or int(name) == me:
-            continue
-        pid = int(name)
-        fields = _stat_fields(pid)
-        if not fields or fields[0] in ("Z", "X"):
-            continue
-        in_session = sid > 0 and sid in (int(fields[2]), int(fields[3])) \
-            and int(fields[19]) >= since
-        if in_session or _environ_has(pid, entry):
-            found.append(pid)
-    return found
-
-
-def reap(d, info):
-    """SIGKILL every process of a job whose runner is gone; the pids that were signalled."""
-    pids = job_processes(d, info)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    return pids
-
-
-def _our_sessions(workdir):
-    """Session ids of jobs whose runner is alive: their GPU processes are not foreign."""
-    sids = set()
-    if not workdir:
-        return sids
-    for pid_path in glob.glob(os.path.join(workdir, "jobs", "*", "*", "*", "pid")) + \
-            glob.glob(os.path.join(workdir, "setup", "*", "pid")):
-        info = _read_json(pid_path)
-        if info and info.get("pgid") and _alive(info):
-            sids.add(int(info["pgid"]))
-    return sids
 
 
 def _smi(args):
@@ -658,14 +448,14 @@ def gpu_info(workdir):
         gpus.append(g)
         by_uuid[parts[1]] = g
     apps, _ = _smi(["--query-compute-apps=gpu_uuid,pid", "--format=csv,noheader,nounits"])
-    ours = _our_sessions(workdir)
+    ours = ad.live_sessions(workdir)
     for line in (apps or "").splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) < 2 or parts[0] not in by_uuid or not parts[1].isdigit():
             continue
         g = by_uuid[parts[0]]
         g["procs"] += 1
-        fields = _stat_fields(int(parts[1]))
+        fields = ad.stat_fields(int(parts[1]))
         if not fields or int(fields[3]) not in ours:
             g["foreign_procs"] += 1
     return {"error": None, "list": gpus}
@@ -680,7 +470,7 @@ def _num(text):
 
 def act_info(req):
     workdir = req.get("workdir")
-    out = {"hostname": socket.gethostname(), "now": time.time(), "boot_id": _boot_id(),
+    out = {"hostname": socket.gethostname(), "now": time.time(), "boot_id": ad.boot_id(),
            "agent_python": sys.version.split()[0], "gpus": gpu_info(workdir)}
     try:
         os.makedirs(workdir, exist_ok=True)
@@ -718,7 +508,7 @@ def act_info(req):
     setups = []
     for d in sorted(glob.glob(os.path.join(workdir or "", "setup", "*"))):
         if os.path.isdir(d) and ".failed-" not in d:
-            st = dir_state(d, time.time())
+            st = ad.dir_state(d, time.time())
             setups.append({"name": os.path.basename(d), "state": st["state"],
                            "code": (st.get("exit") or {}).get("code")})
     out["setups"] = setups
@@ -753,7 +543,7 @@ def main(argv):
     else:
         req = json.loads(sys.stdin.read() or "{}")
         handler = {"poll": act_poll, "launch": act_launch, "prepare": act_prepare,
-                   "cancel": act_cancel, "info": act_info}.get(action)
+                   "cancel": ad.cancel, "info": act_info}.get(action)
         if handler is None:
             sys.stderr.write(f"unknown action {action!r}\n")
             return 2

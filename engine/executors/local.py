@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.environments import Environment, Profile
-from engine.executors import hostagent, runner
+from engine.executors import attempt_dir, runner
 from engine.executors.base import (
     LOG_TAIL_BYTES,
     JobStatus,
@@ -95,7 +95,7 @@ class LocalExecutor:
         key = launch_key(spec, spec.env.version())
         mine = {"key": key, "spec": {"command": spec.profile.command, "job_id": spec.job_id,
                                      "idea_id": spec.idea_id}}
-        other = hostagent.other_job(str(job_dir), mine) if job_dir.exists() else None
+        other = attempt_dir.other_job(str(job_dir), mine) if job_dir.exists() else None
         if other:
             # The database was made again beside old job folders: moved aside, never adopted.
             aside = job_dir.with_name(f"{job_dir.name}.other-{int(time.time())}")
@@ -146,7 +146,7 @@ class LocalExecutor:
                      and runner.proc_start_time(int(info["pid"])) == info.get("start"))
         status = read_status_files(path, alive)
         if status.state == "lost":
-            status = replace(status, orphans=len(hostagent.job_processes(job_dir, info)))
+            status = replace(status, orphans=len(attempt_dir.job_processes(job_dir, info)))
         return status
 
     def read_output(self, job_dir: str, metrics_offset: int) -> Output:
@@ -169,7 +169,7 @@ class LocalExecutor:
     def cancel(self, job_dir: str) -> str:
         """The runner stops the job; if the runner is gone, what the job left is killed here.
         What happened: requested | killed_orphans | finished (already) | missing."""
-        return str(hostagent.act_cancel({"dir": job_dir})["result"])
+        return str(attempt_dir.cancel({"dir": job_dir})["result"])
 
     def _path(self) -> str:
         return os.pathsep.join([str(Path(self.python).parent), os.environ.get("PATH", "")])

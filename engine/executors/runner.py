@@ -34,7 +34,7 @@ def _write(path, data):
 def proc_start_time(pid):
     """Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat)."""
     try:
-        with open("/proc/%d/stat" % pid) as fh:
+        with open(f"/proc/{pid}/stat") as fh:
             stat = fh.read()
     except OSError:
         return None
@@ -70,7 +70,7 @@ def main(job_dir):
     # makes bash read ~/.bashrc, BASH_ENV, shims on PATH) may reach the job.
     env = {} if spec.get("clean_env") else dict(os.environ)
     env.update({k: str(v) for k, v in (spec.get("env") or {}).items()})
-    log = open(os.path.join(job_dir, "output.log"), "ab", buffering=0)
+    log = open(os.path.join(job_dir, "output.log"), "ab", buffering=0)  # noqa: SIM115
     child = subprocess.Popen(
         ["bash", "-c", spec["command"]], cwd=spec.get("cwd") or job_dir, env=env,
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -99,7 +99,7 @@ def main(job_dir):
             break
         t = time.monotonic()
         if t - last_beat >= beat:
-            _write(hb_path, "%.3f\n" % time.time())
+            _write(hb_path, f"{time.time():.3f}\n")
             last_beat = t
         if killed_at is None:
             if os.path.exists(cancel_path):
@@ -109,7 +109,7 @@ def main(job_dir):
             if stop["why"]:
                 timed_out = stop["why"] == "timed_out"
                 cancelled = stop["why"] == "cancelled"
-                log.write(("\n[ideaforge runner] %s: sending TERM to the job\n" % stop["why"])
+                log.write((f"\n[ideaforge runner] {stop['why']}: sending TERM to the job\n")
                           .encode())
                 _signal_group(child.pid, signal.SIGTERM)
                 killed_at = t

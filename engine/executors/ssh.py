@@ -27,7 +27,7 @@ from typing import Any
 
 import paramiko
 
-from engine.executors import hostagent, runner
+from engine.executors import attempt_dir, hostagent, runner
 from engine.executors.hosts import Endpoint, HostConfig, load
 
 log = logging.getLogger(__name__)
@@ -243,8 +243,12 @@ def _source(module: Any) -> bytes:
 
 AGENT_SRC = _source(hostagent)
 RUNNER_SRC = _source(runner)
-AGENT_NAME = f"agent-{hashlib.sha256(AGENT_SRC).hexdigest()[:12]}.py"
-RUNNER_NAME = f"runner-{hashlib.sha256(RUNNER_SRC).hexdigest()[:12]}.py"
+#: What is installed on each host, by file name: the agent imports attempt_dir from its folder.
+HOST_FILES = {"agent.py": AGENT_SRC, "attempt_dir.py": _source(attempt_dir),
+              "runner.py": RUNNER_SRC}
+#: One folder per version of them (content hash), so an upgrade installs beside the old.
+HOST_BIN = "bin/" + hashlib.sha256(b"".join(
+    name.encode() + b"\0" + data for name, data in sorted(HOST_FILES.items()))).hexdigest()[:12]
 
 
 class RemoteHost:
@@ -261,11 +265,11 @@ class RemoteHost:
 
     @property
     def agent(self) -> str:
-        return f"{self.workdir}/bin/{AGENT_NAME}"
+        return f"{self.workdir}/{HOST_BIN}/agent.py"
 
     @property
     def runner(self) -> str:
-        return f"{self.workdir}/bin/{RUNNER_NAME}"
+        return f"{self.workdir}/{HOST_BIN}/runner.py"
 
     def path(self, *parts: str) -> str:
         return "/".join([self.workdir, *parts])
@@ -280,15 +284,17 @@ class RemoteHost:
         if self.cfg.workdir.startswith("~/"):
             self.workdir = self.home.rstrip("/") + self.cfg.workdir[1:]
         q = shlex.quote
-        code, out, _ = self.conn.run(f"test -f {q(self.agent)} && test -f {q(self.runner)} "
-                                     "&& echo present", timeout=30)
+        folder = self.path(HOST_BIN)
+        present = " && ".join(f"test -f {q(folder + '/' + name)}" for name in HOST_FILES)
+        code, out, _ = self.conn.run(f"{present} && echo present", timeout=30)
         if out.strip() == b"present":
             return
-        for name, data in ((AGENT_NAME, AGENT_SRC), (RUNNER_NAME, RUNNER_SRC)):
-            final = self.path("bin", name)
+        # The agent last: its presence with the others' is what "installed" means above.
+        for name, data in sorted(HOST_FILES.items(), key=lambda kv: kv[0] == "agent.py"):
+            final = f"{folder}/{name}"
             tmp = f"{final}.tmp{os.getpid()}"
             code, _, err = self.conn.run(
-                f"mkdir -p {q(self.path('bin'))} && cat > {q(tmp)} && mv -f {q(tmp)} {q(final)}",
+                f"mkdir -p {q(folder)} && cat > {q(tmp)} && mv -f {q(tmp)} {q(final)}",
                 stdin=data, timeout=60)
             if code != 0:
                 raise SshError(f"host {self.cfg.name}: cannot install {name} under "

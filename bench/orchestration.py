@@ -27,11 +27,11 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
 
-from engine.executors.local import LocalExecutor  # noqa: E402
-from engine.llm import LlmClient, LlmConfig  # noqa: E402
-from engine.search import SearchEngine  # noqa: E402
-from engine.store import Store, ops  # noqa: E402
-from tests.support.openai_server import OpenAIServer, Reply  # noqa: E402
+from engine.executors.local import LocalExecutor
+from engine.llm import LlmClient, LlmConfig
+from engine.search import SearchEngine
+from engine.store import Store, ops
+from tests.support.openai_server import OpenAIServer, Reply
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from console import cli
 from engine.executors import ssh as ssh_mod
 from engine.executors.hosts import load
-from engine.store import Store, ops
+from engine.store import Store, job_ops, ops
 from tests.ssh.conftest import Lab, _children, _keygen
 
 log = logging.getLogger("ssh_bench")
@@ -77,7 +77,7 @@ def part_search(root: Path) -> dict[str, Any]:
     store = Store(ws, create=False)
     search = ops.find_search(store, "bench")
     latencies, patches = [], []
-    for job in ops.list_jobs(store, search.id):
+    for job in job_ops.list_jobs(store, search.id):
         exit_info = json.loads((lab.hosts["a"].workdir / str(job.job_dir) / "exit").read_text())
         latencies.append((job.finished_at or 0) - exit_info["time"])
         patches.append(len((ops.get_idea(store, job.idea_id).diff or "").encode()))

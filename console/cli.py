@@ -51,12 +51,12 @@ def _fmt(score: float | None) -> str:
 
 
 def _status_dict(store: Any, s: Any, benched: list[Any] | None = None) -> dict[str, Any]:
-    from engine.store import ops
+    from engine.store import job_ops, ops
 
     ideas = [i for i in ops.list_ideas(store, s.id) if i.origin != "baseline"]
     scored = [i.score for i in ideas if i.score is not None and i.quarantine in (None, "accepted")]
     best = (max(scored) if s.goal == "maximize" else min(scored)) if scored else None
-    jobs = ops.list_jobs(store, s.id)
+    jobs = job_ops.list_jobs(store, s.id)
     gpu_hours = sum(((j.finished_at or time.time()) - j.started_at) * max(1, len(j.gpus.split(",")))
                     for j in jobs if j.started_at and j.gpus) / 3600
     return {"name": s.name, "id": s.id, "environment": s.env_name, "profile": s.profile,
@@ -137,12 +137,12 @@ def cmd_ideas(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from engine.store import ops
+    from engine.store import job_ops, ops
 
     store = _store(args)
     i = ops.get_idea(store, args.idea)
     attempts = ops.list_attempts(store, i.id)
-    jobs = ops.list_jobs(store, idea_id=i.id)
+    jobs = job_ops.list_jobs(store, idea_id=i.id)
     children = ops.children_of(store, i.id)
     if args.json:
         d = _idea_dict(i)

@@ -285,20 +285,20 @@ def cmd_hosts_release(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel a job: queued ones never start; running ones are stopped on their host (the
     runner sends TERM, then KILL, to the job's whole process group)."""
-    from engine.store import ops
+    from engine.store import job_ops
 
     store = _store_if_any(args)
     if store is None:
         raise _usage("no ideaforge workspace here; pass --workspace DIR")
-    job = ops.get_job(store, args.job)
+    job = job_ops.get_job(store, args.job)
     if job.state == "queued":
-        if ops.finish_job(store, job.id, state="cancelled", exit_code=None, reason="cancelled",
+        if job_ops.finish_job(store, job.id, state="cancelled", exit_code=None, reason="cancelled",
                           log_tail="", idea_status="failed", score=None, quarantine=None,
                           idea_reason="cancelled before it started",
                           message=f"job {job.id} cancelled before it started"):
             sys.stdout.write(f"job {job.id} cancelled before it started\n")
             return 0
-        job = ops.get_job(store, args.job)
+        job = job_ops.get_job(store, args.job)
     if job.state not in ("running", "unreachable") or not job.job_dir:
         raise _usage(f"job {job.id} is {job.state}; only queued and running jobs can be "
                      "cancelled" + (" (it is being launched: try again in a moment)"

@@ -240,7 +240,7 @@ def _resume_options(args: argparse.Namespace, store: Any, search: Any) -> dict[s
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from engine.store import ops
+    from engine.store import job_ops, ops
 
     store = _store(args)
     search = ops.find_search(store, args.search)
@@ -251,13 +251,13 @@ def cmd_stop(args: argparse.Namespace) -> int:
     if args.cancel_jobs:
         from console.cli_hosts import cancel_job
 
-        for job in ops.list_jobs(store, search.id, ("running", "launching", "unreachable")):
+        for job in job_ops.list_jobs(store, search.id, ("running", "launching", "unreachable")):
             if not job.job_dir:
                 continue
             said = cancel_job(store, job)
             if not driven and said in ("requested", "killed_orphans"):
                 # No engine will read its end: record it now, so it holds no GPU or slot.
-                ops.finish_job(store, job.id, state="cancelled", exit_code=None,
+                job_ops.finish_job(store, job.id, state="cancelled", exit_code=None,
                                reason="cancelled", log_tail=job.log_tail, idea_status="failed",
                                score=None, quarantine=None, idea_reason="cancelled",
                                message=f"job {job.id} cancelled while no engine drove "

@@ -34,7 +34,7 @@ from engine.outcome import (
 )
 from engine.patching import PatchError, combine_diffs, prepare_patch
 from engine.search_jobs import JobsMixin
-from engine.store import Store, ops
+from engine.store import Store, job_ops, ops
 from engine.store import hosts_queries as hq
 from engine.store.views import IdeaView, SearchView
 
@@ -293,7 +293,7 @@ class SearchEngine(JobsMixin):
         elif s.phase == "finishing":
             self._implement(e)
             self._enqueue(e)
-            unfinished = ops.list_jobs(self.store, self.search_id,
+            unfinished = job_ops.list_jobs(self.store, self.search_id,
                                        ("queued", "launching", "running", "unreachable"))
             busy = ops.list_ideas(self.store, self.search_id, None,
                                   ("approved", "implementing", "implemented", "queued"))
@@ -356,7 +356,7 @@ class SearchEngine(JobsMixin):
         idea_id = ops.add_idea(self.store, self.search_id, 0, ops.NewIdea(
             text="[Experiment] Baseline: the unmodified environment, measured on this profile.",
             origin="baseline", title="baseline (unmodified code)", status="implemented"))
-        ops.enqueue_job(self.store, idea_id, profile=self.profile.name,
+        job_ops.enqueue_job(self.store, idea_id, profile=self.profile.name,
                         gpus_wanted=self.profile.gpus, executor=self.executor.name)
         self.progress(f"measuring the baseline on profile {self.profile.name!r} (idea {idea_id})")
 
@@ -388,7 +388,7 @@ class SearchEngine(JobsMixin):
         """Release held idea jobs once the baseline has scored; stop if it failed."""
         if self._baseline_first and self.search.baseline is not None:
             self._baseline_first = False
-            released = ops.release_held_jobs(self.store, self.search_id,
+            released = job_ops.release_held_jobs(self.store, self.search_id,
                                              "the baseline is measured")
             if released:
                 self.progress(f"baseline measured: {len(released)} held idea job(s) queued")
@@ -397,11 +397,11 @@ class SearchEngine(JobsMixin):
 
     def _stop_on_failed_baseline(self, idea: IdeaView) -> Outcome:
         s = self.search
-        jobs = ops.list_jobs(self.store, self.search_id, idea_id=idea.id)
-        held = ops.hold_queued_jobs(self.store, self.search_id, idea.id,
+        jobs = job_ops.list_jobs(self.store, self.search_id, idea_id=idea.id)
+        held = job_ops.hold_queued_jobs(self.store, self.search_id, idea.id,
                                     "the baseline failed; `ideaforge resume` measures it "
                                     "again first")
-        running = [j for j in ops.list_jobs(self.store, self.search_id, hq.ACTIVE)
+        running = [j for j in job_ops.list_jobs(self.store, self.search_id, hq.ACTIVE)
                    if j.idea_id != idea.id]
         summary = (f"the baseline (the unmodified code, idea {idea.id}) failed on profile "
                    f"{s.profile!r}: {idea.reason or 'it reported no score'}")
@@ -426,14 +426,14 @@ class SearchEngine(JobsMixin):
     def _remeasure_failed_baseline(self) -> None:
         """On resume after a failed baseline: queue it again, and hold idea jobs until it has
         scored (a held job survives a restart: a later engine keeps holding it)."""
-        self._baseline_first = bool(ops.list_jobs(self.store, self.search_id, ("held",)))
+        self._baseline_first = bool(job_ops.list_jobs(self.store, self.search_id, ("held",)))
         idea = self._failed_baseline()
         if idea is None:
             return
         self._baseline_first = True
-        ops.hold_queued_jobs(self.store, self.search_id, idea.id,
+        job_ops.hold_queued_jobs(self.store, self.search_id, idea.id,
                              "the baseline is measured again first")
-        job_id = ops.enqueue_job(self.store, idea.id, profile=self.profile.name,
+        job_id = job_ops.enqueue_job(self.store, idea.id, profile=self.profile.name,
                                  gpus_wanted=self.profile.gpus, executor=self.executor.name,
                                  from_states=("failed",))
         self.progress(f"measuring the baseline again (job {job_id}); idea jobs wait for it")

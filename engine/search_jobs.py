@@ -22,7 +22,7 @@ from engine.metrics import judge
 from engine.outcome import EXIT_ERROR
 from engine.scheduler import HostSlots, RunningJob, Waiting
 from engine.store import hosts_queries as hq
-from engine.store import ops
+from engine.store import job_ops, ops
 from engine.store.views import JobView
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class JobsMixin:
 
     def _enqueue(self, epoch: int) -> None:
         for idea in ops.list_ideas(self.store, self.search_id, epoch, ("implemented",)):
-            ops.enqueue_job(self.store, idea.id, profile=self.profile.name,
+            job_ops.enqueue_job(self.store, idea.id, profile=self.profile.name,
                             gpus_wanted=self.profile.gpus, executor=self.executor.name)
 
     def _jobs_fleet(self) -> Fleet:
@@ -64,7 +64,7 @@ class JobsMixin:
         fleet = self._jobs_fleet()
         views = {h.name: h for h in fleet.host_views()}
         by_host: dict[str, list[JobView]] = {name: [] for name in views}
-        for job in ops.list_jobs(self.store, self.search_id, hq.ACTIVE):
+        for job in job_ops.list_jobs(self.store, self.search_id, hq.ACTIVE):
             by_host.setdefault(job.host, []).append(job)
         # Jobs of searches that no engine drives (stopped, killed) still hold GPUs and slots
         # here: watched too, so they are settled from their attempt directories when they end.
@@ -116,8 +116,8 @@ class JobsMixin:
         if all(v.gpus is not None for v in views.values()):
             biggest = max((len(v.gpus or ()) for v in views.values()), default=0)
             for job_id in set(plan.unplaceable) & mine:
-                job = ops.get_job(self.store, job_id)
-                ops.finish_job(self.store, job_id, state="failed", exit_code=None,
+                job = job_ops.get_job(self.store, job_id)
+                job_ops.finish_job(self.store, job_id, state="failed", exit_code=None,
                                reason="unplaceable", log_tail="", idea_status="failed",
                                score=None, quarantine=None,
                                idea_reason=f"needs {job.gpus_wanted} GPUs; the largest host "
@@ -126,7 +126,7 @@ class JobsMixin:
         for p in plan.mine(waiting):
             job_dir = fleet.job_dir(p.host, self.search_id, p.job_id)
             if hq.claim_placement(self.store, p.job_id, p.host, p.gpus, job_dir):
-                self._launch(ops.get_job(self.store, p.job_id))
+                self._launch(job_ops.get_job(self.store, p.job_id))
 
     def _launch(self, job: JobView) -> None:
         """Start (or adopt) a claimed job; a host's answer may take a few ticks."""
@@ -143,14 +143,14 @@ class JobsMixin:
             if outcome.host_fault or outcome.conflict:
                 self._retry(job, outcome.error, host_fault=outcome.host_fault)
             else:
-                ops.finish_job(self.store, job.id, state="failed", exit_code=None,
+                job_ops.finish_job(self.store, job.id, state="failed", exit_code=None,
                                reason="launch failed", log_tail=outcome.error[-4000:],
                                idea_status="failed", score=None, quarantine=None,
                                idea_reason=f"launch failed: {outcome.error}"[:500],
                                message=f"job {job.id} (idea {idea.id}): launch failed")
             return
         where = f" on {job.host}" if job.host != "local" else ""
-        if ops.update_job(self.store, job.id, expect_state="launching", state="running",
+        if job_ops.update_job(self.store, job.id, expect_state="launching", state="running",
                           message=f"job {job.id} started for idea {idea.id}{where}" +
                           (f" on GPUs {','.join(map(str, gpus))}" if gpus else "")):
             ops.transition_idea(self.store, idea.id, "queued", "running")
@@ -194,7 +194,7 @@ class JobsMixin:
             status = JobStatus("lost")
         if status.state == "running":
             if status.heartbeat_at and status.heartbeat_at != job.heartbeat_at:
-                ops.update_job(self.store, job.id, heartbeat_at=status.heartbeat_at,
+                job_ops.update_job(self.store, job.id, heartbeat_at=status.heartbeat_at,
                                pid=status.pid, log_tail=tail)
             return
         if not (report.complete and report.metrics_from == job.metrics_offset
@@ -229,7 +229,7 @@ class JobsMixin:
     def _ingest(self, job: JobView, report: JobReport) -> str:
         """Store new metric points and mirror new log bytes, each exactly once; the log tail."""
         if report.metrics_from == job.metrics_offset and report.metrics_to != job.metrics_offset:
-            ops.ingest_metrics(self.store, job.id, job.metrics_offset, report.metrics_to,
+            job_ops.ingest_metrics(self.store, job.id, job.metrics_offset, report.metrics_to,
                                report.points)
         if report.log_tail is not None:
             return report.log_tail
@@ -253,7 +253,7 @@ class JobsMixin:
 
     def _finish(self, job: JobView, status: JobStatus, tail: str) -> None:
         points = [{"name": m.name, "value": m.value}
-                  for m in ops.job_metrics(self.store, job.id)]
+                  for m in job_ops.job_metrics(self.store, job.id)]
         env = self.env if job.search_id == self.search_id else self._env_of(job)
         if env is None:
             return  # its environment is gone: its own engine (on resume) will say so
@@ -268,7 +268,7 @@ class JobsMixin:
         where = f" on {job.host}" if job.host != "local" else ""
         if job.search_id != self.search_id:
             where += f" (search {job.search_id}, which no engine drives)"
-        if not ops.finish_job(self.store, job.id, state=verdict.job_state, exit_code=code,
+        if not job_ops.finish_job(self.store, job.id, state=verdict.job_state, exit_code=code,
                               reason=reason, log_tail=tail, idea_status=verdict.idea_status,
                               score=verdict.score, quarantine=verdict.quarantine,
                               idea_reason=reason,

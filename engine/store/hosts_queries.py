@@ -19,8 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from engine.store.db import Store
+from engine.store.job_ops import give_back_leases
 from engine.store.models import Event, GpuLease, Idea, Job, Search, now
-from engine.store.ops import give_back_leases
 from engine.store.views import JobView, View
 
 ACTIVE = ("launching", "running", "unreachable")

@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.store import Store, ops
+from engine.store import Store, job_ops, ops
 from engine.store.console_queries import ImportedIdea, import_search
 
 NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
@@ -66,18 +66,18 @@ def _run_job(store: Store, built: Built, key: str, idea_id: int, *, score: float
              exit_code: int = 0, reason: str | None = None, quarantine: str | None = None,
              idea_status: str = "scored", host: str = "local") -> int:
     ops.transition_idea(store, idea_id, {"implemented", "approved"}, "implemented")
-    job_id = ops.enqueue_job(store, idea_id, profile="smoke", gpus_wanted=0)
+    job_id = job_ops.enqueue_job(store, idea_id, profile="smoke", gpus_wanted=0)
     assert job_id is not None
     built.jobs[key] = job_id
-    ops.update_job(store, job_id, state="running", host=host,
+    job_ops.update_job(store, job_id, state="running", host=host,
                    job_dir=str(job_dir) if job_dir else None)
     ops.transition_idea(store, idea_id, "queued", "running")
     points = [{"name": "train_loss", "value": v, "step": i + 1} for i, v in enumerate(curve)]
     if score is not None:
         points.append({"name": "score", "value": score, "step": len(curve)})
-    ops.ingest_metrics(store, job_id, 0, 100, points)
+    job_ops.ingest_metrics(store, job_id, 0, 100, points)
     if state != "running":
-        ops.finish_job(store, job_id, state=state, exit_code=exit_code, reason=reason,
+        job_ops.finish_job(store, job_id, state=state, exit_code=exit_code, reason=reason,
                        log_tail=f"toy run done: score {score}\n", idea_status=idea_status,
                        score=score, quarantine=quarantine, idea_reason=reason,
                        message=f"job {job_id} done")
@@ -146,8 +146,8 @@ def build(ws: Path) -> Built:
     ops.transition_idea(store, run, "proposed", "implemented", diff=DIFF_A)
     job = _run_job(store, built, "running", run, score=None, curve=[6.0, 5.0], state="running",
                    host="gpu-1")
-    ops.take_gpus(store, "gpu-1", [0, 1], job)
-    ops.update_job(store, job, heartbeat_at=NOW - 4)
+    job_ops.take_gpus(store, "gpu-1", [0, 1], job)
+    job_ops.update_job(store, job, heartbeat_at=NOW - 4)
     for key, text, origin in (
             ("p1", "[Experiment] Halve bonus B.\n[Code Changes] BONUS_B = 0.25.", "explore"),
             ("p2", "[Experiment] Sleep less.\n[Code Changes] SLEEP_S = 0.05.", "explore"),

@@ -13,7 +13,7 @@ from console.screens.lineage import LineageScreen
 from console.widgets.hosts_panel import HostsPanel
 from console.widgets.jobs_table import JobsTable
 from console.widgets.lineage_tree import LineageTree
-from engine.store import ops
+from engine.store import job_ops
 from tests.console.builders import Built
 from tests.console.helpers import board, cursor_to, until
 
@@ -76,7 +76,7 @@ async def test_jobs_and_hosts_show_gpu_leases_and_cancel_asks_first(
         make_app: MakeApp, built: Built, tmp_path: Path) -> None:
     job_dir = tmp_path / "job6"
     job_dir.mkdir()
-    ops.update_job(built.store, built.jobs["running"], job_dir=str(job_dir))
+    job_ops.update_job(built.store, built.jobs["running"], job_dir=str(job_dir))
     app = make_app()
     async with app.run_test(size=(150, 40)) as pilot:
         await until(pilot, lambda: board(pilot).total == 11, what="the board")

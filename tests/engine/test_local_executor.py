@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from engine.environments import Profile, load
-from engine.executors.local import LocalExecutor
 from engine.executors.base import LaunchSpec
+from engine.executors.local import LocalExecutor
 from tests.conftest import wait_for
 
 

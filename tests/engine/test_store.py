@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import Store, StoreError, ops
+from engine.store import Store, StoreError, job_ops, ops
 from engine.store.migrations import CURRENT
 
 
@@ -50,14 +50,14 @@ def test_gpu_leases_cannot_overlap(tmp_path: Path) -> None:
     (b,) = ops.ensure_batches(store, sid, 0, [("seed", 2)])
     a, c = ops.finish_batch(store, b.id, [ops.NewIdea(text="a", origin="seed", status="implemented"),
                                           ops.NewIdea(text="c", origin="seed", status="implemented")])
-    ja = ops.enqueue_job(store, a, profile="gpu", gpus_wanted=2)
-    jc = ops.enqueue_job(store, c, profile="gpu", gpus_wanted=2)
+    ja = job_ops.enqueue_job(store, a, profile="gpu", gpus_wanted=2)
+    jc = job_ops.enqueue_job(store, c, profile="gpu", gpus_wanted=2)
     assert ja and jc
-    assert ops.take_gpus(store, "h", [0, 1], ja)
-    assert not ops.take_gpus(store, "h", [1, 2], jc)
-    assert ops.leased_gpus(store, "h") == {0: ja, 1: ja}
-    ops.release_gpus(store, ja)
-    assert ops.take_gpus(store, "h", [1, 2], jc)
+    assert job_ops.take_gpus(store, "h", [0, 1], ja)
+    assert not job_ops.take_gpus(store, "h", [1, 2], jc)
+    assert job_ops.leased_gpus(store, "h") == {0: ja, 1: ja}
+    job_ops.release_gpus(store, ja)
+    assert job_ops.take_gpus(store, "h", [1, 2], jc)
 
 
 def _v1_database(path: Path) -> None:
@@ -105,7 +105,7 @@ def test_old_database_is_upgraded_without_loss(tmp_path: Path) -> None:
     assert s.review_diffs is False and s.baseline == 3.255
     (idea,) = ops.list_ideas(store, s.id)
     assert idea.score == 3.1 and idea.quarantine is None
-    assert ops.leased_gpus(store, "any") == {}  # the new table exists
+    assert job_ops.leased_gpus(store, "any") == {}  # the new table exists
     con = sqlite3.connect(tmp_path / "ideaforge.db")
     indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "ix_idea_search_epoch_id" in indexes

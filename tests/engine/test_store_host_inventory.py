@@ -6,7 +6,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from engine.store import Store, ops
+from engine.store import Store, job_ops, ops
 from engine.store import console_queries as cq
 from engine.store import hosts_queries as hq
 
@@ -19,7 +19,7 @@ def _leased_job(store: Store, host: str, gpus: list[int]) -> int:
                             metric_name="score", goal="minimize").id
     idea = ops.add_idea(store, sid, 0, ops.NewIdea(text="[Experiment] a", origin="seed",
                                                    status="implemented"))
-    job = ops.enqueue_job(store, idea, profile="gpu2", gpus_wanted=len(gpus), executor="ssh")
+    job = job_ops.enqueue_job(store, idea, profile="gpu2", gpus_wanted=len(gpus), executor="ssh")
     assert job is not None
     assert hq.claim_placement(store, job, host, gpus, f"jobs/job-{job}")
     assert hq.set_job_state(store, job, "launching", "running", heartbeat_at=time.time())

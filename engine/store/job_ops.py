@@ -1,0 +1,177 @@
+"""Job rows, their GPU leases and their metric points: one transaction per call.
+
+The same pattern as `engine.store.ops` (compare-and-set on the expected old state, an event
+row with each change, frozen views out); split from it along the line between what a search
+decides (searches, ideas, attempts, decisions) and what its jobs do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from engine.store.db import Store, StoreError
+from engine.store.models import GpuLease, GpuLeaseLog, Idea, Job, MetricPoint, now
+from engine.store.ops import _cas, _event
+from engine.store.views import JobView, MetricView
+
+
+def enqueue_job(store: Store, idea_id: int, *, profile: str, gpus_wanted: int,
+                from_states: Iterable[str] = ("implemented",),
+                executor: str = "local") -> int | None:
+    """Idea → queued and a new job row, atomically (a retry is a new job row)."""
+    with store.session() as s:
+        idea = s.get(Idea, idea_id)
+        if idea is None or not _cas(s, Idea, idea_id, {"status": set(from_states)},
+                                    {"status": "queued"}):
+            return None
+        last = s.exec(select(func.max(Job.attempt)).where(Job.idea_id == idea_id)).one()
+        job = Job(search_id=idea.search_id, idea_id=idea_id, attempt=int(last or 0) + 1,
+                  profile=profile, gpus_wanted=gpus_wanted, executor=executor)
+        s.add(job)
+        s.flush()
+        _event(s, "job", f"job {job.id} queued for idea {idea_id}", search_id=idea.search_id,
+               idea_id=idea_id, job_id=job.id)
+        return job.id
+
+
+def list_jobs(store: Store, search_id: int | None = None, states: Iterable[str] | None = None,
+              idea_id: int | None = None) -> list[JobView]:
+    with store.session(write=False) as s:
+        q = select(Job)
+        if search_id is not None:
+            q = q.where(Job.search_id == search_id)
+        if idea_id is not None:
+            q = q.where(Job.idea_id == idea_id)
+        if states is not None:
+            q = q.where(col(Job.state).in_(list(states)))
+        return [JobView.of(r) for r in s.exec(q.order_by(Job.id)).all()]
+
+
+def get_job(store: Store, job_id: int) -> JobView:
+    with store.session(write=False) as s:
+        row = s.get(Job, job_id)
+        if row is None:
+            raise StoreError(f"no job {job_id} in {store.workspace}")
+        return JobView.of(row)
+
+
+def update_job(store: Store, job_id: int, *, expect_state: str | Iterable[str] | None = None,
+               message: str | None = None, **changes: Any) -> bool:
+    expect: dict[str, Any] = {}
+    if expect_state is not None:
+        expect["state"] = ({expect_state} if isinstance(expect_state, str)
+                           else set(expect_state))
+    with store.session() as s:
+        ok = _cas(s, Job, job_id, expect, changes)
+        if ok and message:
+            job = s.get(Job, job_id)
+            _event(s, "job", message, search_id=job.search_id if job else None,
+                   idea_id=job.idea_id if job else None, job_id=job_id)
+        return ok
+
+
+def finish_job(store: Store, job_id: int, *, state: str, exit_code: int | None,
+               reason: str | None, log_tail: str, idea_status: str, score: float | None,
+               quarantine: str | None, idea_reason: str | None, message: str) -> bool:
+    """Job → final state, its GPU leases released and its idea scored, in one transaction."""
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        if job is None or not _cas(s, Job, job_id, {"state": {"queued", "launching", "running",
+                                                               "unreachable"}},
+                                   {"state": state, "exit_code": exit_code, "reason": reason,
+                                    "log_tail": log_tail, "finished_at": now()}):
+            return False
+        give_back_leases(s, job_id, state)
+        _cas(s, Idea, job.idea_id, {"status": {"queued", "running"}},
+             {"status": idea_status, "score": score, "quarantine": quarantine,
+              "reason": idea_reason})
+        _event(s, "job", message, search_id=job.search_id, idea_id=job.idea_id, job_id=job_id)
+        return True
+
+
+def take_gpus(store: Store, host: str, gpus: Sequence[int], job_id: int) -> bool:
+    """Lease whole GPUs for a job in one transaction; False if any is already held."""
+    try:
+        with store.session() as s:
+            for gpu in gpus:
+                s.add(GpuLease(host=host, gpu=gpu, job_id=job_id))
+            s.flush()
+            _cas(s, Job, job_id, {}, {"gpus": ",".join(map(str, gpus))})
+        return True
+    except IntegrityError:
+        return False
+
+
+def leased_gpus(store: Store, host: str) -> dict[int, int]:
+    with store.session(write=False) as s:
+        rows = s.exec(select(GpuLease).where(GpuLease.host == host)).all()
+        return {r.gpu: r.job_id for r in rows}
+
+
+def release_gpus(store: Store, job_id: int) -> None:
+    with store.session() as s:
+        give_back_leases(s, job_id, "released")
+
+
+def give_back_leases(s: Session, job_id: int, why: str) -> None:
+    """Free a job's GPUs inside the caller's transaction, keeping each lease in the log."""
+    for lease in s.exec(select(GpuLease).where(GpuLease.job_id == job_id)).all():
+        s.add(GpuLeaseLog(host=lease.host, gpu=lease.gpu, job_id=job_id,
+                          taken_at=lease.taken_at, why=why))
+        s.delete(lease)
+
+
+def ingest_metrics(store: Store, job_id: int, old_offset: int, new_offset: int,
+                   points: Sequence[dict[str, Any]]) -> bool:
+    """Store points read from bytes [old_offset, new_offset) exactly once."""
+    with store.session() as s:
+        if not _cas(s, Job, job_id, {"metrics_offset": old_offset},
+                    {"metrics_offset": new_offset}):
+            return False
+        for p in points:
+            s.add(MetricPoint(job_id=job_id, name=str(p["name"]), value=float(p["value"]),
+                              step=p.get("step"), time_s=p.get("time_s")))
+        return True
+
+
+def job_metrics(store: Store, job_id: int, name: str | None = None) -> list[MetricView]:
+    with store.session(write=False) as s:
+        q = select(MetricPoint).where(MetricPoint.job_id == job_id)
+        if name is not None:
+            q = q.where(MetricPoint.name == name)
+        return [MetricView.of(r) for r in s.exec(q.order_by(MetricPoint.id)).all()]
+
+
+# ---------------------------------------------------------------------------------------------
+# model calls, decisions, events
+
+
+def hold_queued_jobs(store: Store, search_id: int, keep_idea: int, reason: str) -> list[int]:
+    """Queued jobs of the search, except `keep_idea`'s, → `held` (never placed) in one
+    transaction with one event; their ideas stay queued. Returns the jobs held."""
+    with store.session() as s:
+        rows = s.exec(select(Job).where(Job.search_id == search_id, Job.state == "queued",
+                                        Job.idea_id != keep_idea)).all()
+        held = [r.id for r in rows if _cas(s, Job, r.id, {"state": "queued"},
+                                            {"state": "held", "reason": reason})]
+        if held:
+            _event(s, "job", f"job{'s' if len(held) > 1 else ''} "
+                   f"{', '.join(map(str, held))} held: {reason}", search_id=search_id)
+        return held
+
+
+def release_held_jobs(store: Store, search_id: int, why: str) -> list[int]:
+    """Held jobs of the search → queued again (they keep their place in the queue)."""
+    with store.session() as s:
+        rows = s.exec(select(Job).where(Job.search_id == search_id, Job.state == "held")).all()
+        released = [r.id for r in rows if _cas(s, Job, r.id, {"state": "held"},
+                                                {"state": "queued", "reason": None})]
+        if released:
+            _event(s, "job", f"job{'s' if len(released) > 1 else ''} "
+                   f"{', '.join(map(str, released))} queued again: {why}", search_id=search_id)
+        return released

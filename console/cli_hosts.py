@@ -291,7 +291,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     if store is None:
         raise _usage("no ideaforge workspace here; pass --workspace DIR")
     job = job_ops.get_job(store, args.job)
-    if job.state == "queued":
+    if job.state in ("queued", "held"):
         if job_ops.finish_job(store, job.id, state="cancelled", exit_code=None, reason="cancelled",
                           log_tail="", idea_status="failed", score=None, quarantine=None,
                           idea_reason="cancelled before it started",
@@ -300,7 +300,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             return 0
         job = job_ops.get_job(store, args.job)
     if job.state not in ("running", "unreachable") or not job.job_dir:
-        raise _usage(f"job {job.id} is {job.state}; only queued and running jobs can be "
+        raise _usage(f"job {job.id} is {job.state}; only queued, held and running jobs can be "
                      "cancelled" + (" (it is being launched: try again in a moment)"
                                     if job.state == "launching" else ""))
     result = cancel_job(store, job)

@@ -42,7 +42,7 @@ from engine.store.models import (
 )
 from engine.store.views import AttemptView, EventView, IdeaView, JobView, SearchView
 
-ACTIVE_JOB_STATES = ("queued", "launching", "running", "unreachable")
+ACTIVE_JOB_STATES = ("queued", "held", "launching", "running", "unreachable")
 
 # ---------------------------------------------------------------------------------------------
 # the read-only connection pool

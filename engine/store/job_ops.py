@@ -81,8 +81,8 @@ def finish_job(store: Store, job_id: int, *, state: str, exit_code: int | None,
     """Job → final state, its GPU leases released and its idea scored, in one transaction."""
     with store.session() as s:
         job = s.get(Job, job_id)
-        if job is None or not _cas(s, Job, job_id, {"state": {"queued", "launching", "running",
-                                                               "unreachable"}},
+        if job is None or not _cas(s, Job, job_id, {"state": {"queued", "held", "launching",
+                                                               "running", "unreachable"}},
                                    {"state": state, "exit_code": exit_code, "reason": reason,
                                     "log_tail": log_tail, "finished_at": now()}):
             return False
@@ -154,24 +154,25 @@ def job_metrics(store: Store, job_id: int, name: str | None = None) -> list[Metr
 def hold_queued_jobs(store: Store, search_id: int, keep_idea: int, reason: str) -> list[int]:
     """Queued jobs of the search, except `keep_idea`'s, → `held` (never placed) in one
     transaction with one event; their ideas stay queued. Returns the jobs held."""
-    with store.session() as s:
-        rows = s.exec(select(Job).where(Job.search_id == search_id, Job.state == "queued",
-                                        Job.idea_id != keep_idea)).all()
-        held = [r.id for r in rows if _cas(s, Job, r.id, {"state": "queued"},
-                                            {"state": "held", "reason": reason})]
-        if held:
-            _event(s, "job", f"job{'s' if len(held) > 1 else ''} "
-                   f"{', '.join(map(str, held))} held: {reason}", search_id=search_id)
-        return held
+    return _move_jobs(store, search_id, "queued", "held", reason, f"held: {reason}",
+                      but_idea=keep_idea)
 
 
 def release_held_jobs(store: Store, search_id: int, why: str) -> list[int]:
     """Held jobs of the search → queued again (they keep their place in the queue)."""
+    return _move_jobs(store, search_id, "held", "queued", None, f"queued again: {why}")
+
+
+def _move_jobs(store: Store, search_id: int, old: str, new: str, reason: str | None,
+               said: str, but_idea: int | None = None) -> list[int]:
+    """Every job of the search in state `old` → `new`, in one transaction with one event."""
     with store.session() as s:
-        rows = s.exec(select(Job).where(Job.search_id == search_id, Job.state == "held")).all()
-        released = [r.id for r in rows if _cas(s, Job, r.id, {"state": "held"},
-                                                {"state": "queued", "reason": None})]
-        if released:
-            _event(s, "job", f"job{'s' if len(released) > 1 else ''} "
-                   f"{', '.join(map(str, released))} queued again: {why}", search_id=search_id)
-        return released
+        q = select(Job).where(Job.search_id == search_id, Job.state == old)
+        if but_idea is not None:
+            q = q.where(Job.idea_id != but_idea)
+        moved = [r.id for r in s.exec(q).all()
+                 if _cas(s, Job, r.id, {"state": old}, {"state": new, "reason": reason})]
+        if moved:
+            _event(s, "job", f"job{'s' if len(moved) > 1 else ''} "
+                   f"{', '.join(map(str, moved))} {said}", search_id=search_id)
+        return moved

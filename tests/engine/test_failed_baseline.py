@@ -52,6 +52,13 @@ def test_a_failing_baseline_stops_the_search_before_any_idea_runs(toy_env: Path,
     assert [j["state"] for j in jobs if j["origin"] == "baseline"] == ["failed"]
     ran = [j for j in jobs if j["origin"] != "baseline" and j["started_at"] is not None]
     assert not ran, f"idea jobs launched after the baseline failed: {ran}"
+    # A held job can be cancelled like a queued one: the idea that crashes anyway.
+    ideas = json.loads(cli("ideas", "t", "--json", workspace=workspace, check=True).stdout)
+    crash = next(i["id"] for i in ideas if i["title"].startswith("A change that crashes"))
+    (held,) = [j for j in _jobs(workspace) if j["idea_id"] == crash]
+    assert held["state"] == "held"
+    proc = cli("cancel", str(held["id"]), workspace=workspace)
+    assert proc.returncode == 0 and "cancelled before it started" in proc.stdout, proc.stderr
 
     # Fixed: a resume measures the baseline again before any idea job starts, then goes on.
     _set_smoke(toy_env, "python train.py")
@@ -66,6 +73,7 @@ def test_a_failing_baseline_stops_the_search_before_any_idea_runs(toy_env: Path,
                      and j["started_at"] is not None]
     assert ideas_started and min(ideas_started) >= rerun[0]["finished_at"]
     assert status["best_score"] == 3.5
+    assert [j["state"] for j in _jobs(workspace) if j["idea_id"] == crash] == ["cancelled"]
 
 
 def test_proposal_batches_that_fail_alike_are_reported_once(toy_env: Path,

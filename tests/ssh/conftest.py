@@ -343,3 +343,20 @@ def home_host(lab: Lab, name: str, gpus: int = 4) -> HomeSshdHost:
     with open(lab.known_hosts, "a") as fh:
         fh.write(f"[127.0.0.1]:{h.port} {pub[0]} {pub[1]}\n")
     return h
+
+
+def finish(engine: subprocess.Popen[str], timeout: float = 90) -> str:
+    """The engine's output once it has exited 0 (its output in the failure otherwise)."""
+    try:
+        out, _ = engine.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        engine.kill()
+        out, _ = engine.communicate()
+        raise AssertionError(f"the engine did not finish in {timeout} s:\n{out}") from None
+    assert engine.returncode == 0, out
+    return out
+
+
+def remote_dir(lab: Lab, job: dict) -> Path:
+    """A job's attempt directory on its (test) host."""
+    return lab.hosts[job["host"]].workdir / job["job_dir"]

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from tests.conftest import base_env, start_cli, wait_for
-from tests.ssh.conftest import Lab, db_rows, jobs
+from tests.ssh.conftest import Lab, db_rows, finish, jobs, remote_dir
 
 #: A job that leaves a process behind when its runner dies: a loop stamping the time.
 LINGER = '''
@@ -29,21 +29,6 @@ def run(lab: Lab, env_dir: Path, ws: Path, hosts: Path, name: str, profile: str,
     return lab.track(start_cli("run", str(env_dir), "--name", name, "--hosts", str(hosts),
                                "--auto", "--profile", profile, "--epochs", "1",
                                "--ideas-per-epoch", str(ideas), workspace=ws, env=base_env()))
-
-
-def finish(engine: subprocess.Popen[str], timeout: float = 120) -> str:
-    try:
-        out, _ = engine.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        engine.kill()
-        out, _ = engine.communicate()
-        raise AssertionError(f"the engine did not finish in {timeout} s:\n{out}") from None
-    assert engine.returncode == 0, out
-    return out
-
-
-def remote_dir(lab: Lab, job: dict) -> Path:
-    return lab.hosts[job["host"]].workdir / job["job_dir"]
 
 
 def events(ws: Path) -> list[str]:
@@ -63,7 +48,7 @@ def test_a_killed_runner_s_processes_die_before_its_gpu_is_given_again_and_the_i
     (victim,) = [r for r in jobs(ws) if r["state"] == "running"]
     info = json.loads((remote_dir(lab, victim) / "pid").read_text())
     os.kill(info["pid"], signal.SIGKILL)  # the runner only: the job's processes live on
-    finish(engine)
+    finish(engine, timeout=120)
     alive = (remote_dir(lab, victim) / "env" / "alive").read_text().split()
     last_stamp = float(alive[-1])
     rows = jobs(ws)

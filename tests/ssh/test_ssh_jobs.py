@@ -12,7 +12,7 @@ from itertools import combinations
 from pathlib import Path
 
 from tests.conftest import base_env, cli, start_cli, wait_for
-from tests.ssh.conftest import Lab, db_rows, jobs
+from tests.ssh.conftest import Lab, db_rows, finish, jobs, remote_dir
 
 ACTIVE = ("launching", "running", "unreachable")
 
@@ -33,17 +33,6 @@ def files_holding(root: Path, needle: str) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
 
 
-def finish(engine: subprocess.Popen[str], timeout: float = 90) -> str:
-    try:
-        out, _ = engine.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        engine.kill()
-        out, _ = engine.communicate()
-        raise AssertionError(f"the engine did not finish in {timeout} s:\n{out}") from None
-    assert engine.returncode == 0, out
-    return out
-
-
 def kill(engine: subprocess.Popen[str]) -> None:
     os.kill(engine.pid, signal.SIGKILL)
     engine.wait()
@@ -52,10 +41,6 @@ def kill(engine: subprocess.Popen[str]) -> None:
 def hosts_cli(*args: str, ws: Path) -> subprocess.CompletedProcess[str]:
     """`ideaforge hosts …` / `ideaforge cancel …`."""
     return cli(*args, workspace=ws, timeout=120)
-
-
-def remote_dir(lab: Lab, job: dict) -> Path:
-    return lab.hosts[job["host"]].workdir / job["job_dir"]
 
 
 def local_log(ws: Path, job: dict) -> Path:

@@ -81,10 +81,10 @@ class SearchEngine(JobsMixin):
 
     def acquire(self) -> None:
         """One engine per search: an advisory lock the kernel drops if this process dies."""
-        lock_dir = self.store.workspace / "locks"
-        lock_dir.mkdir(exist_ok=True)
+        path = lock_path(self.store.workspace, self.search_id)
+        path.parent.mkdir(exist_ok=True)
         # Held open for the engine's life: closing it is what releases the lock.
-        fh = open(lock_dir / f"search-{self.search_id}.lock", "a+")  # noqa: SIM115
+        fh = open(path, "a+")  # noqa: SIM115
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -577,12 +577,16 @@ def workspace_path(arg: str | None) -> Path:
     return Path(arg or os.environ.get("IDEAFORGE_WORKSPACE") or ".ideaforge").expanduser()
 
 
+def lock_path(workspace: Path, search_id: int) -> Path:
+    """The file whose lock an engine holds while it drives the search."""
+    return Path(workspace) / "locks" / f"search-{search_id}.lock"
+
+
 def engine_alive(workspace: Path, search_id: int) -> bool:
     """Whether an engine on this machine drives the search now: it holds the search's lock
     (see `SearchEngine.acquire`), which the kernel drops when that process dies, however."""
-    path = Path(workspace) / "locks" / f"search-{search_id}.lock"
     try:
-        fh = open(path)  # noqa: SIM115 - closed below, after the probe
+        fh = open(lock_path(workspace, search_id))  # noqa: SIM115 - closed below, after the probe
     except OSError:
         return False
     try:

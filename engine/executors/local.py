@@ -57,6 +57,7 @@ class LocalExecutor:
         self._gpus = detect_gpus() if gpus is None else list(gpus)
         self.python = python or sys.executable
         self.grace_s = grace_s
+        self._versions: dict[int, str] = {}
 
     def gpu_indices(self) -> list[int]:
         return list(self._gpus)
@@ -92,7 +93,12 @@ class LocalExecutor:
         that never happened — never a second run.
         """
         job_dir = self.job_dir(spec.search_id, spec.job_id)
-        key = launch_key(spec, spec.env.version())
+        # The version is hashed once per environment object (the engine keeps one for its
+        # life), not once per job: a large repository would cost a full read per launch.
+        version = self._versions.get(id(spec.env))
+        if version is None:
+            version = self._versions[id(spec.env)] = spec.env.version()
+        key = launch_key(spec, version)
         mine = {"key": key, "spec": {"command": spec.profile.command, "job_id": spec.job_id,
                                      "idea_id": spec.idea_id}}
         other = attempt_dir.other_job(str(job_dir), mine) if job_dir.exists() else None

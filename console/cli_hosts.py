@@ -293,9 +293,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     job = job_ops.get_job(store, args.job)
     if job.state in ("queued", "held"):
         if job_ops.finish_job(store, job.id, state="cancelled", exit_code=None, reason="cancelled",
-                          log_tail="", idea_status="failed", score=None, quarantine=None,
-                          idea_reason="cancelled before it started",
-                          message=f"job {job.id} cancelled before it started"):
+                              log_tail="", idea_status="failed", score=None, quarantine=None,
+                              idea_reason="cancelled before it started",
+                              message=f"job {job.id} cancelled before it started"):
             sys.stdout.write(f"job {job.id} cancelled before it started\n")
             return 0
         job = job_ops.get_job(store, args.job)

@@ -258,10 +258,10 @@ def cmd_stop(args: argparse.Namespace) -> int:
             if not driven and said in ("requested", "killed_orphans"):
                 # No engine will read its end: record it now, so it holds no GPU or slot.
                 job_ops.finish_job(store, job.id, state="cancelled", exit_code=None,
-                               reason="cancelled", log_tail=job.log_tail, idea_status="failed",
-                               score=None, quarantine=None, idea_reason="cancelled",
-                               message=f"job {job.id} cancelled while no engine drove "
-                               f"{search.name!r}")
+                                   reason="cancelled", log_tail=job.log_tail, idea_status="failed",
+                                   score=None, quarantine=None, idea_reason="cancelled",
+                                   message=f"job {job.id} cancelled while no engine drove "
+                                   f"{search.name!r}")
     if not driven:
         ops.update_search(store, search.id, status="stopped", message="stopped by the researcher",
                           event="stopped while no engine was running")

@@ -294,7 +294,7 @@ class SearchEngine(JobsMixin):
             self._implement(e)
             self._enqueue(e)
             unfinished = job_ops.list_jobs(self.store, self.search_id,
-                                       ("queued", "launching", "running", "unreachable"))
+                                           ("queued", "launching", "running", "unreachable"))
             busy = ops.list_ideas(self.store, self.search_id, None,
                                   ("approved", "implementing", "implemented", "queued"))
             if not unfinished and not busy and not self.tasks:
@@ -357,7 +357,7 @@ class SearchEngine(JobsMixin):
             text="[Experiment] Baseline: the unmodified environment, measured on this profile.",
             origin="baseline", title="baseline (unmodified code)", status="implemented"))
         job_ops.enqueue_job(self.store, idea_id, profile=self.profile.name,
-                        gpus_wanted=self.profile.gpus, executor=self.executor.name)
+                            gpus_wanted=self.profile.gpus, executor=self.executor.name)
         self.progress(f"measuring the baseline on profile {self.profile.name!r} (idea {idea_id})")
 
     # ------------------------------------------------------------------ baseline
@@ -389,7 +389,7 @@ class SearchEngine(JobsMixin):
         if self._baseline_first and self.search.baseline is not None:
             self._baseline_first = False
             released = job_ops.release_held_jobs(self.store, self.search_id,
-                                             "the baseline is measured")
+                                                 "the baseline is measured")
             if released:
                 self.progress(f"baseline measured: {len(released)} held idea job(s) queued")
         idea = self._failed_baseline()
@@ -399,8 +399,8 @@ class SearchEngine(JobsMixin):
         s = self.search
         jobs = job_ops.list_jobs(self.store, self.search_id, idea_id=idea.id)
         held = job_ops.hold_queued_jobs(self.store, self.search_id, idea.id,
-                                    "the baseline failed; `ideaforge resume` measures it "
-                                    "again first")
+                                        "the baseline failed; `ideaforge resume` measures it "
+                                        "again first")
         running = [j for j in job_ops.list_jobs(self.store, self.search_id, hq.ACTIVE)
                    if j.idea_id != idea.id]
         summary = (f"the baseline (the unmodified code, idea {idea.id}) failed on profile "
@@ -432,10 +432,10 @@ class SearchEngine(JobsMixin):
             return
         self._baseline_first = True
         job_ops.hold_queued_jobs(self.store, self.search_id, idea.id,
-                             "the baseline is measured again first")
+                                 "the baseline is measured again first")
         job_id = job_ops.enqueue_job(self.store, idea.id, profile=self.profile.name,
-                                 gpus_wanted=self.profile.gpus, executor=self.executor.name,
-                                 from_states=("failed",))
+                                     gpus_wanted=self.profile.gpus, executor=self.executor.name,
+                                     from_states=("failed",))
         self.progress(f"measuring the baseline again (job {job_id}); idea jobs wait for it")
 
     def _population(self) -> list[IdeaView]:

@@ -49,7 +49,7 @@ class JobsMixin:
     def _enqueue(self, epoch: int) -> None:
         for idea in ops.list_ideas(self.store, self.search_id, epoch, ("implemented",)):
             job_ops.enqueue_job(self.store, idea.id, profile=self.profile.name,
-                            gpus_wanted=self.profile.gpus, executor=self.executor.name)
+                                gpus_wanted=self.profile.gpus, executor=self.executor.name)
 
     def _jobs_fleet(self) -> Fleet:
         """The executor as the job methods see it: one or many hosts, watched in batches."""
@@ -118,11 +118,11 @@ class JobsMixin:
             for job_id in set(plan.unplaceable) & mine:
                 job = job_ops.get_job(self.store, job_id)
                 job_ops.finish_job(self.store, job_id, state="failed", exit_code=None,
-                               reason="unplaceable", log_tail="", idea_status="failed",
-                               score=None, quarantine=None,
-                               idea_reason=f"needs {job.gpus_wanted} GPUs; the largest host "
-                               f"({', '.join(views)}) has {biggest}",
-                               message=f"job {job_id}: no host has {job.gpus_wanted} GPUs")
+                                   reason="unplaceable", log_tail="", idea_status="failed",
+                                   score=None, quarantine=None,
+                                   idea_reason=f"needs {job.gpus_wanted} GPUs; the largest host "
+                                   f"({', '.join(views)}) has {biggest}",
+                                   message=f"job {job_id}: no host has {job.gpus_wanted} GPUs")
         for p in plan.mine(waiting):
             job_dir = fleet.job_dir(p.host, self.search_id, p.job_id)
             if hq.claim_placement(self.store, p.job_id, p.host, p.gpus, job_dir):
@@ -144,15 +144,15 @@ class JobsMixin:
                 self._retry(job, outcome.error, host_fault=outcome.host_fault)
             else:
                 job_ops.finish_job(self.store, job.id, state="failed", exit_code=None,
-                               reason="launch failed", log_tail=outcome.error[-4000:],
-                               idea_status="failed", score=None, quarantine=None,
-                               idea_reason=f"launch failed: {outcome.error}"[:500],
-                               message=f"job {job.id} (idea {idea.id}): launch failed")
+                                   reason="launch failed", log_tail=outcome.error[-4000:],
+                                   idea_status="failed", score=None, quarantine=None,
+                                   idea_reason=f"launch failed: {outcome.error}"[:500],
+                                   message=f"job {job.id} (idea {idea.id}): launch failed")
             return
         where = f" on {job.host}" if job.host != "local" else ""
         if job_ops.update_job(self.store, job.id, expect_state="launching", state="running",
-                          message=f"job {job.id} started for idea {idea.id}{where}" +
-                          (f" on GPUs {','.join(map(str, gpus))}" if gpus else "")):
+                              message=f"job {job.id} started for idea {idea.id}{where}" +
+                              (f" on GPUs {','.join(map(str, gpus))}" if gpus else "")):
             ops.transition_idea(self.store, idea.id, "queued", "running")
             self.progress(f"job {job.id} running{where}: idea {idea.id} {idea.title[:50]}")
 
@@ -195,7 +195,7 @@ class JobsMixin:
         if status.state == "running":
             if status.heartbeat_at and status.heartbeat_at != job.heartbeat_at:
                 job_ops.update_job(self.store, job.id, heartbeat_at=status.heartbeat_at,
-                               pid=status.pid, log_tail=tail)
+                                   pid=status.pid, log_tail=tail)
             return
         if not (report.complete and report.metrics_from == job.metrics_offset
                 and report.log_from == job.log_offset):
@@ -230,7 +230,7 @@ class JobsMixin:
         """Store new metric points and mirror new log bytes, each exactly once; the log tail."""
         if report.metrics_from == job.metrics_offset and report.metrics_to != job.metrics_offset:
             job_ops.ingest_metrics(self.store, job.id, job.metrics_offset, report.metrics_to,
-                               report.points)
+                                   report.points)
         if report.log_tail is not None:
             return report.log_tail
         if not report.log_bytes or report.log_from != job.log_offset:
@@ -269,11 +269,11 @@ class JobsMixin:
         if job.search_id != self.search_id:
             where += f" (search {job.search_id}, which no engine drives)"
         if not job_ops.finish_job(self.store, job.id, state=verdict.job_state, exit_code=code,
-                              reason=reason, log_tail=tail, idea_status=verdict.idea_status,
-                              score=verdict.score, quarantine=verdict.quarantine,
-                              idea_reason=reason,
-                              message=f"job {job.id} (idea {idea.id}){where}: "
-                              f"{verdict.summary}"):
+                                  reason=reason, log_tail=tail, idea_status=verdict.idea_status,
+                                  score=verdict.score, quarantine=verdict.quarantine,
+                                  idea_reason=reason,
+                                  message=f"job {job.id} (idea {idea.id}){where}: "
+                                  f"{verdict.summary}"):
             return
         if job.host != "local":
             hq.record_host_success(self.store, job.host)

@@ -70,7 +70,7 @@ def _run_job(store: Store, built: Built, key: str, idea_id: int, *, score: float
     assert job_id is not None
     built.jobs[key] = job_id
     job_ops.update_job(store, job_id, state="running", host=host,
-                   job_dir=str(job_dir) if job_dir else None)
+                       job_dir=str(job_dir) if job_dir else None)
     ops.transition_idea(store, idea_id, "queued", "running")
     points = [{"name": "train_loss", "value": v, "step": i + 1} for i, v in enumerate(curve)]
     if score is not None:
@@ -78,9 +78,9 @@ def _run_job(store: Store, built: Built, key: str, idea_id: int, *, score: float
     job_ops.ingest_metrics(store, job_id, 0, 100, points)
     if state != "running":
         job_ops.finish_job(store, job_id, state=state, exit_code=exit_code, reason=reason,
-                       log_tail=f"toy run done: score {score}\n", idea_status=idea_status,
-                       score=score, quarantine=quarantine, idea_reason=reason,
-                       message=f"job {job_id} done")
+                           log_tail=f"toy run done: score {score}\n", idea_status=idea_status,
+                           score=score, quarantine=quarantine, idea_reason=reason,
+                           message=f"job {job_id} done")
     return job_id
 
 

@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,6 +85,19 @@ class Profile:
     timeout: float
     setup: str | None = None
     baseline: float | None = None  # the unmodified code's score on this profile, if known
+    time_limit: float | None = None  # training budget, measured by the runner
+    time_slack: float = 0.0  # past time_limit + time_slack the training is stopped: void
+    evaluate_timeout: float | None = None  # this profile's limit for the evaluation stage
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """`[evaluate]`: the stage that produces the score, outside the patched code's reach."""
+
+    command: str
+    files: tuple[str, ...]  # globs of the files the evaluator runs from (pristine copies)
+    timeout: float
+    held_out: tuple[str, ...] = ()  # globs under the data dir that only the evaluator sees
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,8 @@ class Environment:
     profiles: dict[str, Profile]
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     ship: tuple[str, ...] = ()  # globs of files shipped although they look like credentials
+    evaluation: Evaluation | None = None  # None: a legacy environment, results unverified
+    protected_regions: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     # -- files ---------------------------------------------------------------------------
     def files(self) -> list[str]:
@@ -133,6 +148,20 @@ class Environment:
             digest.update(b"\0")
         return digest.hexdigest()[:16]
 
+    def evaluator_files(self) -> dict[str, str]:
+        """The files the evaluation stage runs from: relative path -> SHA-256 of its bytes."""
+        if self.evaluation is None:
+            return {}
+        shipped = self.shipped_files()[0]
+        return {rel: hashlib.sha256((self.root / rel).read_bytes()).hexdigest()
+                for rel in _matching(shipped, self.evaluation.files)}
+
+    def evaluator_id(self) -> str | None:
+        """The evaluator's identity: SHA-256 of its files' `sha256sum`-style manifest."""
+        if self.evaluation is None:
+            return None
+        return manifest_id(self.evaluator_files())
+
     # -- prompts ---------------------------------------------------------------------------
     def context_listing(self) -> str:
         """The context files with line numbers, as the model sees them."""
@@ -160,6 +189,17 @@ class Environment:
             raise EnvironmentError_(
                 f"environment {self.name!r} has no profile {name!r}; choose one of: {known}"
             ) from None
+
+
+def manifest_id(files: dict[str, str]) -> str:
+    """SHA-256 of the lines `<sha256>  <path>` sorted by path (what `sha256sum` prints);
+    runner.py computes the same from the copies it checked."""
+    text = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(files.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _matching(files: list[str], globs: tuple[str, ...]) -> list[str]:
+    return [rel for rel in files if any(fnmatch.fnmatchcase(rel, g) for g in globs)]
 
 
 def walk_files(root: Path) -> list[str]:
@@ -319,6 +359,11 @@ def _validate(root: Path, toml_path: Path, data: dict[str, Any]) -> Environment:
         timeout = want(p, "timeout", number, where)
         if gpus < 0 or timeout <= 0:
             raise fail(where + ("gpus" if gpus < 0 else "timeout"), "must be positive")
+        seconds = {key: _float_or_none(want(p, key, number, where, None))
+                   for key in ("time_limit", "time_slack", "evaluate_timeout")}
+        for key, value in seconds.items():
+            if value is not None and (value < 0 or (value == 0 and key != "time_slack")):
+                raise fail(where + key, "must be a positive number of seconds")
         profiles[pname] = Profile(
             name=pname,
             command=want(p, "command", str, where),
@@ -326,13 +371,47 @@ def _validate(root: Path, toml_path: Path, data: dict[str, Any]) -> Environment:
             timeout=float(timeout),
             setup=want(p, "setup", str, where, None),
             baseline=_float_or_none(want(p, "baseline", number, where, None)),
+            time_limit=seconds["time_limit"],
+            time_slack=seconds["time_slack"] or 0.0,
+            evaluate_timeout=seconds["evaluate_timeout"],
         )
     ship = _ship_patterns(data.get("ship", []), lambda problem: fail("ship", problem))
-    return Environment(
+    regions_t = want(data, "protected_regions", dict, "", {})
+    protected_regions: dict[str, tuple[str, ...]] = {}
+    for rel, names in regions_t.items():
+        if not (root / rel).is_file():
+            raise fail(f"protected_regions.{rel}", f"names a file that is not in {root}")
+        if not isinstance(names, list) or not all(isinstance(x, str) and x for x in names):
+            raise fail(f"protected_regions.{rel}", "must be a list of definitions, e.g. "
+                       "[\"def validate\", \"class Config\", \"TIME_LIMIT_S\"]")
+        protected_regions[rel] = tuple(names)
+    env = Environment(
         root=root, name=name, description=description, metric=metric, context=context,
         protected=protected, protected_lines=protected_lines, rules=rules, profiles=profiles,
-        raw=data, ship=ship,
+        raw=data, ship=ship, protected_regions=protected_regions,
     )
+    if "evaluate" not in data:
+        return env
+    ev = want(data, "evaluate", dict, "")
+    files = want(ev, "files", list, "evaluate.")
+    held_out = want(ev, "held_out", list, "evaluate.", [])
+    for key, globs in (("files", files), ("held_out", held_out)):
+        if not all(isinstance(g, str) and g for g in globs) or (key == "files" and not globs):
+            raise fail(f"evaluate.{key}", "must be a list of non-empty glob strings")
+        if any(g.startswith("/") or ".." in g.split("/") for g in globs):
+            raise fail(f"evaluate.{key}", "holds an absolute path or '..': globs are relative")
+    ev_timeout = want(ev, "timeout", number, "evaluate.")
+    if ev_timeout <= 0:
+        raise fail("evaluate.timeout", "must be a positive number of seconds")
+    env = replace(env, evaluation=Evaluation(
+        command=want(ev, "command", str, "evaluate."), files=tuple(files),
+        timeout=float(ev_timeout), held_out=tuple(held_out)))
+    shipped = env.shipped_files()[0]
+    for glob in files:
+        matched = _matching(shipped, (glob,))
+        if not matched:
+            raise fail("evaluate.files", f"holds {glob!r}, which matches no file in {root}")
+    return env
 
 
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:

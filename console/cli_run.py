@@ -132,7 +132,8 @@ def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
         auto=args.auto, review_diffs=args.review_diffs, advance_at=args.advance_at,
         max_cost_usd=args.max_cost, max_attempts=args.max_attempts,
         metric_name=env.metric.name, goal=env.metric.goal,
-        baseline=env.baseline_for(profile.name), config_json=json.dumps(config))
+        baseline=env.baseline_for(profile.name), config_json=json.dumps(config),
+        evaluator=env.evaluator_id())
     return store, search
 
 

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 from engine import scheduler
 from engine.environments import load as load_environment
-from engine.executors.base import LOG_TAIL_BYTES, JobStatus, LaunchSpec
+from engine.executors.base import LOG_TAIL_BYTES, JobStatus, LaunchSpec, job_time_limit
 from engine.executors.fleet import Fleet, HostView, JobReport, WatchItem, as_fleet
-from engine.metrics import judge
+from engine.metrics import Evaluation, judge, reported_score
 from engine.outcome import EXIT_ERROR
 from engine.scheduler import HostSlots, RunningJob, Waiting
 from engine.store import hosts_queries as hq
@@ -135,7 +135,8 @@ class JobsMixin:
         gpus = _gpu_list(job.gpus)
         spec = LaunchSpec(job_id=job.id, search_id=self.search_id, idea_id=idea.id,
                           env=self.env, profile=self.profile, diff=idea.diff, gpus=gpus,
-                          workspace_id=self.store.workspace_id(), queued_at=job.queued_at)
+                          workspace_id=self.store.workspace_id(), queued_at=job.queued_at,
+                          secret=self.store.job_secret(job.id, job.queued_at))
         outcome = self._jobs_fleet().launch(job.host, spec, job.job_dir)
         if outcome is None:
             return
@@ -229,8 +230,18 @@ class JobsMixin:
     def _ingest(self, job: JobView, report: JobReport) -> str:
         """Store new metric points and mirror new log bytes, each exactly once; the log tail."""
         if report.metrics_from == job.metrics_offset and report.metrics_to != job.metrics_offset:
+            points, flag = report.points, None
+            env = self.env if job.search_id == self.search_id else self._env_of(job)
+            if env is not None and env.evaluation is not None:
+                # Only the evaluation stage reports the score: the training process's own
+                # score lines are ignored, and the idea says that it tried.
+                cheats = reported_score(env.metric, points)
+                if cheats:
+                    points = [p for p in points if p not in cheats]
+                    flag = (f"the training process wrote its own {env.metric.name!r} or "
+                            "'void' lines: ignored (only the evaluation stage scores)")
             job_ops.ingest_metrics(self.store, job.id, job.metrics_offset, report.metrics_to,
-                                   report.points)
+                                   points, flag)
         if report.log_tail is not None:
             return report.log_tail
         if not report.log_bytes or report.log_from != job.log_offset:
@@ -257,7 +268,12 @@ class JobsMixin:
         env = self.env if job.search_id == self.search_id else self._env_of(job)
         if env is None:
             return  # its environment is gone: its own engine (on resume) will say so
-        verdict = judge(env.metric, status, points, self._limit_of(job))
+        expect = None
+        if env.evaluation is not None:
+            expect = Evaluation(search_evaluator=ops.find_search(self.store,
+                                                                 job.search_id).evaluator,
+                                secret=self.store.job_secret(job.id, job.queued_at))
+        verdict = judge(env.metric, status, points, self._limit_of(job), expect)
         reason = verdict.reason
         code = status.exit_code
         if reason and code is not None and code < 0 and verdict.job_state == "failed":
@@ -273,7 +289,8 @@ class JobsMixin:
                                   score=verdict.score, quarantine=verdict.quarantine,
                                   idea_reason=reason,
                                   message=f"job {job.id} (idea {idea.id}){where}: "
-                                  f"{verdict.summary}"):
+                                  f"{verdict.summary}", evaluator=verdict.evaluator,
+                                  flags=verdict.flags, points=verdict.points):
             return
         if job.host != "local":
             hq.record_host_success(self.store, job.host)
@@ -309,12 +326,14 @@ class JobsMixin:
         return (job.started_at or job.queued_at) + self._limit_of(job) + extra
 
     def _limit_of(self, job: JobView, env_path: str | None = None) -> float:
-        """A job's time limit: its profile's timeout (other searches' jobs included)."""
+        """A job's time limit: its profile's timeout, plus its evaluation stage's (other
+    searches' jobs included)."""
         if job.search_id == self.search_id:
-            return self.profile.timeout
+            return job_time_limit(self.env, self.profile)
         env = self._env_of(job, env_path)
         try:
-            return env.profile(job.profile).timeout if env else self.profile.timeout
+            return job_time_limit(env, env.profile(job.profile)) if env else \
+                self.profile.timeout
         except (RuntimeError, ValueError, KeyError):  # a profile that is gone
             return self.profile.timeout
 

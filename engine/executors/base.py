@@ -42,6 +42,7 @@ class LaunchSpec:
     gpus: tuple[int, ...]
     workspace_id: str = ""  # the workspace's own identity (Store.workspace_id)
     queued_at: float = 0.0  # when the job row was made: tells apart copies of one workspace
+    secret: str = ""  # signs the runner's `exit` record (Store.job_secret); never logged
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class JobStatus:
     heartbeat_at: float | None = None
     pid: int | None = None
     orphans: int = 0  # lost only: processes the job left that still run (they hold its GPUs)
+    record: dict[str, Any] | None = None  # finished: the runner's `exit` record as written
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def read_status_files(job_dir: Path, alive: bool | None) -> JobStatus:
         info = json.loads(exit_path.read_text())
         return JobStatus("finished", exit_code=info.get("code"),
                          timed_out=bool(info.get("timed_out")),
-                         cancelled=bool(info.get("cancelled")))
+                         cancelled=bool(info.get("cancelled")), record=info)
     hb = job_dir / "hb"
     beat = float(hb.read_text() or 0) if hb.exists() else None
     pid_path = job_dir / "pid"
@@ -129,3 +131,23 @@ def launch_key(spec: LaunchSpec, version: str) -> str:
     what = [spec.workspace_id, spec.search_id, spec.job_id, spec.queued_at, spec.idea_id,
             spec.profile.command, spec.diff or "", version]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()
+
+
+def evaluate_spec(env: Environment, profile: Profile, source: str,
+                  files: dict[str, str]) -> dict[str, Any] | None:
+    """What the runner needs for the evaluation stage (None: a legacy environment).
+
+    `source` is the folder of pristine copies it copies `files` ({path: SHA-256}) from."""
+    ev = env.evaluation
+    if ev is None:
+        return None
+    return {"command": ev.command, "files": files, "source": source,
+            "timeout": profile.evaluate_timeout or ev.timeout, "held_out": list(ev.held_out),
+            "time_limit": profile.time_limit, "time_slack": profile.time_slack}
+
+
+def job_time_limit(env: Environment, profile: Profile) -> float:
+    """The longest a job may run: training, then its evaluation stage."""
+    if env.evaluation is None:
+        return profile.timeout
+    return profile.timeout + (profile.evaluate_timeout or env.evaluation.timeout)

@@ -19,6 +19,7 @@ from engine.executors.base import (
     JobStatus,
     LaunchSpec,
     Output,
+    evaluate_spec,
     job_environment,
     launch_key,
     parse_metric_bytes,
@@ -58,6 +59,7 @@ class LocalExecutor:
         self.python = python or sys.executable
         self.grace_s = grace_s
         self._versions: dict[int, str] = {}
+        self._evaluators: dict[int, dict[str, str]] = {}
 
     def gpu_indices(self) -> list[int]:
         return list(self._gpus)
@@ -118,13 +120,29 @@ class LocalExecutor:
             shutil.rmtree(work, ignore_errors=True)
             apply_to_copy(spec.env.root, spec.diff, work)
             (job_dir / "metrics.jsonl").touch()
-            runner._write(str(job_dir / "spec.json"), json.dumps(self._spec(spec, job_dir),
-                                                                indent=1))
+            body = self._spec(spec, job_dir)
+            files = self._evaluator_files(spec)
+            if files:
+                # The evaluator's pristine copies, taken now (the folder may be edited while
+                # the job runs); the runner checks them against `files` before it evaluates.
+                source = job_dir / "evaluator-source"
+                shutil.rmtree(source, ignore_errors=True)
+                for rel in files:
+                    (source / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(spec.env.root / rel, source / rel)
+                body["evaluate"] = evaluate_spec(spec.env, spec.profile, str(source), files)
+            runner._write(str(job_dir / "spec.json"), json.dumps(body, indent=1))
         with open(job_dir / "runner.err", "ab") as err:
             subprocess.Popen([self.python, runner.__file__, str(job_dir)], cwd=job_dir,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                              start_new_session=True, env=self._env())
         return str(job_dir)
+
+    def _evaluator_files(self, spec: LaunchSpec) -> dict[str, str]:
+        files = self._evaluators.get(id(spec.env))
+        if files is None:
+            files = self._evaluators[id(spec.env)] = spec.env.evaluator_files()
+        return files
 
     def _spec(self, spec: LaunchSpec, job_dir: Path) -> dict[str, object]:
         env = {
@@ -136,10 +154,11 @@ class LocalExecutor:
             "PYTHONUNBUFFERED": "1",
             "WANDB_DIR": str(job_dir),
             "WANDB_CACHE_DIR": str(job_dir / ".wandb-cache"),
+            "IDEAFORGE_PROFILE": spec.profile.name,
         }
         return {"command": spec.profile.command, "cwd": str(job_dir / "env"), "env": env,
                 "timeout": spec.profile.timeout, "grace": self.grace_s, "heartbeat": 2,
-                "job_id": spec.job_id, "idea_id": spec.idea_id}
+                "job_id": spec.job_id, "idea_id": spec.idea_id, "secret": spec.secret}
 
     def poll(self, job_dir: str) -> JobStatus:
         path = Path(job_dir)

@@ -1,25 +1,53 @@
 """The job runner: started detached in an attempt directory, on this machine or a GPU host.
 
-Stand-alone on purpose (standard library only, Python ≥ 3.8): it is copied to hosts and must
-keep enforcing the time limit while the engine is down. Usage: `python runner.py JOB_DIR`.
+Stand-alone on purpose (standard library only, Python >= 3.8): it is copied to hosts (beside
+attempt_dir.py) and must keep enforcing the time limits while the engine is down. Usage:
+`python runner.py JOB_DIR`.
 
 The attempt directory is the truth (ARCHITECTURE.md, "Executors"):
 - creates `started` exclusively (a second runner for the same directory exits at once)
-- reads `spec.json`: {"command", "cwd", "env", "timeout", "grace", "heartbeat", "clean_env"};
-  the job gets this process's environment plus `env`, or only `env` when `clean_env` is true
+- reads `spec.json`: {"command", "cwd", "env", "timeout", "grace", "heartbeat", "clean_env",
+  "secret", "evaluate"}; the job gets this process's environment plus `env`, or only `env`
+  when `clean_env` is true. `secret` is removed from spec.json before the job starts: it signs
+  `exit`, so a record the job forges is told apart from this runner's
 - writes `pid` (runner pid, its start time, boot id, the job's process group), keeps `hb`
   touched, sends the job's stdout and stderr to `output.log`
 - enforces `timeout` (seconds): TERM to the job's whole process group, KILL after `grace`
 - a file `cancel` in the directory asks for the same, as does TERM sent to the runner
-- writes `exit` ({"code", "time", "timed_out", "cancelled"}) last; every file via rename
+- is the subreaper of everything the job starts: when a stage ends, every process it left
+  (its group, whatever double-forked out of it, whatever carries IDEAFORGE_JOB_DIR) is killed
+- with `evaluate` (environments/CONTRACT.md, "The evaluation stage"): stops training at
+  `time_limit + time_slack`, then copies the evaluator's files from the pristine `source`,
+  checks their SHA-256 against the spec read before training began, and runs the evaluation
+  in a fresh folder; its score lines go into `exit`
+- writes `exit` ({"code", "time", "timed_out", "cancelled", "train", "evaluation", "mac"})
+  last; every file via rename
 """
 
+import ctypes
+import fnmatch
+import hashlib
+import hmac
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+
+if __package__:  # imported by the engine (tests, the local executor's helpers)
+    from engine.executors import attempt_dir as ad
+else:  # run as a script: attempt_dir.py lies beside this file, locally and on hosts
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import attempt_dir as ad  # type: ignore[no-redef]
+
+PR_SET_CHILD_SUBREAPER = 36
+#: The most of the evaluation's metrics file that is read into `exit`.
+SCORE_BYTES = 1 << 20
+#: What the evaluation stage must not inherit from the training stage's environment.
+EVAL_DROPPED = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONINSPECT",
+                "BASH_ENV", "ENV", "LD_PRELOAD", "LD_LIBRARY_PATH_PREPEND")
 
 
 def _write(path, data):
@@ -46,11 +74,252 @@ def proc_start_time(pid):
 
 
 def boot_id():
+    return ad.boot_id()
+
+
+def sign(record, secret):
+    """HMAC-SHA256 of an exit record (without its `mac`), as the engine checks it."""
+    body = json.dumps({k: v for k, v in record.items() if k != "mac"}, sort_keys=True)
+    return hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()
+
+
+def manifest_id(files):
+    """SHA-256 of the `sha256sum`-style manifest of {relative path: sha256} (the engine's
+    engine.environments.manifest_id)."""
+    text = "".join("%s  %s\n" % (files[rel], rel) for rel in sorted(files))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Runner:
+    def __init__(self, job_dir, spec):
+        self.dir = job_dir
+        self.spec = spec
+        self.grace = float(spec.get("grace", 10))
+        self.beat = float(spec.get("heartbeat", 2))
+        self.log = open(os.path.join(job_dir, "output.log"), "ab", buffering=0)  # noqa: SIM115
+        self.stop = None  # why the job is being stopped: cancelled | timed_out | over_time
+        self.last_beat = 0.0
+        self.me = os.getpid()
+
+    def say(self, text):
+        self.log.write(("[ideaforge runner] %s\n" % text).encode())
+
+    def start(self, command, cwd, env):
+        return subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env,
+                                stdin=subprocess.DEVNULL, stdout=self.log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def watch(self, child, timeout, deadline=None):
+        """Wait for a stage's command: heartbeat, cancel, `timeout` (timed_out) and `deadline`
+        (seconds after its start: over_time). Returns (exit code, why it was stopped)."""
+        started = time.monotonic()
+        cancel_path = os.path.join(self.dir, "cancel")
+        killed_at = None
+        why = None
+        while True:
+            code = child.poll()
+            if code is not None:
+                return code, why
+            self.reap_adopted(child.pid)
+            t = time.monotonic()
+            if t - self.last_beat >= self.beat:
+                _write(os.path.join(self.dir, "hb"), "%.3f\n" % time.time())
+                self.last_beat = t
+            if killed_at is None:
+                if os.path.exists(cancel_path) or self.stop == "cancelled":
+                    why = "cancelled"
+                elif timeout and t - started > timeout:
+                    why = "timed_out"
+                elif deadline and t - started > deadline:
+                    why = "over_time"
+                if why:
+                    self.say("%s: sending TERM to the job" % why)
+                    _signal_group(child.pid, signal.SIGTERM)
+                    killed_at = t
+            elif t - killed_at > self.grace:
+                self.say("still running after TERM: sending KILL")
+                _signal_group(child.pid, signal.SIGKILL)
+                killed_at = float("inf")  # KILL once
+            time.sleep(0.2)
+
+    def reap_adopted(self, keep):
+        """Collect the exit status of processes that were reparented to us (we are their
+        subreaper), but never the stage's own child: Popen reads that one."""
+        for pid in _children(self.me):
+            fields = ad.stat_fields(pid)
+            if pid != keep and fields and fields[0] == "Z":
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+
+    def end_everything(self, group):
+        """Kill every process the job left: its group, our adopted descendants (double forks
+        that left the group and session) and any process that carries the job's marker.
+        Repeated until none is left (a fork bomb's last forks), within a bounded time."""
+        info = {"pgid": group, "start": proc_start_time(self.me) or 0}
+        for _ in range(50):
+            _signal_group(group, signal.SIGKILL)
+            pids = set(_descendants(self.me)) | set(ad.job_processes(self.dir, info))
+            pids.discard(self.me)
+            live = [p for p in pids if (ad.stat_fields(p) or ["X"])[0] not in ("Z", "X")]
+            for pid in live:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self.reap_adopted(-1)
+            if not live:
+                return
+            time.sleep(0.1)
+        self.say("processes of the job still alive after cleanup: %s" % sorted(live)[:20])
+
+
+def _children(pid):
     try:
-        with open("/proc/sys/kernel/random/boot_id") as fh:
-            return fh.read().strip()
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as fh:
+            return [int(x) for x in fh.read().split()]
+    except OSError:  # a kernel without CONFIG_PROC_CHILDREN: scan the parents
+        out = []
+        for name in os.listdir("/proc"):
+            fields = ad.stat_fields(name) if name.isdigit() else None
+            if fields and int(fields[1]) == pid:
+                out.append(int(name))
+        return out
+
+
+def _descendants(pid):
+    out, todo = [], _children(pid)
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(_children(p))
+    return out
+
+
+def _subreaper():
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: job_processes still finds what carries the marker
+
+
+def _training_data_view(real, held_out, view):
+    """A folder of symlinks to everything under `real` except the `held_out` globs (relative
+    to `real`); a folder is linked whole unless something under it is held out."""
+    shutil.rmtree(view, ignore_errors=True)
+
+    def could_hold(rel):
+        parts = rel.split("/")
+        return any(len(g.split("/")) > len(parts) and all(
+            fnmatch.fnmatchcase(p, q) for p, q in zip(parts, g.split("/"))) for g in held_out)
+
+    def fill(src, dest, rel):
+        os.makedirs(dest, exist_ok=True)
+        for name in sorted(os.listdir(src)):
+            sub = name if not rel else rel + "/" + name
+            if any(fnmatch.fnmatchcase(sub, g.rstrip("/")) for g in held_out):
+                continue
+            path = os.path.join(src, name)
+            if os.path.isdir(path) and could_hold(sub):
+                fill(path, os.path.join(dest, name), sub)
+            else:
+                os.symlink(path, os.path.join(dest, name))
+
+    fill(real, view, "")
+    return view
+
+
+def _read_score(path):
+    points, size = [], 0
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(SCORE_BYTES)
+            size = len(data)
     except OSError:
-        return ""
+        return points, size
+    for raw in data.splitlines():
+        try:
+            obj = json.loads(raw)
+            float(obj["value"])
+        except (ValueError, TypeError, KeyError):
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("name"), str):
+            points.append(obj)
+    return points, size
+
+
+def _remove(path):
+    if os.path.islink(path) or os.path.isfile(path):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+
+
+def _snapshot(folder):
+    """The bytes and modes of a folder's files (the job's `bin` wrappers), to restore them
+    before the evaluation: the training stage may have rewritten them."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as fh:
+                out[path] = (fh.read(), os.stat(path).st_mode & 0o777)
+    return out
+
+
+def _restore(folder, snapshot):
+    if os.path.lexists(folder):
+        _remove(folder)
+    for path, (data, mode) in snapshot.items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(data)
+        os.chmod(path, mode)
+
+
+def evaluate(runner, ev, env, train_seconds):
+    """The evaluation stage; what `exit` says of it."""
+    root = os.path.join(runner.dir, "evaluation")
+    if os.path.lexists(root):
+        _remove(root)  # whatever the training stage put there is not ours
+    code_dir = os.path.join(root, "code")
+    os.makedirs(code_dir)
+    files = dict(ev.get("files") or {})
+    out = {"evaluator": manifest_id(files), "code": None, "seconds": 0.0}
+    for rel, digest in sorted(files.items()):
+        src = os.path.join(ev["source"], rel)
+        try:
+            with open(src, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            out["error"] = "evaluator file %s is missing from %s (%s)" % (rel, ev["source"], exc)
+            return out
+        if hashlib.sha256(data).hexdigest() != digest:
+            out["error"] = ("evaluator file %s differs from the engine's (its pristine copy on "
+                            "this host was changed)" % rel)
+            return out
+        dest = os.path.join(code_dir, rel)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        with open(dest, "wb") as fh:
+            fh.write(data)
+    score_path = os.path.join(root, "score.jsonl")
+    open(score_path, "a").close()
+    env = {k: v for k, v in env.items() if k not in EVAL_DROPPED}
+    env.update(IDEAFORGE_METRICS=score_path, IDEAFORGE_TRAIN_SECONDS="%.3f" % train_seconds,
+               PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
+    if ev.get("data_dir"):
+        env["IDEAFORGE_DATA_DIR"] = ev["data_dir"]
+    runner.say("training ended after %.1f s; evaluating in a fresh process: %s"
+               % (train_seconds, ev["command"]))
+    t0 = time.monotonic()
+    child = runner.start(ev["command"], code_dir, env)
+    code, why = runner.watch(child, float(ev.get("timeout") or 0))
+    runner.end_everything(child.pid)
+    points, size = _read_score(score_path)
+    out.update(code=code, seconds=round(time.monotonic() - t0, 3), points=points,
+               score_bytes=size, timed_out=why == "timed_out", cancelled=why == "cancelled")
+    return out
 
 
 def main(job_dir):
@@ -60,70 +329,77 @@ def main(job_dir):
         os.close(os.open(os.path.join(job_dir, "started"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         return
-    with open(os.path.join(job_dir, "spec.json")) as fh:
+    spec_path = os.path.join(job_dir, "spec.json")
+    with open(spec_path) as fh:
         spec = json.load(fh)
-    timeout = float(spec.get("timeout") or 0)
-    grace = float(spec.get("grace", 10))
-    beat = float(spec.get("heartbeat", 2))
+    secret = spec.pop("secret", None)
+    if secret:
+        _write(spec_path, json.dumps(spec, indent=1))  # gone before the job can read it
+    _subreaper()
     # A spec that says `clean_env` (the SSH hosts' agent writes such specs) holds the job's
     # whole environment: nothing of the login that started this runner (SSH_CLIENT, which
     # makes bash read ~/.bashrc, BASH_ENV, shims on PATH) may reach the job.
     env = {} if spec.get("clean_env") else dict(os.environ)
     env.update({k: str(v) for k, v in (spec.get("env") or {}).items()})
-    log = open(os.path.join(job_dir, "output.log"), "ab", buffering=0)  # noqa: SIM115
-    child = subprocess.Popen(
-        ["bash", "-c", spec["command"]], cwd=spec.get("cwd") or job_dir, env=env,
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    ev = spec.get("evaluate")
+    bin_dir = os.path.join(job_dir, "bin")
+    trusted_bin = _snapshot(bin_dir) if ev and os.path.isdir(bin_dir) else None
+    if ev:
+        artifacts = os.path.join(job_dir, "artifacts")
+        if os.path.lexists(artifacts):
+            _remove(artifacts)
+        os.makedirs(artifacts)
+        env["IDEAFORGE_ARTIFACTS"] = artifacts
+        real = env.get("IDEAFORGE_DATA_DIR") or ""
+        ev["data_dir"] = real
+        if ev.get("held_out") and real and os.path.isdir(real):
+            env["IDEAFORGE_DATA_DIR"] = _training_data_view(
+                real, ev["held_out"], os.path.join(job_dir, "train-data"))
+    runner = Runner(job_dir, spec)
+    child = runner.start(spec["command"], spec.get("cwd") or job_dir, env)
+    t0 = time.monotonic()
     me = os.getpid()
     _write(os.path.join(job_dir, "pid"), json.dumps({
         "pid": me, "start": proc_start_time(me), "boot_id": boot_id(), "pgid": child.pid,
         "child_pid": child.pid, "started": time.time(),
     }))
-    stop = {"why": None}
 
     def on_term(signum, _frame):
-        stop["why"] = "cancelled"
+        runner.stop = "cancelled"
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    started = time.monotonic()
-    hb_path = os.path.join(job_dir, "hb")
-    cancel_path = os.path.join(job_dir, "cancel")
-    last_beat = 0.0
-    killed_at = None
-    timed_out = cancelled = False
-    while True:
-        code = child.poll()
-        if code is not None:
-            break
-        t = time.monotonic()
-        if t - last_beat >= beat:
-            _write(hb_path, f"{time.time():.3f}\n")
-            last_beat = t
-        if killed_at is None:
-            if os.path.exists(cancel_path):
-                stop["why"] = "cancelled"
-            if timeout and t - started > timeout:
-                stop["why"] = "timed_out"
-            if stop["why"]:
-                timed_out = stop["why"] == "timed_out"
-                cancelled = stop["why"] == "cancelled"
-                log.write((f"\n[ideaforge runner] {stop['why']}: sending TERM to the job\n")
-                          .encode())
-                _signal_group(child.pid, signal.SIGTERM)
-                killed_at = t
-        elif t - killed_at > grace:
-            log.write(b"[ideaforge runner] still running after TERM: sending KILL\n")
-            _signal_group(child.pid, signal.SIGKILL)
-            killed_at = float("inf")  # KILL once
-        time.sleep(0.2)
-    # Whatever the job left in its group goes too, so no orphan keeps a GPU busy.
-    _signal_group(child.pid, signal.SIGKILL)
-    log.close()
-    _write(os.path.join(job_dir, "exit"), json.dumps({
-        "code": code, "time": time.time(), "timed_out": timed_out, "cancelled": cancelled,
-    }))
+    deadline = None
+    if ev and ev.get("time_limit"):
+        deadline = float(ev["time_limit"]) + float(ev.get("time_slack") or 0)
+    code, why = runner.watch(child, float(spec.get("timeout") or 0), deadline)
+    train_seconds = time.monotonic() - t0
+    # Whatever the job left goes too, so no orphan keeps a GPU busy or writes a score later.
+    runner.end_everything(child.pid)
+    record = {"code": code, "time": None, "timed_out": why == "timed_out",
+              "cancelled": why == "cancelled"}
+    if why == "over_time":
+        runner.say("training ran past its time limit (%s s + %s s slack): stopped, void"
+                   % (ev.get("time_limit"), ev.get("time_slack")))
+    if ev:
+        record["train"] = {"code": code, "seconds": round(train_seconds, 3),
+                           "over_time": why == "over_time",
+                           "time_limit": ev.get("time_limit"), "time_slack": ev.get("time_slack")}
+        if code == 0 and why is None and runner.stop is None:
+            if trusted_bin is not None:
+                _restore(bin_dir, trusted_bin)
+            result = evaluate(runner, ev, env, train_seconds)
+            if result.get("error"):
+                runner.say("not evaluated: " + result["error"])
+            record["evaluation"] = result
+            record["cancelled"] = bool(result.get("cancelled"))
+            if result.get("code") is not None:
+                record["code"] = result["code"]
+    runner.log.close()
+    record["time"] = time.time()
+    if secret:
+        record["mac"] = sign(record, secret)
+    _write(os.path.join(job_dir, "exit"), json.dumps(record))
 
 
 def _signal_group(pgid, sig):

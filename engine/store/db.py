@@ -7,9 +7,11 @@ never touched.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -57,6 +59,7 @@ class Store:
         self.workspace = Path(workspace).expanduser().resolve()
         self.path = self.workspace / DB_NAME
         self._workspace_id: str | None = None
+        self._job_key: str | None = None
         if not self.path.exists() and not create:
             raise StoreError(
                 f"no ideaforge workspace at {self.workspace} (missing {DB_NAME}); "
@@ -108,6 +111,20 @@ class Store:
             row = s.exec(select(Meta).where(Meta.key == "schema_version")).first()
             return int(row.value) if row else 1
 
+    def _meta_value(self, key: str, make: Callable[[], str]) -> str:
+        with self.session() as s:
+            s.exec(text("INSERT OR IGNORE INTO meta (key, value) VALUES (:k, :v)"
+                        ).bindparams(k=key, v=make()))  # type: ignore[call-overload]
+            return s.exec(select(Meta).where(Meta.key == key)).one().value
+
+    def job_secret(self, job_id: int, queued_at: float) -> str:
+        """The key that signs a job's `exit` record: derived from a random key kept in this
+        workspace, so a job forging its own record cannot sign it. Never logged."""
+        if self._job_key is None:
+            self._job_key = self._meta_value("job_key", lambda: secrets.token_hex(32))
+        return hmac.new(self._job_key.encode(), f"{job_id}:{queued_at!r}".encode(),
+                        hashlib.sha256).hexdigest()
+
     def workspace_id(self) -> str:
         """This workspace's own identity: random, made once, kept in the database.
 
@@ -116,11 +133,7 @@ class Store:
         must never take the old one's directories (and results) for its own.
         """
         if self._workspace_id is None:
-            with self.session() as s:
-                s.exec(text("INSERT OR IGNORE INTO meta (key, value) VALUES ('workspace_id', :v)"
-                            ).bindparams(v=secrets.token_hex(8)))  # type: ignore[call-overload]
-                row = s.exec(select(Meta).where(Meta.key == "workspace_id")).one()
-                self._workspace_id = row.value
+            self._workspace_id = self._meta_value("workspace_id", lambda: secrets.token_hex(8))
         return self._workspace_id
 
     @contextmanager

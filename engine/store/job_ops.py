@@ -77,15 +77,30 @@ def update_job(store: Store, job_id: int, *, expect_state: str | Iterable[str] |
 
 def finish_job(store: Store, job_id: int, *, state: str, exit_code: int | None,
                reason: str | None, log_tail: str, idea_status: str, score: float | None,
-               quarantine: str | None, idea_reason: str | None, message: str) -> bool:
-    """Job → final state, its GPU leases released and its idea scored, in one transaction."""
+               quarantine: str | None, idea_reason: str | None, message: str,
+               evaluator: str | None = None, flags: Sequence[str] = (),
+               points: Sequence[dict[str, Any]] = ()) -> bool:
+    """Job → final state, its GPU leases released and its idea scored, in one transaction.
+    `points`: the evaluation stage's metric lines, stored with the job's curves."""
     with store.session() as s:
         job = s.get(Job, job_id)
+        changes: dict[str, Any] = {"state": state, "exit_code": exit_code, "reason": reason,
+                                   "log_tail": log_tail, "finished_at": now(),
+                                   "evaluator": evaluator}
+        if flags:
+            old = [f for f in (job.flags if job else "").splitlines() if f]
+            changes["flags"] = "\n".join(dict.fromkeys(old + list(flags)))
         if job is None or not _cas(s, Job, job_id, {"state": {"queued", "held", "launching",
                                                                "running", "unreachable"}},
-                                   {"state": state, "exit_code": exit_code, "reason": reason,
-                                    "log_tail": log_tail, "finished_at": now()}):
+                                   changes):
             return False
+        for p in points:
+            try:
+                s.add(MetricPoint(job_id=job_id, name=str(p["name"]), value=float(p["value"]),
+                                  step=_int_or_none(p.get("step")),
+                                  time_s=_float_or_none(p.get("time_s"))))
+            except (KeyError, TypeError, ValueError):
+                continue
         give_back_leases(s, job_id, state)
         _cas(s, Idea, job.idea_id, {"status": {"queued", "running"}},
              {"status": idea_status, "score": score, "quarantine": quarantine,
@@ -126,13 +141,26 @@ def give_back_leases(s: Session, job_id: int, why: str) -> None:
         s.delete(lease)
 
 
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def ingest_metrics(store: Store, job_id: int, old_offset: int, new_offset: int,
-                   points: Sequence[dict[str, Any]]) -> bool:
-    """Store points read from bytes [old_offset, new_offset) exactly once."""
+                   points: Sequence[dict[str, Any]], flag: str | None = None) -> bool:
+    """Store points read from bytes [old_offset, new_offset) exactly once; `flag` (what was
+    left out of them, and why) is added to the job's flags in the same transaction."""
     with store.session() as s:
         if not _cas(s, Job, job_id, {"metrics_offset": old_offset},
                     {"metrics_offset": new_offset}):
             return False
+        job = s.get(Job, job_id)
+        if flag and job is not None and flag not in job.flags.splitlines():
+            job.flags = (job.flags + "\n" + flag).strip()
+            s.add(job)
         for p in points:
             s.add(MetricPoint(job_id=job_id, name=str(p["name"]), value=float(p["value"]),
                               step=p.get("step"), time_s=p.get("time_s")))

@@ -10,6 +10,8 @@ History:
    (GPU scheduling and the diff gate).
 3. index `ix_idea_search_epoch_id` (the console pages one epoch of 100k ideas).
 4. the `gpu_lease_log` table (leases given back, with their times; created by create_all).
+5. `job.evaluator`, `job.flags`, `search.evaluator` (scores from the evaluation stage: which
+   evaluator produced them, and what was ignored on the way).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
-CURRENT = 4
+CURRENT = 5
 
 
 def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
@@ -47,7 +49,13 @@ def _to_4(conn: Connection) -> None:
     """Nothing to change in place: the new `gpu_lease_log` table is made by create_all()."""
 
 
-STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4}
+def _to_5(conn: Connection) -> None:
+    _add_column(conn, "job", "evaluator", "VARCHAR")
+    _add_column(conn, "job", "flags", "VARCHAR NOT NULL DEFAULT ''")
+    _add_column(conn, "search", "evaluator", "VARCHAR")
+
+
+STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4, 5: _to_5}
 
 
 def upgrade(engine: Engine, found: int) -> None:

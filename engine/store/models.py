@@ -41,6 +41,7 @@ class Search(SQLModel, table=True):
     metric_name: str
     goal: str
     baseline: float | None = None  # from the environment/profile, or measured by the baseline job
+    evaluator: str | None = None  # SHA-256 of the evaluator that ranks this search's results
     status: str = "created"  # created | running | stopped | finished | failed | imported
     epoch: int = 0  # the epoch being proposed/reviewed/implemented (jobs of earlier ones may run)
     phase: str = "propose"  # see engine.store.states.EPOCH_PHASES
@@ -128,6 +129,8 @@ class Job(SQLModel, table=True):
     log_tail: str = ""
     metrics_offset: int = 0
     log_offset: int = 0
+    evaluator: str | None = None  # the evaluator that produced its score (None: unverified)
+    flags: str = ""  # one line each: what was ignored or is doubtful about its result
     queued_at: float = Field(default_factory=now)
     started_at: float | None = None
     finished_at: float | None = None

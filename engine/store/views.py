@@ -50,6 +50,7 @@ class SearchView(View):
     engine_host: str | None
     engine_heartbeat: float | None
     created_at: float
+    evaluator: str | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -112,6 +113,8 @@ class JobView(View):
     started_at: float | None
     finished_at: float | None
     heartbeat_at: float | None
+    evaluator: str | None = None
+    flags: str = ""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from engine.protection import missing_region
+
 #: Where the shipped environments live (the repository's environments/ folder).
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "environments"
 
@@ -384,6 +386,14 @@ def _validate(root: Path, toml_path: Path, data: dict[str, Any]) -> Environment:
         if not isinstance(names, list) or not all(isinstance(x, str) and x for x in names):
             raise fail(f"protected_regions.{rel}", "must be a list of definitions, e.g. "
                        "[\"def validate\", \"class Config\", \"TIME_LIMIT_S\"]")
+        text = (root / rel).read_text(encoding="utf-8")
+        for spec in names:
+            try:
+                problem = missing_region(rel, text, spec)
+            except ValueError as exc:
+                problem = str(exc)
+            if problem:
+                raise fail(f"protected_regions.{rel}", problem)
         protected_regions[rel] = tuple(names)
     env = Environment(
         root=root, name=name, description=description, metric=metric, context=context,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engine.environments import Environment
+from engine.protection import SHADOW_RULE
 
 BatchKind = Literal["seed", "exploit", "explore"]
 
@@ -302,7 +303,12 @@ def _protection_section(env: Environment) -> str:
     for rel, kept in env.protected_lines.items():
         lines.append(f"Lines of {rel} that must stay exactly as they are:")
         lines.extend(f"    {line}" for line in kept)
-    return "# Protected\n" + "\n".join(lines) if lines else ""
+    for rel, names in env.protected_regions.items():
+        lines.append(f"Definitions of {rel} that must stay exactly as they are, at its top level "
+                     "(new code may go around them; do not rebind, wrap, decorate or patch "
+                     "them): " + ", ".join(names) + ".")
+    lines.append(SHADOW_RULE)
+    return "# Protected\n" + "\n".join(lines)
 
 
 def _code_section(env: Environment) -> str:

@@ -33,6 +33,7 @@ from engine.outcome import (
     Outcome,
 )
 from engine.patching import PatchError, combine_diffs, prepare_patch
+from engine.protection import DiffRules
 from engine.search_jobs import JobsMixin
 from engine.store import Store, job_ops, ops
 from engine.store import hosts_queries as hq
@@ -524,6 +525,7 @@ class SearchEngine(JobsMixin):
             return
         done_ok = "diff_review" if s.review_diffs else "implemented"
         protected, lines = self.env.protected, self.env.protected_lines
+        rules = DiffRules.of(self.env)  # protected regions, evaluator files
         if s.model == "catalog":
             try:
                 if idea.catalog_stem:
@@ -535,7 +537,7 @@ class SearchEngine(JobsMixin):
                 self._implement_failed(idea.id, "catalog", "", f"the parents' diffs conflict: "
                                        f"{exc}")
                 return
-            outcome = prepare_patch(answer, self.env.root, protected, lines)
+            outcome = prepare_patch(answer, self.env.root, protected, lines, rules=rules)
             ops.add_attempt(st, idea.id, model="catalog", answer=answer, diff=outcome.diff,
                             outcome="ok" if outcome.ok else "failed", error=outcome.error,
                             repairs=outcome.repairs,
@@ -549,7 +551,7 @@ class SearchEngine(JobsMixin):
             messages = ideation.implement_prompt(self.env, idea.text, previous[-3:])
             answer = await self.llm.complete("coder", f"implement:idea{idea.id}", messages)
             # an answer cut at the output limit is refused whole, however whole it looks
-            outcome = prepare_patch(answer, self.env.root, protected, lines,
+            outcome = prepare_patch(answer, self.env.root, protected, lines, rules=rules,
                                     cut_off=getattr(answer, "cut_off", False))
             last = outcome.ok or len(previous) + 1 >= s.max_attempts
             reason = None if outcome.ok else (

@@ -2,7 +2,8 @@
 
 Public API (see ARCHITECTURE.md, "Diffs"):
 
-- `prepare_patch(answer, env_dir, protected, protected_lines) -> PatchOutcome`
+- `prepare_patch(answer, env_dir, protected, protected_lines, *, rules) -> PatchOutcome`
+  (`rules`: `engine.protection.DiffRules.of(env)`, the protected regions and evaluator files)
 - `apply_diff(files, diff) -> dict[str, str]` (pure)
 - `apply_to_copy(env_dir, diff, dest)`
 - `combine_diffs(env_dir, diffs) -> str`

@@ -23,6 +23,7 @@ from engine.patching.outcome import PatchError, PatchOutcome, Rejected
 from engine.patching.paths import EnvTree, PathProblem, is_protected
 from engine.patching.search_replace import parse_blocks
 from engine.patching.text import content, file_mode, make_diff, read_text, split_keepends
+from engine.protection import DiffRules, guarded_modules, region_problems, shadow_problems
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,14 @@ class _Edit:
 
 class _Job:
     def __init__(self, env_dir: Path, protected: Sequence[str],
-                 protected_lines: Mapping[str, Sequence[str]]) -> None:
+                 protected_lines: Mapping[str, Sequence[str]],
+                 rules: DiffRules | None = None) -> None:
         self.tree = EnvTree(Path(env_dir))
         self.protected = tuple(protected)
         self.protected_lines = {k.removeprefix("./"): tuple(v.strip() for v in vs)
                                 for k, vs in protected_lines.items()}
+        self.rules = rules or DiffRules()
+        self.regions = {k.removeprefix("./"): tuple(v) for k, v in self.rules.regions.items()}
         self.repairs: list[str] = []
         self.problems: list[str] = []
         self.advice = ""
@@ -60,6 +64,26 @@ class _Job:
     def repair(self, note: str | None) -> None:
         if note and note not in self.repairs:
             self.repairs.append(note)
+
+    def shadowing(self, new_files: list[str]) -> list[str]:
+        """Refusals for new files named like a module the code would import instead."""
+        if not new_files:
+            return []
+        labels = {rel: "an evaluator file" for rel in self.rules.evaluator_files}
+        labels.update({rel: "a file with protected regions" for rel in self.regions})
+        labels.update({rel: "a protected file" for rel in self.tree.files
+                       if is_protected(rel, self.protected)})
+        texts = {}
+        for rel in labels:
+            if rel.endswith(".py"):
+                try:
+                    texts[rel] = read_text(self.tree.root / rel)
+                except (OSError, UnicodeDecodeError):
+                    continue
+        # a script's folder is its sys.path[0]: the environment's, and the protected ones'
+        roots = {""} | {rel.rpartition("/")[0] for rel in texts}
+        return shadow_problems(new_files, self.tree.files, guarded_modules(texts, labels),
+                               roots)
 
     def fail_if_problems(self) -> None:
         if self.problems:
@@ -392,6 +416,7 @@ def _run(job: _Job, answer: str) -> PatchOutcome:
             verb = {"create": "create", "delete": "delete"}.get(edit.kind, "change")
             job.problems.append(f"{edit.rel} is protected: the patch may not {verb} it. Leave it "
                                 "as it is and make the change in another file")
+    job.problems.extend(job.shadowing([e.rel for e in edits if e.kind == "create" and e.rel]))
     job.fail_if_problems()
     before: dict[str, str] = {}
     after: dict[str, str] = {}
@@ -413,6 +438,8 @@ def _run(job: _Job, answer: str) -> PatchOutcome:
             after[edit.rel] = patched
         job.problems.extend(_protected_line_problems(job, edit.rel, before[edit.rel],
                                                      after.get(edit.rel)))
+    for rel in sorted(set(before) | set(after)):
+        job.problems.extend(region_problems(rel, before.get(rel), after.get(rel), job.regions))
     job.fail_if_problems()
     changed = sorted(rel for rel in set(before) | set(after) if before.get(rel) != after.get(rel))
     if not changed:
@@ -444,16 +471,18 @@ CUT_OFF_ERROR = (
 
 def prepare_patch(answer: str, env_dir: Path, protected: Sequence[str],
                   protected_lines: Mapping[str, Sequence[str]], *,
-                  cut_off: bool = False) -> PatchOutcome:
+                  cut_off: bool = False, rules: DiffRules | None = None) -> PatchOutcome:
     """Extract, repair, validate and test-apply the change in a model's `answer`.
 
     Never raises for bad model input: the outcome's `error` says what to fix. `cut_off` (the
     model stopped at its output limit) refuses the answer whatever it holds: a diff cut at a
-    hunk boundary looks whole and would apply half of the idea.
+    hunk boundary looks whole and would apply half of the idea. `rules` (`DiffRules.of(env)`)
+    adds the environment's protected regions and evaluator files; without it a new module
+    that shadows a library or a protected file's import is still refused.
     """
     if cut_off:
         return PatchOutcome(False, None, CUT_OFF_ERROR, (), (), _form_of(answer))
-    job = _Job(Path(env_dir), protected, protected_lines)
+    job = _Job(Path(env_dir), protected, protected_lines, rules)
     try:
         return _run(job, answer)
     except Rejected as exc:

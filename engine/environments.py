@@ -47,6 +47,10 @@ CREDENTIAL_DIRS = frozenset({".aws", ".azure", ".kube", ".ssh", ".gnupg", ".hugg
 CREDENTIAL_CONFIG_DIRS = frozenset({"gcloud", "gh"})
 
 
+#: The evaluator's files travel inside every job's spec (engine/executors/base.py).
+EVALUATOR_MAX_BYTES = 4 * 2**20
+
+
 class EnvironmentError_(ValueError):
     """An environment that cannot be used; the message says what and how to fix it."""
 
@@ -421,6 +425,11 @@ def _validate(root: Path, toml_path: Path, data: dict[str, Any]) -> Environment:
         matched = _matching(shipped, (glob,))
         if not matched:
             raise fail("evaluate.files", f"holds {glob!r}, which matches no file in {root}")
+    size = sum((root / rel).stat().st_size for rel in _matching(shipped, tuple(files)))
+    if size > EVALUATOR_MAX_BYTES:
+        raise fail("evaluate.files", f"matches {size // 1024} KB; the evaluator's files travel "
+                   f"with every job (at most {EVALUATOR_MAX_BYTES // 2**20} MB): list code "
+                   "only, and keep data under the data dir")
     return env
 
 

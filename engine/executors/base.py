@@ -7,6 +7,7 @@ directory, and reports what that directory says. The directory layout is written
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -133,15 +134,26 @@ def launch_key(spec: LaunchSpec, version: str) -> str:
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()
 
 
-def evaluate_spec(env: Environment, profile: Profile, source: str,
-                  files: dict[str, str]) -> dict[str, Any] | None:
-    """What the runner needs for the evaluation stage (None: a legacy environment).
+def evaluator_payload(env: Environment) -> tuple[dict[str, str], dict[str, str]]:
+    """The evaluator's files as the runner gets them: ({path: SHA-256}, {path: base64 bytes}).
 
-    `source` is the folder of pristine copies it copies `files` ({path: SHA-256}) from."""
+    They travel inside the job's spec, which the runner reads before training starts: no
+    copy on disk that the job could change is ever used (environments/CONTRACT.md)."""
+    if env.evaluation is None:
+        return {}, {}
+    files = env.evaluator_files()
+    return files, {rel: base64.b64encode((env.root / rel).read_bytes()).decode()
+                   for rel in files}
+
+
+def evaluate_spec(env: Environment, profile: Profile,
+                  payload: tuple[dict[str, str], dict[str, str]]) -> dict[str, Any] | None:
+    """What the runner needs for the evaluation stage (None: a legacy environment)."""
     ev = env.evaluation
     if ev is None:
         return None
-    return {"command": ev.command, "files": files, "source": source,
+    files, content = payload
+    return {"command": ev.command, "files": files, "content": content,
             "timeout": profile.evaluate_timeout or ev.timeout, "held_out": list(ev.held_out),
             "time_limit": profile.time_limit, "time_slack": profile.time_slack}
 

@@ -20,6 +20,7 @@ from engine.executors.base import (
     LaunchSpec,
     Output,
     evaluate_spec,
+    evaluator_payload,
     job_environment,
     launch_key,
     parse_metric_bytes,
@@ -59,7 +60,7 @@ class LocalExecutor:
         self.python = python or sys.executable
         self.grace_s = grace_s
         self._versions: dict[int, str] = {}
-        self._evaluators: dict[int, dict[str, str]] = {}
+        self._evaluators: dict[int, tuple[dict[str, str], dict[str, str]]] = {}
 
     def gpu_indices(self) -> list[int]:
         return list(self._gpus)
@@ -121,16 +122,8 @@ class LocalExecutor:
             apply_to_copy(spec.env.root, spec.diff, work)
             (job_dir / "metrics.jsonl").touch()
             body = self._spec(spec, job_dir)
-            files = self._evaluator_files(spec)
-            if files:
-                # The evaluator's pristine copies, taken now (the folder may be edited while
-                # the job runs); the runner checks them against `files` before it evaluates.
-                source = job_dir / "evaluator-source"
-                shutil.rmtree(source, ignore_errors=True)
-                for rel in files:
-                    (source / rel).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(spec.env.root / rel, source / rel)
-                body["evaluate"] = evaluate_spec(spec.env, spec.profile, str(source), files)
+            if spec.env.evaluation is not None:
+                body["evaluate"] = evaluate_spec(spec.env, spec.profile, self._payload(spec))
             runner._write(str(job_dir / "spec.json"), json.dumps(body, indent=1))
         with open(job_dir / "runner.err", "ab") as err:
             subprocess.Popen([self.python, runner.__file__, str(job_dir)], cwd=job_dir,
@@ -138,11 +131,11 @@ class LocalExecutor:
                              start_new_session=True, env=self._env())
         return str(job_dir)
 
-    def _evaluator_files(self, spec: LaunchSpec) -> dict[str, str]:
-        files = self._evaluators.get(id(spec.env))
-        if files is None:
-            files = self._evaluators[id(spec.env)] = spec.env.evaluator_files()
-        return files
+    def _payload(self, spec: LaunchSpec) -> tuple[dict[str, str], dict[str, str]]:
+        payload = self._evaluators.get(id(spec.env))
+        if payload is None:
+            payload = self._evaluators[id(spec.env)] = evaluator_payload(spec.env)
+        return payload
 
     def _spec(self, spec: LaunchSpec, job_dir: Path) -> dict[str, object]:
         env = {

@@ -17,13 +17,14 @@ The attempt directory is the truth (ARCHITECTURE.md, "Executors"):
 - is the subreaper of everything the job starts: when a stage ends, every process it left
   (its group, whatever double-forked out of it, whatever carries IDEAFORGE_JOB_DIR) is killed
 - with `evaluate` (environments/CONTRACT.md, "The evaluation stage"): stops training at
-  `time_limit + time_slack`, then copies the evaluator's files from the pristine `source`,
-  checks their SHA-256 against the spec read before training began, and runs the evaluation
-  in a fresh folder; its score lines go into `exit`
+  `time_limit + time_slack`, then writes the evaluator's files (their bytes came in the spec,
+  read before training began; SHA-256 checked) into a fresh folder and runs the evaluation
+  there; its score lines go into `exit`
 - writes `exit` ({"code", "time", "timed_out", "cancelled", "train", "evaluation", "mac"})
   last; every file via rename
 """
 
+import base64
 import ctypes
 import fnmatch
 import hashlib
@@ -86,7 +87,7 @@ def sign(record, secret):
 def manifest_id(files):
     """SHA-256 of the `sha256sum`-style manifest of {relative path: sha256} (the engine's
     engine.environments.manifest_id)."""
-    text = "".join("%s  %s\n" % (files[rel], rel) for rel in sorted(files))
+    text = "".join(f"{files[rel]}  {rel}\n" for rel in sorted(files))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -102,7 +103,7 @@ class Runner:
         self.me = os.getpid()
 
     def say(self, text):
-        self.log.write(("[ideaforge runner] %s\n" % text).encode())
+        self.log.write((f"[ideaforge runner] {text}\n").encode())
 
     def start(self, command, cwd, env):
         return subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env,
@@ -123,7 +124,7 @@ class Runner:
             self.reap_adopted(child.pid)
             t = time.monotonic()
             if t - self.last_beat >= self.beat:
-                _write(os.path.join(self.dir, "hb"), "%.3f\n" % time.time())
+                _write(os.path.join(self.dir, "hb"), f"{time.time():.3f}\n")
                 self.last_beat = t
             if killed_at is None:
                 if os.path.exists(cancel_path) or self.stop == "cancelled":
@@ -133,7 +134,7 @@ class Runner:
                 elif deadline and t - started > deadline:
                     why = "over_time"
                 if why:
-                    self.say("%s: sending TERM to the job" % why)
+                    self.say(f"{why}: sending TERM to the job")
                     _signal_group(child.pid, signal.SIGTERM)
                     killed_at = t
             elif t - killed_at > self.grace:
@@ -172,12 +173,12 @@ class Runner:
             if not live:
                 return
             time.sleep(0.1)
-        self.say("processes of the job still alive after cleanup: %s" % sorted(live)[:20])
+        self.say(f"processes of the job still alive after cleanup: {sorted(live)[:20]}")
 
 
 def _children(pid):
     try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as fh:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
             return [int(x) for x in fh.read().split()]
     except OSError:  # a kernel without CONFIG_PROC_CHILDREN: scan the parents
         out = []
@@ -286,18 +287,14 @@ def evaluate(runner, ev, env, train_seconds):
     code_dir = os.path.join(root, "code")
     os.makedirs(code_dir)
     files = dict(ev.get("files") or {})
+    content = ev.get("content") or {}
     out = {"evaluator": manifest_id(files), "code": None, "seconds": 0.0}
     for rel, digest in sorted(files.items()):
-        src = os.path.join(ev["source"], rel)
-        try:
-            with open(src, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
-            out["error"] = "evaluator file %s is missing from %s (%s)" % (rel, ev["source"], exc)
-            return out
-        if hashlib.sha256(data).hexdigest() != digest:
-            out["error"] = ("evaluator file %s differs from the engine's (its pristine copy on "
-                            "this host was changed)" % rel)
+        # The bytes came with the spec, read before training began; none is read from disk.
+        data = base64.b64decode(content.get(rel) or "")
+        if hashlib.sha256(data).hexdigest() != digest or ".." in rel.split("/") \
+                or rel.startswith("/"):
+            out["error"] = f"evaluator file {rel} differs from the engine's (damaged spec)"
             return out
         dest = os.path.join(code_dir, rel)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -306,12 +303,12 @@ def evaluate(runner, ev, env, train_seconds):
     score_path = os.path.join(root, "score.jsonl")
     open(score_path, "a").close()
     env = {k: v for k, v in env.items() if k not in EVAL_DROPPED}
-    env.update(IDEAFORGE_METRICS=score_path, IDEAFORGE_TRAIN_SECONDS="%.3f" % train_seconds,
+    env.update(IDEAFORGE_METRICS=score_path, IDEAFORGE_TRAIN_SECONDS=f"{train_seconds:.3f}",
                PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
     if ev.get("data_dir"):
         env["IDEAFORGE_DATA_DIR"] = ev["data_dir"]
-    runner.say("training ended after %.1f s; evaluating in a fresh process: %s"
-               % (train_seconds, ev["command"]))
+    runner.say(f"training ended after {train_seconds:.1f} s; evaluating in a fresh process: "
+               f"{ev['command']}")
     t0 = time.monotonic()
     child = runner.start(ev["command"], code_dir, env)
     code, why = runner.watch(child, float(ev.get("timeout") or 0))
@@ -379,8 +376,8 @@ def main(job_dir):
     record = {"code": code, "time": None, "timed_out": why == "timed_out",
               "cancelled": why == "cancelled"}
     if why == "over_time":
-        runner.say("training ran past its time limit (%s s + %s s slack): stopped, void"
-                   % (ev.get("time_limit"), ev.get("time_slack")))
+        runner.say(f"training ran past its time limit ({ev.get('time_limit')} s + "
+                   f"{ev.get('time_slack')} s slack): stopped, void")
     if ev:
         record["train"] = {"code": code, "seconds": round(train_seconds, 3),
                            "over_time": why == "over_time",

@@ -30,7 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from engine.environments import Environment, Profile
-from engine.executors.base import JobStatus, LaunchSpec, launch_key
+from engine.executors.base import (
+    JobStatus,
+    LaunchSpec,
+    evaluate_spec,
+    evaluator_payload,
+    launch_key,
+)
 from engine.executors.fleet import (
     HostView,
     JobReport,
@@ -382,6 +388,7 @@ class SshFleet:
         self.env: Environment | None = None
         self.profile: Profile | None = None
         self.version = ""
+        self.evaluator_payload: tuple[dict[str, str], dict[str, str]] = ({}, {})
         self._archive: bytes | None = None
         self._archive_lock = threading.Lock()
         self._states: tuple[float, dict[str, hq.HostStateView]] = (0.0, {})
@@ -390,6 +397,7 @@ class SshFleet:
     def prepare(self, env: Environment, profile: Profile) -> None:
         """Remember what to ship and start the hosts' workers; returns at once."""
         self.env, self.profile, self.version = env, profile, env.version()
+        self.evaluator_payload = evaluator_payload(env)
         for w in self.workers.values():
             if not w.is_alive():
                 w.start()
@@ -495,10 +503,14 @@ class SshFleet:
             "spec": {"command": spec.profile.command, "timeout": spec.profile.timeout,
                      "grace": self.policy.kill_grace_s, "heartbeat": 2,
                      "job_id": spec.job_id,
-                     "idea_id": spec.idea_id,
+                     "idea_id": spec.idea_id, "secret": spec.secret,
                      "env": {"CUDA_VISIBLE_DEVICES": ",".join(map(str, spec.gpus)),
-                             "OMP_NUM_THREADS": "4" if spec.gpus else "2"}},
+                             "OMP_NUM_THREADS": "4" if spec.gpus else "2",
+                             "IDEAFORGE_PROFILE": spec.profile.name}},
         }
+        if spec.env.evaluation is not None:
+            req["spec"]["evaluate"] = evaluate_spec(spec.env, spec.profile,
+                                                    self.evaluator_payload)
         with w.lock:
             w.launches[spec.job_id] = req
         w.wake.set()
@@ -538,7 +550,8 @@ class SshFleet:
             ex = rep.get("exit") or {}
             status = JobStatus("finished", exit_code=ex.get("code"),
                                timed_out=bool(ex.get("timed_out")),
-                               cancelled=bool(ex.get("cancelled")), heartbeat_at=beat)
+                               cancelled=bool(ex.get("cancelled")), heartbeat_at=beat,
+                               record=ex)
         elif state in ("running", "starting"):
             status = JobStatus(str(state), heartbeat_at=beat, pid=rep.get("pid"))
         else:  # lost, or the directory is gone

@@ -86,9 +86,10 @@ def test_only_the_evaluation_stage_scores_and_every_cheat_ends_without_a_gain(
     # A forged exit record (written by the job, not its runner) is not believed.
     assert ideas["fake_exit"]["status"] == "failed"
     assert "not written by its runner" in ideas["fake_exit"]["reason"]
-    # An evaluator the job rewrote is refused: the runner checks the pristine copy's hash.
-    assert ideas["tamper_evaluator"]["status"] == "failed"
-    assert "evaluate.py differs from the engine's" in ideas["tamper_evaluator"]["reason"]
+    # Rewriting every evaluate.py (and spec.json) the job can reach changes nothing: the
+    # runner evaluates with the bytes it read before training began.
+    assert ideas["tamper_evaluator"]["score"] == 5.0
+    assert job("tamper_evaluator")["evaluator"] == evaluator
     # The runner measures the training time: past the limit + slack it stops it: void.
     assert ideas["over_time"]["status"] == "failed"
     assert "past its time limit (4 s + 2 s slack" in ideas["over_time"]["reason"]
@@ -141,7 +142,7 @@ def test_a_runner_stops_training_at_the_limit_even_with_the_engine_gone(tmp_path
     (job / "code" / "ev.py").write_text("print('never run')\n")
     spec = {"command": "sleep 30", "cwd": str(job), "timeout": 60, "grace": 1,
             "secret": "k", "env": {"IDEAFORGE_JOB_DIR": str(job)},
-            "evaluate": {"command": "python ev.py", "files": {}, "source": str(job / "code"),
+            "evaluate": {"command": "python ev.py", "files": {}, "content": {},
                          "timeout": 10, "time_limit": 1, "time_slack": 0.5}}
     (job / "spec.json").write_text(json.dumps(spec))
     t0 = time.monotonic()

@@ -7,6 +7,10 @@ math-verify bounds its own time with signal.alarm, which only works on a process
 thread. We turn those timeouts off and run it in worker subprocesses instead: each sample gets
 a deadline, and a worker that misses it is killed and replaced (the sample counts as wrong).
 That works from any thread of the caller and survives inputs that make sympy spin for ever.
+
+The workers start isolated (`python -I this-file --worker`): neither this file's folder, nor the
+working directory, nor PYTHONPATH is on their import path, so a `math_verify.py` (or any other
+module) dropped next to the code or in the current folder cannot stand in for the real package.
 """
 
 from __future__ import annotations
@@ -87,8 +91,9 @@ def _worker_main() -> None:
 class _Worker:
     def __init__(self) -> None:
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        # -I: no script folder, no cwd, no PYTHONPATH, no user site on sys.path (see the top).
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker"],
+            [sys.executable, "-I", os.path.abspath(__file__), "--worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

@@ -6,13 +6,17 @@
 
 One step: rollouts -> rewards -> group advantages -> old log-probs -> train pass over the
 rollouts in micro-batches (AdamW every grad_accum micro-batches) -> weight refresh of the
-sampler. Evaluation, its schedule and the time limit live in evaluate.py (protected).
+sampler. No evaluation happens here: when the steps are done or the time is up, save_policy
+writes the weights to $IDEAFORGE_ARTIFACTS, and evaluate.py (protected, run afterwards from a
+pristine copy) scores them on problems this process never sees.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -20,14 +24,45 @@ from pathlib import Path
 
 import torch
 from data import Problem, default_data_dir, format_prompt, load_jsonl, synthetic_arithmetic
-from evaluate import EVAL_EVERY_STEPS, evaluate, load_eval_problems, time_is_up
 from grader import STOP, Grader, grade_r1_zero
 from grpo import aggregate_loss, group_advantages, masked_mean, policy_gradient_loss, token_logprobs
 from metrics import Reporter
 from modeling import load_policy, pick_dtype, sample_id_range
 from rollout import Sampling, make_backend
+from safetensors.torch import save_file
 
 RUN_START = time.monotonic()  # the wall-clock limit counts from here (after the imports)
+# Training budget per profile. The runner measures the real one (environment.toml: time_limit,
+# from the job's start, imports included) and voids a run past time_limit + time_slack; this
+# copy only lets the loop stop in time to save the policy.
+TIME_LIMIT_S = {"full": 3600.0, "h100": 3600.0, "smoke": 120.0, "gpu-bench": 300.0}
+
+
+def time_is_up(profile: str, run_start: float, next_step_s: float = 0.0) -> bool:
+    """True once the next step (expected to take next_step_s) would end past the limit."""
+    return time.monotonic() - run_start + next_step_s > TIME_LIMIT_S[profile]
+
+
+def save_policy(model, model_spec: str, step: int, out_dir: Path) -> Path:
+    """What evaluation reads: every tensor of the state dict (safetensors, never pickle) and a
+    small json naming the base model it was built from. Written under temporary names and
+    renamed, so a run stopped half-way leaves no half-written policy."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # copy=True: tied tensors (embeddings / lm_head) become separate entries; safetensors
+    # refuses tensors that share memory, and the evaluator checks every key of the state dict.
+    state = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in model.state_dict().items()}
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values()})
+    save_file(state, str(out_dir / "policy.safetensors.tmp"))
+    meta = {"model": model_spec, "dtype": dtypes[0] if len(dtypes) == 1 else dtypes, "step": step,
+            "tensors": len(state)}
+    (out_dir / "policy.json.tmp").write_text(json.dumps(meta, indent=1) + "\n")
+    os.replace(out_dir / "policy.safetensors.tmp", out_dir / "policy.safetensors")
+    os.replace(out_dir / "policy.json.tmp", out_dir / "policy.json")
+    return out_dir / "policy.safetensors"
+
+
+def artifacts_dir() -> Path:
+    return Path(os.environ.get("IDEAFORGE_ARTIFACTS") or "artifacts")
 
 
 @dataclass
@@ -185,7 +220,6 @@ def parse_args() -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--profile", default="full", choices=sorted(PROFILES))
     parser.add_argument("--model", help="hub id or local path (default: the profile's)")
     parser.add_argument("--train-jsonl", help="MATH-style JSON lines to train on")
-    parser.add_argument("--test-jsonl", help="MATH500-style JSON lines to evaluate on")
     parser.add_argument("--backend", choices=["auto", "vllm", "transformers"])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a Config field, e.g. --set n_steps=3")
@@ -222,7 +256,6 @@ def main() -> None:
     grader = Grader(workers=cfg.grader_workers, timeout_s=cfg.grade_timeout_s)  # starts in background
 
     train_problems = load_train_problems(cfg, default_data_dir())
-    eval_problems = load_eval_problems(cfg.profile, args.test_jsonl)
     model, tokenizer = load_policy(cfg.model, device, pick_dtype(cfg.dtype, device), seed=cfg.seed)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -234,9 +267,10 @@ def main() -> None:
                            gen_batch=cfg.gen_batch, id_range=sample_id_range(cfg.model))
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, stop=(STOP,))
     print(f"backend={backend.name} device={device} train={len(train_problems)} "
-          f"eval={len(eval_problems)} params={sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
+          f"params={sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
           f"setup_s={time.monotonic() - RUN_START:.1f}", flush=True)
 
+    step = 0  # n_steps=0 saves the base model
     for step in range(1, cfg.n_steps + 1):
         step_start = time.monotonic()
         times: dict[str, float] = {}
@@ -294,13 +328,14 @@ def main() -> None:
             values["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
         reporter.emit_many(values, step)
 
-        if step % EVAL_EVERY_STEPS[cfg.profile] == 0 or step == cfg.n_steps or time_is_up(cfg.profile, RUN_START):
-            evaluate(backend, eval_problems, grader, cfg.profile, step, reporter)
-        if time_is_up(cfg.profile, RUN_START):
+        if step < cfg.n_steps and time_is_up(cfg.profile, RUN_START, next_step_s=times["time_step_s"]):
             print(f"time limit reached after step {step}", flush=True)
             break
 
     grader.close()
+    t = time.monotonic()
+    path = save_policy(model, cfg.model, step, artifacts_dir())
+    print(f"saved the policy of step {step} to {path} in {time.monotonic() - t:.1f} s", flush=True)
     reporter.close()
 
 

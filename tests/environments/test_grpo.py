@@ -1,4 +1,5 @@
-"""The GRPO environment (environments/grpo): grader, GRPO arithmetic, backends, smoke, catalog.
+"""The GRPO environment (environments/grpo): grader, GRPO arithmetic, backends, saved policy,
+the evaluation stage (run as the runner runs it: training, then pristine evaluator copies), catalog.
 
 The environment is stand-alone (its modules import each other by plain names), so these tests
 import it from its folder and put sys.modules back afterwards. vLLM cannot be installed here:
@@ -311,10 +312,19 @@ def test_local_json_lines_reach_training_and_evaluation(env, tmp_path, monkeypat
     env.prepare.main()
     train = env.data.load_jsonl(tmp_path / "data" / "grpo" / "math_train.jsonl")
     assert [(p.answer, p.level) for p in train] == [("\\frac{3}{4}", 1), ("3", 2), ("(2, \\infty)", 0)]
-    evaluation = env.evaluate.load_eval_problems("full")
-    assert [p.problem for p in evaluation] == [p["problem"] for p in PROBLEMS]
+    evaluation, seed = env.evaluate.load_eval_problems("full")
+    assert [p.problem for p in evaluation] == [p["problem"] for p in PROBLEMS] and seed is None
     prompt = env.data.format_prompt(train[1])
     assert prompt.endswith("User: Solve $x^2 = 9$ for $x > 0$.\nAssistant: <think>")
+
+
+def test_smoke_evaluation_problems_are_drawn_afresh_and_reproducible_by_seed(env):
+    first, seed_a = env.evaluate.load_eval_problems("smoke")
+    second, seed_b = env.evaluate.load_eval_problems("smoke")
+    assert seed_a != seed_b and first != second  # the training process cannot regenerate them
+    again, seed = env.evaluate.load_eval_problems("smoke", problem_seed=seed_a)
+    assert (again, seed) == (first, seed_a)
+    assert again != env.data.synthetic_arithmetic(16, seed=env.evaluate.EVAL_SEED)
 
 
 def test_reference_answers_come_from_the_last_boxed_expression(env):
@@ -323,62 +333,224 @@ def test_reference_answers_come_from_the_last_boxed_expression(env):
     assert env.prepare.last_boxed("no box") is None
 
 
+# ---------------------------------------------------------------- saved policy and its checks
+
+
+def _tiny(env, seed: int = 0):
+    return env.modeling.load_policy("random:tiny", torch.device("cpu"), torch.float32, seed=seed)[0]
+
+
+def test_the_evaluator_rebuilds_exactly_the_saved_policy(env, tmp_path):
+    trained = _tiny(env, seed=7)  # other weights than the evaluator's fresh build (seed 0)
+    env.train_grpo.save_policy(trained, "random:tiny", 3, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.json", "policy.safetensors"]
+    model, _, meta = env.evaluate.read_policy(tmp_path, "random:tiny", torch.device("cpu"), torch.float32)
+    assert meta == {"model": "random:tiny", "dtype": "float32", "step": 3, "tensors": 27}
+    got, want = model.state_dict(), trained.state_dict()
+    assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def _void_reason(env, artifacts: Path, spec: str = "random:tiny") -> str:
+    with pytest.raises(env.evaluate.VoidRun) as caught:
+        env.evaluate.read_policy(artifacts, spec, torch.device("cpu"), torch.float32)
+    return str(caught.value)
+
+
+def test_the_evaluator_refuses_weights_it_cannot_trust(env, tmp_path):
+    from safetensors.torch import save_file
+
+    def saved(name: str, state: dict | None = None, meta: dict | None = None) -> Path:
+        folder = tmp_path / name
+        env.train_grpo.save_policy(_tiny(env), "random:tiny", 2, folder)
+        if state is not None:
+            save_file(state, str(folder / "policy.safetensors"))
+        if meta is not None:
+            (folder / "policy.json").write_text(json.dumps(meta))
+        return folder
+
+    state = {k: v.clone() for k, v in _tiny(env).state_dict().items()}
+    wider = dict(state, **{"model.norm.weight": torch.ones(65)})
+    assert "shape [65]" in _void_reason(env, saved("shape", wider))
+    deeper = dict(state, **{"model.layers.2.mlp.up_proj.weight": torch.zeros(128, 64)})
+    assert "unexpected ['model.layers.2.mlp.up_proj.weight']" in _void_reason(env, saved("keys", deeper))
+    untied = dict(state, **{"lm_head.weight": state["lm_head.weight"] + 1})
+    assert "tie" in _void_reason(env, saved("untied", untied))
+    other = saved("model", meta={"model": "Qwen/Qwen2.5-Math-7B", "dtype": "float32", "step": 2})
+    assert "not the base model 'random:tiny'" in _void_reason(env, other)
+    pickled = saved("pickle")
+    torch.save(state, pickled / "policy.safetensors")  # a pickle under the expected name
+    assert "not a readable safetensors file" in _void_reason(env, pickled)
+    extra = saved("extra")
+    (extra / "evaluate.py").write_text("print('eval_accuracy 1.0')\n")
+    assert "unexpected files in the artifacts: evaluate.py" in _void_reason(env, extra)
+    assert "no artifacts folder" in _void_reason(env, tmp_path / "never-written")
+
+
+def test_grader_workers_do_not_import_a_math_verify_next_to_the_code_or_in_cwd(tmp_path):
+    """The shadowing cheat: a math_verify.py that calls every answer right. The process that
+    starts the grader sees it (it is on its path); the isolated workers must not."""
+    job = _copy_env(tmp_path / "job")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    marker = tmp_path / "shadow-imported"
+    shadow = (f"open({str(marker)!r}, 'a').write('imported\\n')\n"
+              "def parse(text, **kw):\n    return [text]\n"
+              "def verify(gold, answer, **kw):\n    return True\n")
+    for folder in (job, cwd):
+        (folder / "math_verify.py").write_text(shadow)
+    script = ("import sys, math_verify, grader\n"
+              "assert math_verify.verify(1, 2), 'the shadow is what this process imports'\n"
+              "with grader.Grader(workers=1) as g:\n"
+              "    print(g.equivalent_many([('10', '11'), ('1/2', '0.5')]))\n")
+    env = dict(os.environ, PYTHONPATH=f"{job}{os.pathsep}{cwd}")
+    done = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[False, True]"
+    assert marker.read_text() == "imported\n"  # once: in the parent only, never in a worker
+
+
 # ---------------------------------------------------------------- the environment as a whole
 
 
 def _metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _smoke(workdir: Path, metrics: Path) -> subprocess.Popen:
-    env = dict(os.environ, IDEAFORGE_METRICS=str(metrics), PYTHONUNBUFFERED="1",
-               IDEAFORGE_JOB_DIR=str(workdir))
-    return subprocess.Popen([sys.executable, "train_grpo.py", "--profile", "smoke"], cwd=workdir,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def _copy_env(dest: Path) -> Path:
-    shutil.copytree(ENV_DIR, dest, ignore=shutil.ignore_patterns("__pycache__", "catalog", "*.egg-info"))
+    shutil.copytree(ENV_DIR, dest, ignore=shutil.ignore_patterns(
+        "__pycache__", "catalog", "bench_results", "*.egg-info", "artifacts"))
     return dest
 
 
+def _spec() -> dict:
+    return tomllib.loads((ENV_DIR / "environment.toml").read_text())
+
+
+def _stage_env(job: Path, **values: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("IDEAFORGE_")}
+    base["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"  # `python`
+    return dict(base, PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="", IDEAFORGE_PROFILE="smoke",
+                IDEAFORGE_JOB_DIR=str(job), **values)
+
+
+def _train(job: Path, workdir: Path) -> subprocess.Popen:
+    """The training stage as the runner starts it: the patched copy, a data view without the
+    held-out file, a fresh artifacts folder, train-time metrics in their own file."""
+    (job / "data" / "grpo").mkdir(parents=True, exist_ok=True)
+    (job / "artifacts").mkdir(exist_ok=True)
+    env = _stage_env(job, IDEAFORGE_METRICS=str(job / "train.jsonl"), IDEAFORGE_DATA_DIR=str(job / "data"),
+                     IDEAFORGE_ARTIFACTS=str(job / "artifacts"))
+    return subprocess.Popen(["bash", "-c", _spec()["profiles"]["smoke"]["command"]], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _evaluate(job: Path) -> subprocess.Popen:
+    """The evaluation stage: pristine copies of [evaluate].files in a fresh folder."""
+    spec = _spec()["evaluate"]
+    folder = job / "evaluator"
+    folder.mkdir()
+    for rel in spec["files"]:
+        shutil.copy(ENV_DIR / rel, folder / rel)
+    env = _stage_env(job, IDEAFORGE_METRICS=str(job / "eval.jsonl"), IDEAFORGE_DATA_DIR=str(job / "data"),
+                     IDEAFORGE_ARTIFACTS=str(job / "artifacts"), IDEAFORGE_TRAIN_SECONDS="9.5")
+    return subprocess.Popen(["bash", "-c", spec["command"]], cwd=folder, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
 def test_the_environment_declares_the_contract(env):
-    spec = tomllib.loads((ENV_DIR / "environment.toml").read_text())
+    import ast
+
+    spec = _spec()
     assert spec["metric"] == {"name": "eval_accuracy", "goal": "maximize", "baseline": 0.49,
                               "suspicious_above": 0.95}
     for rel in spec["context"]:
         assert (ENV_DIR / rel).is_file(), rel
     for pattern in spec["protected"]:
         assert list(ENV_DIR.glob(pattern)), pattern
-    for rel in ("evaluate.py", "grader.py", "data.py", "environment.toml"):
+    evaluation = spec["evaluate"]
+    for rel in ("evaluate.py", "grader.py", "data.py", "metrics.py", "modeling.py", "environment.toml"):
         assert rel in spec["protected"]
-    for rel, lines in spec["protected_lines"].items():
-        present = {line.strip() for line in (ENV_DIR / rel).read_text().splitlines()}
-        for line in lines:
-            assert line.strip() in present, f"{rel}: {line}"
-    assert {"smoke", "full", "h100"} <= set(spec["profiles"])
-    assert spec["profiles"]["smoke"]["gpus"] == 0
-    assert set(env.evaluate.TIME_LIMIT_S) == set(env.evaluate.EVAL_EVERY_STEPS) == \
-        set(env.train_grpo.PROFILES)
-    assert env.evaluate.TIME_LIMIT_S["full"] == 3600 and env.evaluate.EVAL_EVERY_STEPS["full"] == 2
+    # Everything the evaluator imports from this folder travels with it (and nothing it does not).
+    local = {p.stem for p in ENV_DIR.glob("*.py")}
+    needed, queue = set(), ["evaluate"]
+    while queue:
+        tree = ast.parse((ENV_DIR / f"{queue.pop()}.py").read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            for name in names:
+                if name in local and name not in needed:
+                    needed.add(name)
+                    queue.append(name)
+    assert set(evaluation["files"]) == {f"{m}.py" for m in needed | {"evaluate"}}
+    assert "train_grpo" not in needed and "grpo" not in needed
+    assert evaluation["held_out"] == ["grpo/math500.jsonl"]
+    assert env.data.default_data_dir().name == "grpo"
+    assert "evaluate" not in {n.module for n in ast.walk(ast.parse((ENV_DIR / "train_grpo.py").read_text()))
+                              if isinstance(n, ast.ImportFrom)}
+    assert "protected_lines" not in spec
+    tree = ast.parse((ENV_DIR / "train_grpo.py").read_text())
+    top = {f"def {n.name}" for n in tree.body if isinstance(n, ast.FunctionDef)}
+    top |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    assert set(spec["protected_regions"]["train_grpo.py"]) <= top
+    assert "def save_policy" in spec["protected_regions"]["train_grpo.py"]
+    profiles = spec["profiles"]
+    assert profiles["smoke"]["gpus"] == 0
+    for name in ("smoke", "full", "h100"):
+        assert profiles[name]["time_limit"] == env.train_grpo.TIME_LIMIT_S[name]
+        assert profiles[name]["evaluate_timeout"] <= evaluation["timeout"]
+    assert profiles["full"]["time_limit"] == profiles["h100"]["time_limit"] == 3600
+    assert set(env.train_grpo.TIME_LIMIT_S) == set(env.train_grpo.PROFILES) == set(env.evaluate.BASE_MODEL)
+    for name, overrides in env.train_grpo.PROFILES.items():
+        assert overrides.get("model", env.train_grpo.Config.model) == env.evaluate.BASE_MODEL[name]
 
 
 @pytest.mark.slow
-def test_smoke_profile_runs_end_to_end_and_reports_metrics(tmp_path):
-    workdir = _copy_env(tmp_path / "grpo")
-    metrics = tmp_path / "metrics.jsonl"
-    proc = _smoke(workdir, metrics)
+def test_training_saves_the_policy_and_the_evaluator_scores_it(tmp_path):
+    job = tmp_path / "job"
+    workdir = _copy_env(job / "work")
+    proc = _train(job, workdir)
     output, _ = proc.communicate(timeout=170)
     assert proc.returncode == 0, output[-3000:]
-    records = _metrics(metrics)
+    records = _metrics(job / "train.jsonl")
     names = {r["name"] for r in records}
-    assert {"eval_accuracy", "eval_format_rate", "train_reward", "loss", "clip_fraction",
-            "response_length", "rollout_tokens_per_s", "time_rollout_s", "time_reward_s",
-            "time_old_logprobs_s", "time_train_s", "time_weight_refresh_s", "time_eval_s"} <= names
-    evals = [r for r in records if r["name"] == "eval_accuracy"]
-    assert [r["step"] for r in evals] == [2]
-    assert 0.0 <= evals[0]["value"] <= 1.0
+    assert {"train_reward", "train_accuracy", "loss", "clip_fraction", "response_length",
+            "rollout_tokens_per_s", "time_rollout_s", "time_reward_s", "time_old_logprobs_s",
+            "time_train_s", "time_weight_refresh_s"} <= names
+    assert not any(n.startswith("eval_") for n in names)  # training does not evaluate
     assert all({"name", "value", "step", "time_s"} <= set(r) for r in records)
+    assert sorted(p.name for p in (job / "artifacts").iterdir()) == ["policy.json", "policy.safetensors"]
+    assert json.loads((job / "artifacts" / "policy.json").read_text())["step"] == 2
+
+    proc = _evaluate(job)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output[-3000:]
+    scores = {r["name"]: r for r in _metrics(job / "eval.jsonl")}
+    assert set(scores) == {"eval_accuracy", "eval_format_rate", "eval_response_length", "time_eval_s"}
+    assert 0.0 <= scores["eval_accuracy"]["value"] <= 1.0 and scores["eval_accuracy"]["step"] == 2
+    assert isinstance(scores["eval_accuracy"]["problem_seed"], int)
+    assert scores["eval_accuracy"]["train_seconds"] == 9.5
+
+
+@pytest.mark.slow
+def test_the_evaluator_voids_a_run_whose_weights_do_not_fit(env, tmp_path):
+    from safetensors.torch import save_file
+
+    job = tmp_path / "job"
+    (job / "data").mkdir(parents=True)
+    (job / "artifacts").mkdir()
+    env.train_grpo.save_policy(_tiny(env), "random:tiny", 2, job / "artifacts")
+    state = {k: v.clone() for k, v in _tiny(env).state_dict().items()}
+    state["model.embed_tokens.weight"] = torch.zeros(512, 64)  # a larger vocabulary
+    save_file(state, str(job / "artifacts" / "policy.safetensors"))
+    proc = _evaluate(job)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, output[-3000:]
+    [void] = _metrics(job / "eval.jsonl")
+    assert void["name"] == "void" and "model.embed_tokens.weight has shape [512, 64]" in void["reason"]
 
 
 def _catalog() -> list[str]:
@@ -386,7 +558,7 @@ def _catalog() -> list[str]:
 
 
 def test_catalog_pairs_are_complete_and_touch_only_open_files():
-    spec = tomllib.loads((ENV_DIR / "environment.toml").read_text())
+    spec = _spec()
     stems = _catalog()
     assert 8 <= len(stems) <= 12
     assert sorted(p.stem for p in (ENV_DIR / "catalog").glob("*.txt")) == stems
@@ -402,26 +574,29 @@ def test_catalog_pairs_are_complete_and_touch_only_open_files():
 
 
 @pytest.mark.slow
-def test_every_catalog_diff_applies_and_its_smoke_run_completes(tmp_path):
+def test_every_catalog_diff_applies_and_its_patched_run_is_scored(tmp_path):
+    """Each idea trains in its patched copy; the pristine evaluator scores what it saved."""
     pending = _catalog()
-    running: list[tuple[str, subprocess.Popen, Path]] = []
+    running: list[tuple[str, str, subprocess.Popen, Path]] = []  # (stem, stage, process, job)
     failures = []
     while pending or running:
         while pending and len(running) < 2:
             stem = pending.pop(0)
-            workdir = _copy_env(tmp_path / stem)
+            job = tmp_path / stem
+            workdir = _copy_env(job / "work")
             diff = ENV_DIR / "catalog" / f"{stem}.diff"
             applied = subprocess.run(["git", "apply", str(diff)], cwd=workdir, capture_output=True,
                                      text=True, check=False)
             if applied.returncode != 0:
                 failures.append(f"{stem}: git apply: {applied.stderr}")
                 continue
-            metrics = tmp_path / f"{stem}.metrics.jsonl"
-            running.append((stem, _smoke(workdir, metrics), metrics))
-        stem, proc, metrics = running.pop(0)
+            running.append((stem, "train", _train(job, workdir), job))
+        stem, stage, proc, job = running.pop(0)
         output, _ = proc.communicate(timeout=300)
         if proc.returncode != 0:
-            failures.append(f"{stem}: exit {proc.returncode}\n{output[-2000:]}")
-        elif "eval_accuracy" not in {r["name"] for r in _metrics(metrics)}:
+            failures.append(f"{stem}: {stage} exit {proc.returncode}\n{output[-2000:]}")
+        elif stage == "train":
+            running.append((stem, "evaluate", _evaluate(job), job))
+        elif "eval_accuracy" not in {r["name"] for r in _metrics(job / "eval.jsonl")}:
             failures.append(f"{stem}: no eval_accuracy\n{output[-2000:]}")
     assert failures == []

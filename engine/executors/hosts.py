@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import shlex
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -72,6 +73,9 @@ class HostConfig(Endpoint):
     unreachable_after: float = 30.0
     environments: Mapping[str, HostEnv] = field(default_factory=dict)
     env_vars: Mapping[str, str] = field(default_factory=dict)
+    #: Words put before each training command (a container, another user, a sandbox); the
+    #: evaluation stage runs without it. Empty: the job runs as the login user.
+    job_prefix: tuple[str, ...] = ()
 
     def env_for(self, env_name: str) -> HostEnv:
         return self.environments.get(env_name, HostEnv())
@@ -110,7 +114,7 @@ ENDPOINT_FIELDS = {"address", "port", "user", "identity_file", "known_hosts",
                    "connect_timeout"}
 HOST_FIELDS = ENDPOINT_FIELDS | {"name", "workdir", "gpus", "cpu_slots", "max_jobs", "labels",
                                  "python", "jump", "poll_interval", "unreachable_after",
-                                 "environments", "env"}
+                                 "environments", "env", "job_prefix"}
 POLICY_FIELDS = {"max_attempts", "quarantine_after", "quarantine_minutes", "aging_hours",
                  "kill_grace_s", "margin_s"}
 DEFAULT_FIELDS = HOST_FIELDS - {"name", "address"}
@@ -312,7 +316,14 @@ def _host(chk: _Checker, row: Mapping[str, Any], defaults: Mapping[str, Any],
                            "(its shell profile or the venv's activate script), never in "
                            "hosts.toml")
         env_vars[key] = value
+    prefix_text = chk.get(merged, "job_prefix", str, "")
+    try:
+        job_prefix = tuple(shlex.split(prefix_text))
+    except ValueError as exc:
+        raise chk.fail("job_prefix", f"is not a valid shell word list ({exc}): quote it as "
+                       "you would on a command line") from None
     return HostConfig(
+        job_prefix=job_prefix,
         name=name, address=ep.address, port=ep.port, user=ep.user,
         identity_file=ep.identity_file, known_hosts=ep.known_hosts,
         connect_timeout=ep.connect_timeout, workdir=workdir, gpus=gpus, cpu_slots=cpu_slots,

@@ -7,7 +7,7 @@ attempt_dir.py) and must keep enforcing the time limits while the engine is down
 The attempt directory is the truth (ARCHITECTURE.md, "Executors"):
 - creates `started` exclusively (a second runner for the same directory exits at once)
 - reads `spec.json`: {"command", "cwd", "env", "timeout", "grace", "heartbeat", "clean_env",
-  "secret", "evaluate"}; the job gets this process's environment plus `env`, or only `env`
+  "secret", "evaluate", "prefix"}; the job gets this process's environment plus `env`, or only `env`
   when `clean_env` is true. `secret` is removed from spec.json before the job starts: it signs
   `exit`, so a record the job forges is told apart from this runner's
 - writes `pid` (runner pid, its start time, boot id, the job's process group), keeps `hb`
@@ -105,8 +105,8 @@ class Runner:
     def say(self, text):
         self.log.write((f"[ideaforge runner] {text}\n").encode())
 
-    def start(self, command, cwd, env):
-        return subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env,
+    def start(self, command, cwd, env, prefix=()):
+        return subprocess.Popen([*prefix, "bash", "-c", command], cwd=cwd, env=env,
                                 stdin=subprocess.DEVNULL, stdout=self.log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -353,7 +353,9 @@ def main(job_dir):
             env["IDEAFORGE_DATA_DIR"] = _training_data_view(
                 real, ev["held_out"], os.path.join(job_dir, "train-data"))
     runner = Runner(job_dir, spec)
-    child = runner.start(spec["command"], spec.get("cwd") or job_dir, env)
+    # `prefix` (hosts.toml's job_prefix) wraps the training only: a container, another user.
+    child = runner.start(spec["command"], spec.get("cwd") or job_dir, env,
+                         [str(w) for w in spec.get("prefix") or ()])
     t0 = time.monotonic()
     me = os.getpid()
     _write(os.path.join(job_dir, "pid"), json.dumps({

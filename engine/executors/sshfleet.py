@@ -504,6 +504,7 @@ class SshFleet:
                      "grace": self.policy.kill_grace_s, "heartbeat": 2,
                      "job_id": spec.job_id,
                      "idea_id": spec.idea_id, "secret": spec.secret,
+                     "prefix": list(w.cfg.job_prefix),
                      "env": {"CUDA_VISIBLE_DEVICES": ",".join(map(str, spec.gpus)),
                              "OMP_NUM_THREADS": "4" if spec.gpus else "2",
                              "IDEAFORGE_PROFILE": spec.profile.name}},

@@ -28,7 +28,9 @@ def test_a_host_scores_only_through_its_evaluation_stage(lab: Lab, tmp_path: Pat
     data.mkdir(parents=True)
     (data / "train.txt").write_text("train\n")
     (data / "answers.txt").write_text("held out\n")
-    hosts = lab.hosts_toml(sleep=0.1)
+    # A per-host wrapper for the training command (here one that leaves a mark and execs).
+    wrap = "sh -c 'echo \"$0\" > \"$IDEAFORGE_JOB_DIR/wrapped\"; exec \"$@\"' wrapped-by-prefix"
+    hosts = lab.hosts_toml(sleep=0.1, job_prefix=wrap)
     ws = tmp_path / "ws"
     engine = lab.track(start_cli("run", str(env_dir), "--name", "g", "--hosts", str(hosts),
                                  "--auto", "--epochs", "1", "--ideas-per-epoch", str(len(KEEP)),
@@ -52,7 +54,17 @@ def test_a_host_scores_only_through_its_evaluation_stage(lab: Lab, tmp_path: Pat
     view = remote_dir(lab, base) / "train-data" / "toy"
     assert (view / "train.txt").exists() and not (view / "answers.txt").exists()
     assert "secret" not in (remote_dir(lab, base) / "spec.json").read_text()
+    assert (remote_dir(lab, base) / "wrapped").read_text() == "wrapped-by-prefix\n"
     time.sleep(2)  # the helper the cheat left would have written by now
     left = remote_dir(lab, rows[ideas["leaves_process"]["id"]])
     assert [json.loads(x)["value"] for x in
             (left / "evaluation" / "score.jsonl").read_text().splitlines()] == [5.0]
+
+
+def test_a_job_prefix_that_is_not_a_word_list_is_refused_by_name(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text('[[hosts]]\nname = "a"\naddress = "127.0.0.1"\n'
+                     'job_prefix = "sudo -u \'jobs"\n')
+    proc = cli("hosts", "check", "--hosts", str(hosts), workspace=tmp_path / "ws")
+    assert proc.returncode == 2
+    assert "job_prefix" in proc.stderr and "quote it" in proc.stderr

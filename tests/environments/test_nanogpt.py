@@ -1,18 +1,20 @@
-"""The nanoGPT environment (environments/nanogpt): smoke runs end to end, shards, the rules.
+"""The nanoGPT environment (environments/nanogpt): training leaves a checkpoint, the evaluation
+stage scores it, cheats are voided, shards, the rules.
 
-Every training run here is the real `python train.py --profile smoke` in a subprocess, on a copy
-of the environment; runs go two at a time (this is a 2-core budget). Nothing is downloaded.
+Every job here is the real `python train.py --profile smoke` in a subprocess on a copy of the
+environment, then the real `python evaluate.py` from a pristine copy in a fresh folder, as
+ideaforge's runner does it (tests/environments/fixtures/nanogpt_stages.py). Jobs go two at a
+time (this is a 2-core budget). Nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures
 import importlib.util
 import json
-import os
 import subprocess
 import sys
-import time
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,42 +23,34 @@ import numpy as np
 import pytest
 
 ENV_DIR = Path(__file__).resolve().parents[2] / "environments" / "nanogpt"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SMOKE_STEPS = 60  # PROFILES["smoke"].planned_steps
 VOID_EXIT = 3
 
 
-def load_module(name: str):
-    spec = importlib.util.spec_from_file_location(f"nanogpt_{name}", ENV_DIR / f"{name}.py")
+def load_module(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-train = load_module("train")
-prepare_data = load_module("prepare_data")
+train = load_module(ENV_DIR / "train.py", "nanogpt_train")
+evaluate = load_module(ENV_DIR / "evaluate.py", "nanogpt_evaluate")
+prepare_data = load_module(ENV_DIR / "prepare_data.py", "nanogpt_prepare_data")
+stages = load_module(FIXTURES / "nanogpt_stages.py", "nanogpt_stages")
 
 
 # -- running smoke jobs ------------------------------------------------------------------------
 
 
 @dataclass
-class Run:
-    code: int
-    output: str
-    metrics: list[dict]
-    wall_s: float
-    workdir: Path
-
-    def named(self, name: str) -> list[dict]:
-        return [m for m in self.metrics if m["name"] == name]
-
-
-@dataclass
 class Job:
     workdir: Path
-    args: tuple[str, ...] = ()
     env: dict | None = None
-    torchrun: int = 0  # processes under torch.distributed.run, 0 = plain python
+    torchrun: int = 0  # processes under torch.distributed.run, 0 = the profile's command
+    eval_args: str = ""
 
 
 def workdir_with(tmp: Path, name: str, edits: list[tuple[str, str]] = ()) -> Path:
@@ -71,122 +65,144 @@ def workdir_with(tmp: Path, name: str, edits: list[tuple[str, str]] = ()) -> Pat
     return workdir
 
 
-def run_job(job: Job) -> Run:
-    metrics_path = job.workdir / "metrics.jsonl"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "NANOGPT_"))}
-    env.update({"IDEAFORGE_METRICS": str(metrics_path), "IDEAFORGE_JOB_DIR": str(job.workdir),
-                "HOME": str(job.workdir), "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"})
-    env.pop("OMP_NUM_THREADS", None)
-    env.update(job.env or {})
+def run_job(job: Job):
+    command = None
     if job.torchrun:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={job.torchrun}", "train.py"]
-    else:
-        cmd = [sys.executable, "train.py"]
-    cmd += ["--profile", "smoke", *job.args]
-    start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=job.workdir, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
-    metrics = []
-    if metrics_path.exists():
-        metrics = [json.loads(line) for line in metrics_path.read_text().splitlines()]
-    return Run(proc.returncode, proc.stdout + proc.stderr, metrics, time.monotonic() - start,
-               job.workdir)
+        command = (f"python -m torch.distributed.run --standalone "
+                   f"--nproc_per_node={job.torchrun} train.py --profile smoke")
+    return stages.run_stages(job.workdir, job.workdir.parent / f"{job.workdir.name}.job",
+                             train_env=job.env, command=command, eval_args=job.eval_args)
 
 
-def run_all(jobs: dict[str, Job]) -> dict[str, Run]:
+def run_all(jobs: dict[str, Job]) -> dict:
     """Run the jobs two at a time (each smoke job uses one CPU thread)."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(run_job, job) for name, job in jobs.items()}
         return {name: future.result() for name, future in futures.items()}
 
 
-# Ways to cheat that a validation must not reward: each sees tokens after the one it predicts.
+# Ways to cheat that the evaluation must not reward.
 NEXT_TOKEN_LEAK = ("x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))",
                    ("x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))"
                     " + self.wte(idx.roll(-1, dims=1))"))
-FAINT_LEAK = (NEXT_TOKEN_LEAK[0], NEXT_TOKEN_LEAK[1].replace("+ self.wte(", "+ 0.01 * self.wte("))
 NON_CAUSAL = ("y = F.scaled_dot_product_attention(q, k, v, is_causal=True)",
               "y = F.scaled_dot_product_attention(q, k, v, is_causal=False)")
-IGNORES_CLOCK = ("if time_is_up(limit, world, device):",
-                 "if False and time_is_up(limit, world, device):")
+# At import of model.py: the loss the evaluator computes would be halved.
+PATCHES_CROSS_ENTROPY = ("T_START = time.time()",
+                         ("F.cross_entropy = (lambda f: lambda *a, **k: f(*a, **k) * 0.5)"
+                          "(F.cross_entropy)\nT_START = time.time()"))
+SEED = "--val-seed 2"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Run]:
+def runs(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("nanogpt")
     return run_all({
-        "baseline": Job(workdir_with(tmp, "baseline")),
-        "ddp": Job(workdir_with(tmp, "ddp"), torchrun=2),
+        "baseline": Job(workdir_with(tmp, "baseline"), eval_args=SEED),
+        "ddp": Job(workdir_with(tmp, "ddp"), torchrun=2, eval_args=SEED),
         "time_limit": Job(workdir_with(tmp, "time_limit"), env={"NANOGPT_TIME_LIMIT_S": "2.5"}),
         "next_token_leak": Job(workdir_with(tmp, "next_token_leak", [NEXT_TOKEN_LEAK])),
-        "faint_leak": Job(workdir_with(tmp, "faint_leak", [FAINT_LEAK])),
         "non_causal": Job(workdir_with(tmp, "non_causal", [NON_CAUSAL])),
-        "ignores_clock": Job(workdir_with(tmp, "ignores_clock", [IGNORES_CLOCK]),
-                             args=("--time-limit", "0.5")),
+        "patches_cross_entropy": Job(workdir_with(tmp, "patches_cross_entropy",
+                                                  [PATCHES_CROSS_ENTROPY])),
     })
 
 
-# -- the smoke profile end to end ----------------------------------------------------------------
+# -- the two stages end to end -------------------------------------------------------------------
 
 
-def test_smoke_trains_and_reports_a_final_val_loss(runs):
+def test_training_leaves_a_checkpoint_and_reports_no_score(runs):
     run = runs["baseline"]
-    assert run.code == 0, run.output
-    losses = [m["value"] for m in run.named("train_loss")]
+    assert run.train_code == 0, run.train_output
+    losses = [m["value"] for m in run.train_metrics if m["name"] == "train_loss"]
     assert losses[0] - losses[-1] > 1.5, f"train loss did not fall visibly: {losses}"
-    (final,) = run.named("val_loss")
-    assert final == run.metrics[-1]
-    assert final["step"] == SMOKE_STEPS and final["val_tokens"] == 32_768
+    assert not [m for m in run.train_metrics if m["name"] in ("val_loss", "void")]
+    assert sorted(p.name for p in run.artifacts.iterdir()) == ["config.json", "model.pt",
+                                                               "model.py"]
+    import torch
+
+    state = torch.load(run.artifacts / "model.pt", weights_only=True)
+    assert "wte.weight" in state and state["wte.weight"].shape == (256, 64)
+    config = json.loads((run.artifacts / "config.json").read_text())
+    assert config["profile"] == "smoke" and config["step"] == SMOKE_STEPS
+    assert config["config"]["n_embd"] == 64 and 0 < config["train_time_s"] < 60
+    assert (run.artifacts / "model.py").read_text() == (ENV_DIR / "train.py").read_text()
+
+
+def test_the_evaluation_scores_the_checkpoint(runs):
+    run = runs["baseline"]
+    assert run.outcome == "scored", run.eval_output
+    (final,) = run.eval_metrics
+    assert final["name"] == "val_loss" and final["step"] == SMOKE_STEPS
+    assert final["val_tokens"] == evaluate.VAL_TOKENS["smoke"] and final["val_seed"] == 2
     assert final["probe_max_change"] == 0.0
-    assert 0.5 < final["value"] < losses[0]
-    assert run.named("tokens_per_s") and not run.named("void")
-    assert run.wall_s < 60, f"smoke took {run.wall_s:.1f} s; the contract says under a minute"
+    assert 0.5 < final["value"] < 3.0
+    assert run.train_s + run.eval_s < 60, "smoke must stay under a minute"
+
+
+def test_the_score_equals_the_old_in_process_validation(runs):
+    """On the same checkpoint and the same val stream (seed 2), evaluate.py's score is what
+    train.py's own validate() at ff1d32a computed, within 1e-4."""
+    import contextlib
+
+    import torch
+
+    old = load_module(FIXTURES / "nanogpt_validate_ff1d32a.py", "nanogpt_validate_ff1d32a")
+    run = runs["baseline"]
+    model_py = load_module(run.artifacts / "model.py", "nanogpt_checkpoint_model")
+    config = json.loads((run.artifacts / "config.json").read_text())["config"]
+    model = model_py.GPT(model_py.Config(**{**config, "betas": tuple(config["betas"])}))
+    model.load_state_dict(torch.load(run.artifacts / "model.pt", weights_only=True))
+    old.VAL_TOKENS["smoke"] = evaluate.VAL_TOKENS["smoke"]  # the evaluator's larger budget
+    tokens = torch.from_numpy(old.synthetic_tokens(old.VAL_TOKENS["smoke"] + 1, 256, seed=2)
+                              .astype(np.int64))
+    torch.set_num_threads(1)
+    old_loss, old_change = old.validate(model, tokens, "smoke", 0, 1, torch.device("cpu"),
+                                        contextlib.nullcontext())
+    new_loss = run.eval_metrics[0]["value"]
+    assert abs(new_loss - old_loss) < 1e-4, (new_loss, old_loss)
+    assert old_change == 0.0
 
 
 def test_two_processes_train_the_same_model_as_one(runs):
     """262,144 tokens per step whatever the world size: torchrun with 2 processes (gloo on CPU)
     halves gradient accumulation and reaches the same validation loss."""
     one, two = runs["baseline"], runs["ddp"]
-    assert two.code == 0, two.output
-    assert "2 process(es), 1 micro-batch(es)" in two.output
-    assert two.named("val_loss")[0]["value"] == pytest.approx(
-        one.named("val_loss")[0]["value"], abs=1e-4)
-    assert len(two.named("val_loss")) == 1  # only rank 0 reports
+    assert two.outcome == "scored", two.train_output + two.eval_output
+    assert "2 process(es), 1 micro-batch(es)" in two.train_output
+    assert two.train_output.count("checkpoint of step") == 1  # only rank 0 writes
+    assert two.score == pytest.approx(one.score, abs=1e-4)
 
 
-def test_time_limit_stops_training_and_val_loss_is_still_reported(runs):
+def test_time_limit_stops_training_and_the_checkpoint_is_still_scored(runs):
     run = runs["time_limit"]
-    assert run.code == 0, run.output
-    assert "time limit of 2.5 s reached" in run.output
-    (final,) = run.named("val_loss")
-    assert final["step"] < SMOKE_STEPS
-    assert final["time_s"] < 2.5 + 1.0
+    assert run.outcome == "scored", run.train_output + run.eval_output
+    assert "time limit of 2.5 s reached" in run.train_output
+    (final,) = run.eval_metrics
+    assert final["step"] < SMOKE_STEPS and final["checkpoint_time_s"] < 2.5 + 1.0
+    assert final["val_seed"] != 2  # drawn afresh for each evaluation
 
 
-def test_a_model_that_ignores_the_clock_is_void(runs):
-    run = runs["ignores_clock"]
-    assert run.code == VOID_EXIT, run.output
-    (void,) = run.named("void")
-    assert "past the 0.5 s time limit" in void["reason"]
-    assert not run.named("val_loss")
-
-
-@pytest.mark.parametrize("cheat", ["next_token_leak", "faint_leak", "non_causal"])
+@pytest.mark.parametrize("cheat", ["next_token_leak", "non_causal"])
 def test_a_model_that_reads_future_tokens_is_void(runs, cheat):
     run = runs[cheat]
-    assert run.code == VOID_EXIT, run.output
-    assert not run.named("val_loss"), "a leaking model must not get a score"
-    (void,) = run.named("void")
-    assert void["reason"].startswith("causality probe failed")
-    assert void["probe_max_change"] > train.PROBE_TOLERANCE
+    assert run.eval_code == VOID_EXIT, run.eval_output
+    assert run.outcome == "void" and not run.named("val_loss")
+    assert run.reason.startswith("causality probe failed")
+    assert run.named("void")[0]["probe_max_change"] > evaluate.PROBE_TOLERANCE
 
 
 def test_the_probe_is_what_stops_the_next_token_cheat(runs):
     """Unchecked, the leak would have won by far: its loss is far below the honest one."""
-    honest = runs["baseline"].named("val_loss")[0]["value"]
     unverified = runs["next_token_leak"].named("void")[0]["val_loss_unverified"]
-    assert unverified < honest - 1.0
+    assert unverified < runs["baseline"].score - 1.0
+
+
+def test_a_model_that_patches_the_loss_at_import_is_void(runs):
+    run = runs["patches_cross_entropy"]
+    assert run.eval_code == VOID_EXIT and run.outcome == "void", run.eval_output
+    assert "torch.nn.functional.cross_entropy changed" in run.reason
+    assert not run.named("val_loss")
 
 
 # -- the catalog ---------------------------------------------------------------------------------
@@ -196,9 +212,23 @@ def catalog_stems() -> list[str]:
     return sorted(p.stem for p in (ENV_DIR / "catalog").glob("*.diff"))
 
 
-def protected_lines() -> set[str]:
+def protected_regions() -> list[str]:
     toml = tomllib.loads((ENV_DIR / "environment.toml").read_text())
-    return set(toml["protected_lines"]["train.py"])
+    return toml["protected_regions"]["train.py"]
+
+
+def top_level_definitions(source: str) -> dict[str, str]:
+    """'def name' / 'class Name' / 'NAME' -> the definition's source, for top-level nodes."""
+    found = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            kind = "class" if isinstance(node, ast.ClassDef) else "def"
+            found[f"{kind} {node.name}"] = ast.dump(node)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    found[target.id] = ast.dump(node)
+    return found
 
 
 def test_catalog_has_8_to_12_ideas_in_the_contract_form():
@@ -209,13 +239,11 @@ def test_catalog_has_8_to_12_ideas_in_the_contract_form():
         assert text.startswith("[Experiment] ") and "\n[Code Changes] " in text, stem
         diff = (ENV_DIR / "catalog" / f"{stem}.diff").read_text()
         assert diff.startswith("--- a/train.py\n+++ b/train.py\n"), stem
-        removed = {line[1:].strip() for line in diff.splitlines()
-                   if line.startswith("-") and not line.startswith("---")}
-        assert not removed & protected_lines(), f"{stem} changes protected lines"
 
 
-def test_every_catalog_diff_applies_and_its_smoke_run_completes(tmp_path):
+def test_every_catalog_diff_applies_and_its_smoke_job_is_scored(tmp_path):
     jobs = {}
+    shipped = top_level_definitions((ENV_DIR / "train.py").read_text())
     for stem in catalog_stems():
         workdir = workdir_with(tmp_path, stem)
         patch = ENV_DIR / "catalog" / f"{stem}.diff"
@@ -223,61 +251,54 @@ def test_every_catalog_diff_applies_and_its_smoke_run_completes(tmp_path):
             applied = subprocess.run(["git", "apply", *args, str(patch)], cwd=workdir,
                                      capture_output=True, text=True, check=False)
             assert applied.returncode == 0, f"{stem}: {applied.stderr}"
-        assert (workdir / "train.py").read_text() != (ENV_DIR / "train.py").read_text()
+        patched = top_level_definitions((workdir / "train.py").read_text())
+        assert patched != shipped
+        assert all(patched.get(name) == shipped[name] for name in protected_regions()), stem
         jobs[stem] = Job(workdir)
-    failed = {stem: run.output[-2000:] for stem, run in run_all(jobs).items()
-              if run.code != 0 or len(run.named("val_loss")) != 1}
+    failed = {stem: (run.outcome, run.reason, run.train_output[-1000:])
+              for stem, run in run_all(jobs).items() if run.outcome != "scored"}
     assert not failed, failed
 
 
 # -- environment.toml ----------------------------------------------------------------------------
 
 
-def test_protected_lines_exist_verbatim_in_train_py():
-    lines = {line.strip() for line in (ENV_DIR / "train.py").read_text().splitlines()}
-    missing = [line for line in protected_lines() if line not in lines]
-    assert not missing
+def test_protected_regions_are_top_level_definitions_of_train_py():
+    defined = top_level_definitions((ENV_DIR / "train.py").read_text())
+    assert {"def save_checkpoint", "def time_is_up", "TIME_LIMIT_S"} <= set(protected_regions())
+    assert not [name for name in protected_regions() if name not in defined]
 
 
-def test_protected_sections_are_fully_declared():
-    """Every distinctive code line of sections 2 and 6, and every line marked PROTECTED, is in
-    environment.toml, so an edit to the rules cannot slip past the engine's check."""
-    source = (ENV_DIR / "train.py").read_text().splitlines()
-    counts: dict[str, int] = {}
-    for line in source:
-        counts[line.strip()] = counts.get(line.strip(), 0) + 1
-    start2 = next(i for i, s in enumerate(source) if s.startswith("# 2. PROTECTED"))
-    start3 = next(i for i, s in enumerate(source) if s.startswith("# 3. Data"))
-    start6 = next(i for i, s in enumerate(source) if s.startswith("# 6. PROTECTED"))
-    start7 = next(i for i, s in enumerate(source) if s.startswith("# 7. Training loop"))
-    wanted, in_docstring = [], False
-    for line in source[start2:start3] + source[start6:start7]:
-        stripped = line.strip()
-        if stripped.count('"""') == 1:
-            in_docstring = not in_docstring
-            continue
-        if in_docstring or not stripped or stripped.startswith("#") or '"""' in stripped:
-            continue
-        if counts[stripped] == 1 and len(stripped) >= 14:
-            wanted.append(stripped)
-    wanted += [s.strip() for s in source if "# PROTECTED" in s and not s.startswith("#")]
-    assert not [line for line in wanted if line not in protected_lines()]
+def test_the_training_process_holds_no_validation():
+    source = (ENV_DIR / "train.py").read_text()
+    for gone in ("def validate", "VAL_TOKENS", "PROBE_TOLERANCE", '"val")', "seed=2",
+                 'emit("void"', 'emit("val_loss"'):
+        assert gone not in source, gone
 
 
-def test_environment_toml_declares_the_profiles():
-    toml = tomllib.loads((ENV_DIR / "environment.toml").read_text())
-    assert toml["metric"] == {"name": "val_loss", "goal": "minimize", "baseline": 3.255}
-    profiles = toml["profiles"]
-    assert profiles["smoke"]["command"] == "python train.py --profile smoke"
-    assert profiles["smoke"]["gpus"] == 0 and "setup" not in profiles["smoke"]
-    assert profiles["full"]["command"] == ("python -m torch.distributed.run --standalone "
-                                           "--nproc_per_node=8 train.py --profile full")
-    assert profiles["full"]["gpus"] == 8 and profiles["debug"]["gpus"] == 2
-    assert profiles["single"]["gpus"] == 1
-    for name in ("full", "debug", "single"):
-        assert profiles[name]["setup"] == "bash setup.sh"
-        assert profiles[name]["timeout"] > train.TIME_LIMIT_S[name] + 120
-    assert {"environment.toml", "prepare_data.py"} <= set(toml["protected"])
+def test_environment_toml_declares_the_evaluation_and_the_profiles():
+    from engine import environments
+
+    env = environments.load(ENV_DIR)  # the engine's own parser accepts it
+    assert env.evaluation.command == "python evaluate.py"
+    assert env.evaluation.files == ("evaluate.py",)
+    assert env.evaluation.held_out == ("fineweb10B/fineweb_val_*",)
+    assert env.is_protected("evaluate.py") and env.is_protected("environment.toml")
+    assert env.metric.name == "val_loss" and env.metric.goal == "minimize"
+    assert env.metric.baseline == 3.255
+    profiles = env.profiles
+    assert profiles["smoke"].command == "python train.py --profile smoke"
+    assert profiles["smoke"].gpus == 0 and profiles["smoke"].setup is None
+    assert profiles["full"].command == ("python -m torch.distributed.run --standalone "
+                                        "--nproc_per_node=8 train.py --profile full")
+    assert profiles["full"].gpus == 8 and profiles["debug"].gpus == 2
+    assert profiles["single"].gpus == 1
+    for name, profile in profiles.items():
+        assert profile.time_limit == train.TIME_LIMIT_S[name]
+        assert profile.time_slack >= 30 and profile.evaluate_timeout
+        assert profile.timeout > profile.time_limit + profile.time_slack
+        if name != "smoke":
+            assert profile.setup == "bash setup.sh"
 
 
 # -- shards --------------------------------------------------------------------------------------
@@ -327,8 +348,10 @@ def test_shard_header_errors_name_the_file_and_the_problem(tmp_path, how, messag
 
 
 def test_no_shards_at_all_says_how_to_prepare_them(tmp_path):
+    with pytest.raises(evaluate.ShardError, match="prepare_data.py --data-dir"):
+        evaluate.validation_tokens("full", str(tmp_path), None)
     with pytest.raises(train.ShardError, match="prepare_data.py --data-dir"):
-        train.validation_tokens("full", 50257, str(tmp_path))
+        train.TrainLoader(replace(train.PROFILES["smoke"], data="fineweb"), str(tmp_path), 0, 1)
 
 
 def test_train_loader_splits_windows_across_ranks_and_moves_to_the_next_shard(tmp_path):
@@ -379,14 +402,14 @@ def test_shard_writer_resumes_where_it_stopped(tmp_path):
     assert progress["train_tokens"] == 60
 
 
-def test_synthetic_shards_feed_the_validation(tmp_path):
+def test_synthetic_shards_feed_the_evaluation(tmp_path):
     data = tmp_path / "data"
     done = subprocess.run([sys.executable, str(ENV_DIR / "prepare_data.py"), "--synthetic",
                            "--data-dir", str(data), "--max-tokens", "300000"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    tokens = train.validation_tokens("full", 50257, str(data))
-    assert len(tokens) == train.VAL_TOKENS["full"] + 1 and int(tokens.max()) < 50257
+    tokens = evaluate.validation_tokens("full", str(data), None)
+    assert len(tokens) == evaluate.VAL_TOKENS["full"] + 1 and int(tokens.max()) < 50257
     assert (data / "SYNTHETIC").exists()
     assert len(train.load_shard(str(data / "fineweb_train_000001.bin"))) == 300_000
 

@@ -92,6 +92,8 @@ def _v1_database(path: Path) -> None:
             NULL, '{}', NULL, NULL, NULL, 0, 0);
         INSERT INTO idea VALUES (1, 1, 0, 'seed', '[Experiment] old idea', 'old idea',
             'scored', 3.1, NULL, NULL, NULL, NULL, NULL, 0, 0);
+        INSERT INTO job VALUES (1, 1, 1, 1, 'local', 'local', 'full', 8, '', 'finished',
+            '/x/job-1', NULL, 0, NULL, '', 120, 0, 1, 2, 1);
     """)
     con.commit()
     con.close()
@@ -105,6 +107,11 @@ def test_old_database_is_upgraded_without_loss(tmp_path: Path) -> None:
     assert s.review_diffs is False and s.baseline == 3.255
     (idea,) = ops.list_ideas(store, s.id)
     assert idea.score == 3.1 and idea.quarantine is None
+    # Scored before evaluation stages existed: no evaluator on the job or the search, so the
+    # result is shown as unverified (and nothing else about it changes).
+    (job,) = job_ops.list_jobs(store, idea_id=1)
+    assert job.state == "finished" and job.evaluator is None and job.flags == ""
+    assert s.evaluator is None
     assert job_ops.leased_gpus(store, "any") == {}  # the new table exists
     con = sqlite3.connect(tmp_path / "ideaforge.db")
     indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}

@@ -132,12 +132,23 @@ class SearchEngine(JobsMixin):
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
             self.release()
 
+    def _warn_if_evaluator_changed(self, ranked_by: str | None) -> None:
+        now = self.env.evaluator_id()
+        if ranked_by and now != ranked_by:
+            message = (f"the evaluator's files changed since this search began (it ranks by "
+                       f"{ranked_by[:12]}, the environment now has {(now or 'none')[:12]}): new "
+                       "results will be shown but not ranked; start a new search to rank by "
+                       "the new evaluator")
+            ops.add_event(self.store, "search", message, search_id=self.search_id)
+            self.progress("warning: " + message)
+
     async def _loop(self) -> Outcome:
         s = self.search
         self.progress(f"search {s.name!r}: {s.env_name}/{s.profile}, model "
                       f"{catalog.LABEL if s.model == 'catalog' else s.model}, "
                       f"{s.epochs} epochs × {s.ideas_per_epoch} ideas")
         self.executor.prepare(self.env, self.profile)
+        self._warn_if_evaluator_changed(s.evaluator)
         self._remeasure_failed_baseline()
         while True:
             self._apply_decisions()

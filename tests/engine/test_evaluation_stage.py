@@ -126,6 +126,7 @@ def test_a_result_from_another_evaluator_is_not_ranked(graded: Path, workspace: 
     ev = graded / "evaluate.py"
     ev.write_text(ev.read_text().replace("5.0 - bonus", "4.5 - bonus"))
     proc = cli("resume", "g", "--epochs", "2", workspace=workspace, env=env, timeout=120)
+    assert "the evaluator's files changed since this search began" in proc.stderr
     ideas = json.loads(cli("ideas", "g", "--json", workspace=workspace, check=True).stdout)
     late = [i for i in ideas if i["epoch"] == 1]
     assert late, (proc.stdout, proc.stderr, ideas)

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, text
 from sqlmodel import Session, col
 
+from engine.store import verification
 from engine.store.db import Store, StoreError
 
 # The board's dataclasses live with the console's first-frame reader (plain sqlite3), which
@@ -40,6 +41,7 @@ from engine.store.models import (
     PatchAttempt,
     Search,
 )
+from engine.store.verification import Verification
 from engine.store.views import AttemptView, EventView, IdeaView, JobView, SearchView
 
 ACTIVE_JOB_STATES = ("queued", "held", "launching", "running", "unreachable")
@@ -53,6 +55,13 @@ def read_session(store: Store) -> Iterator[Session]:
     """One read-only snapshot of the database (never takes the write lock)."""
     with store.session(write=False) as s:
         yield s
+
+
+def _driver(s: Session) -> verification.Execute:
+    """Plain SQL with `?` parameters on the session's connection (the SQL that
+    `engine.store.verification` shares with the first-frame reader)."""
+    connection = s.connection()
+    return lambda sql, params: connection.exec_driver_sql(sql, tuple(params)).all()
 
 
 def close_reader(store: Store) -> None:
@@ -97,6 +106,7 @@ class IdeaDetail:
     jobs: tuple[JobView, ...]
     pending: tuple[str, ...]
     metric_names: tuple[str, ...] = ()
+    verification: Verification = verification.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -275,6 +285,7 @@ def board_page(store: Store, q: BoardQuery, offset: int, limit: int) -> BoardPag
         attempts: dict[int, int] = {}
         hosts: dict[int, str] = {}
         pending: dict[int, str] = {}
+        checked: dict[int, Verification] = {}
         if ids:
             attempts = dict(s.exec(select(PatchAttempt.idea_id, func.count())
                                    .where(col(PatchAttempt.idea_id).in_(ids))
@@ -289,10 +300,14 @@ def board_page(store: Store, q: BoardQuery, offset: int, limit: int) -> BoardPag
                                                  col(Decision.consumed_at).is_(None))
                                           .order_by(Decision.id)).all():
                 pending[idea_id] = action
+            checked = verification.of_ideas(_driver(s), ids)
+    unknown = verification.UNKNOWN
     return BoardPage(total=int(total), offset=offset, rows=tuple(
         BoardRow(id=r[0], epoch=r[1], origin=r[2], status=r[3], score=r[4], title=r[5],
                  quarantine=r[6], edited_from=r[7], attempts=int(attempts.get(r[0], 0)),
-                 host=hosts.get(r[0]), pending=pending.get(r[0])) for r in rows))
+                 host=hosts.get(r[0]), pending=pending.get(r[0]),
+                 verified=checked.get(r[0], unknown).label,
+                 flags=checked.get(r[0], unknown).flags) for r in rows))
 
 
 def board_position(store: Store, q: BoardQuery, idea_id: int) -> int | None:
@@ -406,11 +421,23 @@ def idea_detail(store: Store, idea_id: int) -> IdeaDetail | None:
             names = tuple(n for (n,) in s.exec(
                 select(MetricPoint.name).where(MetricPoint.job_id == jobs[-1].id).distinct()
                 .order_by(MetricPoint.name)).all())
+        checked = (verification.of_ideas(_driver(s), [idea_id]).get(idea_id) if jobs
+                   else None) or verification.UNKNOWN
         view = IdeaView.of(row, parents=tuple(sorted(parent_links)), attempts=len(attempts))
         original_view = (IdeaView.of(original, parents=(), attempts=0) if original else None)
     return IdeaDetail(idea=view, parents=tuple(parents), children=tuple(children),
                       edited_from=original_view, attempts=tuple(attempts), jobs=tuple(jobs),
-                      pending=pending, metric_names=names)
+                      pending=pending, metric_names=names, verification=checked)
+
+
+def verifications(store: Store, ids: Iterable[int] = (), search_id: int | None = None
+                  ) -> dict[int, Verification]:
+    """Which evaluator judged each idea (of `ids`, or of a whole search) and its flags; an
+    idea no job ran for is absent (`verification.UNKNOWN`). A bounded number of queries."""
+    with read_session(store) as s:
+        if search_id is not None:
+            return verification.of_search(_driver(s), search_id)
+        return verification.of_ideas(_driver(s), ids)
 
 
 def metric_series(store: Store, job_id: int) -> dict[str, list[tuple[float, float]]]:

@@ -7,7 +7,8 @@ connection (`mode=ro`, `query_only`) and returns the same dataclasses as
 here). The SQL below must stay equal to `console_queries.board_page`'s; tests/console
 compare the two on several queries.
 
-It imports nothing of `engine.store` but `views` (plain dataclasses), and the package loads
+It imports nothing of `engine.store` but `views` (plain dataclasses) and `verification` (whose
+SQL both readers run), and the package loads
 `Store` lazily, so the console can import this before SQLAlchemy is loaded.
 """
 
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from engine.store import verification
 from engine.store.views import SearchView
 
 DB_NAME = "ideaforge.db"  # the same as engine.store.db.DB_NAME
@@ -55,6 +57,8 @@ class BoardRow:
     quarantine: str | None
     edited_from: int | None
     pending: str | None  # a decision written but not yet applied by the engine
+    verified: str | None = None  # verification.VERIFIED | UNVERIFIED | OTHER_EVALUATOR | None
+    flags: tuple[str, ...] = ()  # what its jobs' results ignored or found doubtful
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,7 @@ def board_page(conn: sqlite3.Connection, q: BoardQuery, offset: int, limit: int)
     attempts: dict[int, int] = {}
     hosts: dict[int, str] = {}
     pending: dict[int, str] = {}
+    checked: dict[int, verification.Verification] = {}
     if ids:
         marks = _in(ids)
         attempts = dict(conn.execute(
@@ -177,7 +182,11 @@ def board_page(conn: sqlite3.Connection, q: BoardQuery, offset: int, limit: int)
                 f"SELECT idea_id, action FROM decision WHERE idea_id IN {marks} "
                 "AND consumed_at IS NULL ORDER BY id", ids):
             pending[idea_id] = action
+        checked = verification.of_ideas(conn.execute, ids)
+    unknown = verification.UNKNOWN
     return BoardPage(total=int(total), offset=offset, rows=tuple(
         BoardRow(id=r[0], epoch=r[1], origin=r[2], status=r[3], score=r[4], title=r[5],
                  quarantine=r[6], edited_from=r[7], attempts=int(attempts.get(r[0], 0)),
-                 host=hosts.get(r[0]), pending=pending.get(r[0])) for r in rows))
+                 host=hosts.get(r[0]), pending=pending.get(r[0]),
+                 verified=checked.get(r[0], unknown).label,
+                 flags=checked.get(r[0], unknown).flags) for r in rows))

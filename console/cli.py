@@ -118,14 +118,23 @@ def _idea_dict(i: Any, baseline: float | None = None) -> dict[str, Any]:
     return d
 
 
+def _verification_dict(v: Any) -> dict[str, Any]:
+    """`verified`: the label (verified | unverified | other evaluator) or None when no job
+    ended; `evaluator`: the evaluator of the job that decides; `flags`: one string each."""
+    return {"verified": v.label, "evaluator": v.evaluator, "flags": list(v.flags)}
+
+
 def cmd_ideas(args: argparse.Namespace) -> int:
-    from engine.store import ops
+    from engine.store import console_queries, ops, verification
 
     store = _store(args)
     s = ops.find_search(store, args.search)
     ideas = ops.list_ideas(store, s.id, args.epoch)
     if args.json:
-        _print_json([_idea_dict(i, s.baseline) for i in ideas])
+        checked = console_queries.verifications(store, search_id=s.id)
+        _print_json([{**_idea_dict(i, s.baseline),
+                      **_verification_dict(checked.get(i.id, verification.UNKNOWN))}
+                     for i in ideas])
         return 0
     sys.stdout.write(f"{'id':>5} {'ep':>3} {'origin':<8} {'status':<16} {'score':>8} "
                      f"{'att':>3}  title\n")
@@ -137,22 +146,25 @@ def cmd_ideas(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from engine.store import job_ops, ops
+    from console import fmt
+    from engine.store import console_queries, job_ops, ops, verification
 
     store = _store(args)
     i = ops.get_idea(store, args.idea)
     attempts = ops.list_attempts(store, i.id)
     jobs = job_ops.list_jobs(store, idea_id=i.id)
     children = ops.children_of(store, i.id)
+    checked = console_queries.verifications(store, [i.id]).get(i.id, verification.UNKNOWN)
     if args.json:
         d = _idea_dict(i)
         d.update(children=children, attempts=[a.to_dict() for a in attempts],
-                 jobs=[j.to_dict() for j in jobs])
+                 jobs=[j.to_dict() for j in jobs], **_verification_dict(checked))
         _print_json(d)
         return 0
     out = [f"idea {i.id} · epoch {i.epoch} · {i.origin} · {i.status} · score {_fmt(i.score)}"]
     if i.reason:
         out.append(f"reason: {i.reason}")
+    out += [line for line, _ in fmt.verification_lines(checked)]
     if i.parents:
         out.append(f"parents: {', '.join(map(str, i.parents))}")
     if children:

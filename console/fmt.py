@@ -8,6 +8,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from engine.store import verification
+from engine.store.verification import Verification
+
 clock: Callable[[], float] = time.time
 
 STATUS_STYLE: dict[str, str] = {
@@ -119,3 +122,25 @@ def clip(text: str, width: int) -> str:
     if width <= 0:
         return ""
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+#: How the board marks a score no evaluation stage measured, and an idea with flags.
+UNVERIFIED_MARK = "?"
+FLAG_MARK = "⚑"
+
+
+def verification_lines(v: Verification) -> list[tuple[str, str]]:
+    """(line, style) saying which evaluator judged an idea, then one line per flag: the same
+    words in `ideaforge show` and on the detail screen."""
+    out: list[tuple[str, str]] = []
+    if v.label == verification.VERIFIED:
+        out.append((f"verified by evaluator {(v.evaluator or '')[:12]}", "green"))
+    elif v.label == verification.UNVERIFIED:
+        out.append(("unverified: scored by the training process itself (no evaluation stage)",
+                    "yellow"))
+    elif v.label == verification.OTHER_EVALUATOR:
+        ours, theirs = (v.evaluator or "")[:12], (v.ranks_by or "")[:12]
+        line = f"not ranked: scored by another evaluator ({ours}; the search ranks by {theirs})"
+        out.append((line, "red"))
+    out += [(f"flagged: {line}", "magenta") for line in v.flags]
+    return out

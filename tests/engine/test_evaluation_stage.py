@@ -153,3 +153,29 @@ def test_a_runner_stops_training_at_the_limit_even_with_the_engine_gone(tmp_path
     assert record["train"]["over_time"] and "evaluation" not in record
     assert "secret" not in json.loads((job / "spec.json").read_text())
     assert runner.sign(record, "k") == record["mac"] != runner.sign(record, "other")
+
+
+def test_show_says_which_evaluator_scored_an_idea_and_what_was_flagged(
+        graded: Path, workspace: Path, tmp_path: Path) -> None:
+    env = base_env(IDEAFORGE_DATA_DIR=str(tmp_path / "data"))
+    for path in (graded / "catalog").iterdir():
+        if path.stem not in ("bonus_a", "writes_score"):
+            path.unlink()
+    proc = cli("run", str(graded), "--name", "g", "--epochs", "1", "--ideas-per-epoch", "2",
+               "--auto", "--cpu-slots", "2", workspace=workspace, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    evaluator = load(graded).evaluator_id()
+    rows = json.loads(cli("ideas", "g", "--json", workspace=workspace, check=True).stdout)
+    by_stem = {r.get("catalog_stem") or r["origin"]: r for r in rows}
+    for stem in ("baseline", "bonus_a", "writes_score"):
+        assert (by_stem[stem]["verified"], by_stem[stem]["evaluator"]) == ("verified",
+                                                                           evaluator), stem
+    assert by_stem["bonus_a"]["flags"] == []
+    [flag] = by_stem["writes_score"]["flags"]
+    assert "wrote its own 'score'" in flag
+    cheat = by_stem["writes_score"]["id"]
+    shown = cli("show", str(cheat), workspace=workspace, check=True).stdout.splitlines()
+    assert f"verified by evaluator {evaluator[:12]}" in shown
+    assert f"flagged: {flag}" in shown
+    one = json.loads(cli("show", str(cheat), "--json", workspace=workspace, check=True).stdout)
+    assert (one["verified"], one["flags"]) == ("verified", [flag])

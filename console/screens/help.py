@@ -1,4 +1,5 @@
-"""`?`: every key of the console, generated from the command registry (so it cannot lie)."""
+"""`?`: every key of the console, generated from the command registry (so it cannot lie), and
+what the marks on the ideas board mean."""
 
 from __future__ import annotations
 
@@ -13,8 +14,18 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from console import commands
+from console import commands, fmt
 from console.config import config_path
+
+#: The board's marks, as `IdeaBoard._row_strip` draws them; `ideaforge show N` explains a flag.
+MARKS: tuple[tuple[str, str], ...] = (
+    ("●", "marked for a batch decision (space)"),
+    (fmt.score(4.2) + fmt.UNVERIFIED_MARK, "unverified score: the training process measured it"),
+    (fmt.FLAG_MARK, "flagged: something in its result was ignored or doubtful (open it)"),
+    ("⚠", "quarantined: beyond the environment's suspicious bound (y / x)"),
+    ("✎#N", "an edit of idea N"),
+    ("→approve", "a decision sent, not yet applied by the engine"),
+)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -58,6 +69,13 @@ class HelpScreen(ModalScreen[None]):
                 parts.append(table)
             assert table is not None
             table.add_row(key, f"{c.label} — {c.help}", c.id)
+        parts.append(Text("Marks on the ideas board", style="bold underline"))
+        marks = Table(box=None, expand=True, show_header=False, padding=(0, 1))
+        marks.add_column("mark", width=10, style="bold")
+        marks.add_column("meaning", ratio=1)
+        for mark, meaning in MARKS:
+            marks.add_row(mark, meaning)
+        parts.append(marks)
         return Group(*parts)
 
     def action_close(self) -> None:

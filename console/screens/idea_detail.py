@@ -259,6 +259,9 @@ class IdeaDetailScreen(ConsoleScreen):
         if i.reason:
             t.append("\n")
             t.append(fmt.first_line(i.reason, 200), style="yellow")
+        for line, style in fmt.verification_lines(d.verification):
+            t.append("\n")
+            t.append(line, style=style)
         if i.quarantine == "pending":
             t.append("\n⚠ quarantined: the result is beyond the environment's suspicious "
                      "bound — y accepts it, x discards it", style="bold magenta")

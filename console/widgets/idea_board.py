@@ -28,6 +28,7 @@ from textual.strip import Strip
 from console import fmt
 from console.workers import ReportsWorkerErrors, busy
 from engine.store import first_frame
+from engine.store.verification import UNVERIFIED
 
 # The same classes as engine.store.console_queries' (defined in first_frame, stdlib only).
 BoardPage, BoardQuery, BoardRow = (first_frame.BoardPage, first_frame.BoardQuery,
@@ -413,8 +414,14 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
             title = "⚠ quarantined · " + title
         if row.edited_from:
             title = f"✎#{row.edited_from} " + title
+        if row.flags:  # the detail screen lists them
+            title = f"{fmt.FLAG_MARK} " + title
+        # A score the training process measured itself: shown, but marked as unverified (in
+        # a cell of its own, so that the decimal points stay aligned).
+        score = fmt.score(row.score) + (fmt.UNVERIFIED_MARK if row.verified == UNVERIFIED
+                                        else " ")
         texts = ["●" if is_marked else "", str(row.id), str(row.epoch), row.origin, status,
-                 fmt.score(row.score), fmt.delta(row.score, self.baseline),
+                 score, fmt.delta(row.score, self.baseline),
                  str(row.attempts) if row.attempts else "", row.host or "", title]
         looks = ["bold yellow", "", "dim", "", fmt.STATUS_STYLE.get(row.status, ""),
                  verdict_style, verdict_style, "dim", "dim", ""]

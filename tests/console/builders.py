@@ -7,6 +7,7 @@ console's clock (`console.fmt.clock`) is pinned to `NOW` by the tests that need 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass, field
@@ -16,6 +17,11 @@ from engine.store import Store, job_ops, ops
 from engine.store.console_queries import ImportedIdea, import_search
 
 NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
+
+#: The toy search's evaluator (the SHA-256 the engine records), and a flag the engine writes.
+EVALUATOR = hashlib.sha256(b"toy evaluator").hexdigest()
+TRAINING_SCORE_FLAG = ("the training process wrote its own 'score' or 'void' lines: ignored "
+                       "(only the evaluation stage scores)")
 
 DIFF_A = """--- a/train.py
 +++ b/train.py
@@ -64,7 +70,8 @@ def _idea(store: Store, search_id: int, epoch: int, key: str, text: str, origin:
 def _run_job(store: Store, built: Built, key: str, idea_id: int, *, score: float | None,
              curve: list[float], state: str = "finished", job_dir: Path | None = None,
              exit_code: int = 0, reason: str | None = None, quarantine: str | None = None,
-             idea_status: str = "scored", host: str = "local") -> int:
+             idea_status: str = "scored", host: str = "local",
+             evaluator: str | None = EVALUATOR, flags: tuple[str, ...] = ()) -> int:
     ops.transition_idea(store, idea_id, {"implemented", "approved"}, "implemented")
     job_id = job_ops.enqueue_job(store, idea_id, profile="smoke", gpus_wanted=0)
     assert job_id is not None
@@ -80,18 +87,22 @@ def _run_job(store: Store, built: Built, key: str, idea_id: int, *, score: float
         job_ops.finish_job(store, job_id, state=state, exit_code=exit_code, reason=reason,
                            log_tail=f"toy run done: score {score}\n", idea_status=idea_status,
                            score=score, quarantine=quarantine, idea_reason=reason,
-                           message=f"job {job_id} done")
+                           message=f"job {job_id} done", evaluator=evaluator, flags=flags)
     return job_id
 
 
 def build(ws: Path) -> Built:
-    """A search at its idea gate in epoch 2, with history, jobs, lineage and an import."""
+    """A search at its idea gate in epoch 2, with history, jobs, lineage and an import.
+    Its results are verified by its evaluator, except the crash's (no evaluator: it never got
+    that far) and the cross's (measured by the training process itself, as before the
+    evaluation stage: unverified); b's is flagged (its training wrote a score line)."""
     store = Store(ws)
     s = ops.create_search(
         store, name="toy-1", env_name="toy", env_path="/envs/toy", env_version="abc123",
         profile="smoke", model="openai/gpt-test", epochs=3, ideas_per_epoch=4,
         metric_name="score", goal="minimize", baseline=5.0, status="running", epoch=1,
-        phase="review_ideas", engine_pid=4242, engine_host="box", engine_heartbeat=NOW - 2)
+        phase="review_ideas", engine_pid=4242, engine_host="box", engine_heartbeat=NOW - 2,
+        evaluator=EVALUATOR)
     built = Built(store=store, search_id=s.id)
     sid = s.id
     base = _idea(store, sid, 0, "baseline", "[Experiment] Baseline: the unmodified "
@@ -132,15 +143,16 @@ def build(ws: Path) -> Built:
                         reason="no usable diff after 2 attempts")
     _run_job(store, built, "a", a, score=4.0, curve=[6.0, 5.2, 4.6, 4.2],
              job_dir=logs)
-    _run_job(store, built, "b", b, score=4.5, curve=[6.0, 5.5, 4.9, 4.6])
+    _run_job(store, built, "b", b, score=4.5, curve=[6.0, 5.5, 4.9, 4.6],
+             flags=(TRAINING_SCORE_FLAG,))
     _run_job(store, built, "crash", crash, score=None, curve=[6.0], state="failed",
-             exit_code=3, reason="crashed: exit code 3", idea_status="failed")
+             exit_code=3, reason="crashed: exit code 3", idea_status="failed", evaluator=None)
     # epoch 1: a cross of the two winners (suspiciously good), one running, and the gate
     cross = _idea(store, sid, 1, "cross", "[Experiment] Combine two winning ideas: #2 and "
                   "#3.\n[Code Changes] Apply both.", "exploit", built, parents=(a, b))
     ops.transition_idea(store, cross, "proposed", "implemented", diff=DIFF_A + DIFF_B)
     _run_job(store, built, "cross", cross, score=0.2, curve=[6.0, 3.0, 1.0],
-             quarantine="pending")
+             quarantine="pending", evaluator=None)
     run = _idea(store, sid, 1, "running", "[Experiment] Warm up the bonus.\n[Code Changes] "
                 "Ramp BONUS_A.", "exploit", built, parents=(a,))
     ops.transition_idea(store, run, "proposed", "implemented", diff=DIFF_A)

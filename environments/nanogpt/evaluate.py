@@ -159,7 +159,7 @@ WATCHED = {
     "torch._C": torch._C, "torch.nn.Module": nn.Module, "torch.overrides": torch.overrides,
     "torch.autograd.grad_mode": torch.autograd.grad_mode, "builtins": builtins, "json": json,
     "json.encoder": json.encoder, "math": math, "os": os, "os.path": os.path,
-    "threading": threading, "queue": queue, "signal": signal,
+    "threading": threading, "queue": queue, "signal": signal, "time": time, "sys": sys,
 }
 IGNORED_KEYS = {"__warningregistry__", "_"}
 
@@ -479,6 +479,7 @@ def main(argv=None):
     ops, validate_fn, changed, modes, line = Ops(), validate, changed_entries, modes_active, \
         metric_line
     count_threads, isfinite, thread_count = _thread._count, math.isfinite, None
+    sys.dont_write_bytecode = True  # no __pycache__ written into the artifacts
     watched = {**WATCHED, EVALUATOR_MODULE: sys.modules[EVALUATOR_MODULE]}
     before = snapshot(watched)
     signals = {s: signal.getsignal(s) for s in signal.valid_signals()
@@ -490,7 +491,6 @@ def main(argv=None):
                     os.environ.get("IDEAFORGE_JOB_DIR")) if p)
     readable = python_roots() + (artifacts, EVALUATOR_DIR)
     model_name = f"ideaforge_model_{os.urandom(6).hex()}"
-    sys.dont_write_bytecode = True  # no __pycache__ written into the artifacts
     call, stop = start_model_thread(device)
     thread_count = count_threads()
     violations, window = arm_audit_hook(readable, denied, model_name)

@@ -136,7 +136,8 @@ class JobsMixin:
         spec = LaunchSpec(job_id=job.id, search_id=self.search_id, idea_id=idea.id,
                           env=self.env, profile=self.profile, diff=idea.diff, gpus=gpus,
                           workspace_id=self.store.workspace_id(), queued_at=job.queued_at,
-                          secret=self.store.job_secret(job.id, job.queued_at))
+                          secret=self.store.job_secret(job.id, job.queued_at),
+                          eval_seed=self.store.eval_seed(self.search_id))
         outcome = self._jobs_fleet().launch(job.host, spec, job.job_dir)
         if outcome is None:
             return

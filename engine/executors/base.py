@@ -44,6 +44,7 @@ class LaunchSpec:
     workspace_id: str = ""  # the workspace's own identity (Store.workspace_id)
     queued_at: float = 0.0  # when the job row was made: tells apart copies of one workspace
     secret: str = ""  # signs the runner's `exit` record (Store.job_secret); never logged
+    eval_seed: int | None = None  # the evaluation stage's IDEAFORGE_EVAL_SEED (Store.eval_seed)
 
 
 @dataclass(frozen=True)
@@ -147,15 +148,17 @@ def evaluator_payload(env: Environment) -> tuple[dict[str, str], dict[str, str]]
 
 
 def evaluate_spec(env: Environment, profile: Profile,
-                  payload: tuple[dict[str, str], dict[str, str]]) -> dict[str, Any] | None:
-    """What the runner needs for the evaluation stage (None: a legacy environment)."""
+                  payload: tuple[dict[str, str], dict[str, str]],
+                  seed: int | None = None) -> dict[str, Any] | None:
+    """What the runner needs for the evaluation stage (None: a legacy environment). `seed`
+    is removed from spec.json by the runner before training starts, like the signing key."""
     ev = env.evaluation
     if ev is None:
         return None
     files, content = payload
     return {"command": ev.command, "files": files, "content": content,
             "timeout": profile.evaluate_timeout or ev.timeout, "held_out": list(ev.held_out),
-            "time_limit": profile.time_limit, "time_slack": profile.time_slack}
+            "time_limit": profile.time_limit, "time_slack": profile.time_slack, "seed": seed}
 
 
 def job_time_limit(env: Environment, profile: Profile) -> float:

@@ -123,7 +123,8 @@ class LocalExecutor:
             (job_dir / "metrics.jsonl").touch()
             body = self._spec(spec, job_dir)
             if spec.env.evaluation is not None:
-                body["evaluate"] = evaluate_spec(spec.env, spec.profile, self._payload(spec))
+                body["evaluate"] = evaluate_spec(spec.env, spec.profile, self._payload(spec),
+                                                 spec.eval_seed)
             runner._write(str(job_dir / "spec.json"), json.dumps(body, indent=1))
         with open(job_dir / "runner.err", "ab") as err:
             subprocess.Popen([self.python, runner.__file__, str(job_dir)], cwd=job_dir,

@@ -9,7 +9,8 @@ The attempt directory is the truth (ARCHITECTURE.md, "Executors"):
 - reads `spec.json`: {"command", "cwd", "env", "timeout", "grace", "heartbeat", "clean_env",
   "secret", "evaluate", "prefix"}; the job gets this process's environment plus `env`, or only `env`
   when `clean_env` is true. `secret` is removed from spec.json before the job starts: it signs
-  `exit`, so a record the job forges is told apart from this runner's
+  `exit`, so a record the job forges is told apart from this runner's; so is the evaluation's
+  `seed` (IDEAFORGE_EVAL_SEED: held-out data drawn from it stays unknown to the training)
 - writes `pid` (runner pid, its start time, boot id, the job's process group), keeps `hb`
   touched, sends the job's stdout and stderr to `output.log`
 - enforces `timeout` (seconds): TERM to the job's whole process group, KILL after `grace`
@@ -279,7 +280,7 @@ def _restore(folder, snapshot):
         os.chmod(path, mode)
 
 
-def evaluate(runner, ev, env, train_seconds):
+def evaluate(runner, ev, env, train_seconds, seed=None):
     """The evaluation stage; what `exit` says of it."""
     root = os.path.join(runner.dir, "evaluation")
     if os.path.lexists(root):
@@ -307,6 +308,8 @@ def evaluate(runner, ev, env, train_seconds):
                PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
     if ev.get("data_dir"):
         env["IDEAFORGE_DATA_DIR"] = ev["data_dir"]
+    if seed is not None:
+        env["IDEAFORGE_EVAL_SEED"] = str(seed)
     runner.say(f"training ended after {train_seconds:.1f} s; evaluating in a fresh process: "
                f"{ev['command']}")
     t0 = time.monotonic()
@@ -330,15 +333,16 @@ def main(job_dir):
     with open(spec_path) as fh:
         spec = json.load(fh)
     secret = spec.pop("secret", None)
-    if secret:
-        _write(spec_path, json.dumps(spec, indent=1))  # gone before the job can read it
+    ev = spec.get("evaluate")
+    eval_seed = ev.pop("seed", None) if ev else None
+    if secret or eval_seed is not None:
+        _write(spec_path, json.dumps(spec, indent=1))  # gone before the job can read them
     _subreaper()
     # A spec that says `clean_env` (the SSH hosts' agent writes such specs) holds the job's
     # whole environment: nothing of the login that started this runner (SSH_CLIENT, which
     # makes bash read ~/.bashrc, BASH_ENV, shims on PATH) may reach the job.
     env = {} if spec.get("clean_env") else dict(os.environ)
     env.update({k: str(v) for k, v in (spec.get("env") or {}).items()})
-    ev = spec.get("evaluate")
     bin_dir = os.path.join(job_dir, "bin")
     trusted_bin = _snapshot(bin_dir) if ev and os.path.isdir(bin_dir) else None
     if ev:
@@ -387,7 +391,7 @@ def main(job_dir):
         if code == 0 and why is None and runner.stop is None:
             if trusted_bin is not None:
                 _restore(bin_dir, trusted_bin)
-            result = evaluate(runner, ev, env, train_seconds)
+            result = evaluate(runner, ev, env, train_seconds, eval_seed)
             if result.get("error"):
                 runner.say("not evaluated: " + result["error"])
             record["evaluation"] = result

@@ -511,7 +511,7 @@ class SshFleet:
         }
         if spec.env.evaluation is not None:
             req["spec"]["evaluate"] = evaluate_spec(spec.env, spec.profile,
-                                                    self.evaluator_payload)
+                                                    self.evaluator_payload, spec.eval_seed)
         with w.lock:
             w.launches[spec.job_id] = req
         w.wake.set()

@@ -125,6 +125,16 @@ class Store:
         return hmac.new(self._job_key.encode(), f"{job_id}:{queued_at!r}".encode(),
                         hashlib.sha256).hexdigest()
 
+    def eval_seed(self, search_id: int) -> int:
+        """The evaluation stage's seed for one search (IDEAFORGE_EVAL_SEED): the same for
+        every job of the search, so its results are judged on the same held-out draw, and
+        unknown to the training stage (the runner takes it out of spec.json first)."""
+        if self._job_key is None:
+            self._job_key = self._meta_value("job_key", lambda: secrets.token_hex(32))
+        digest = hmac.new(self._job_key.encode(), f"eval-seed:{search_id}".encode(),
+                          hashlib.sha256).digest()
+        return int.from_bytes(digest[:8], "little") >> 1
+
     def workspace_id(self) -> str:
         """This workspace's own identity: random, made once, kept in the database.
 

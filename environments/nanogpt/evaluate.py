@@ -449,6 +449,10 @@ def main(argv=None):
         raise ValueError(f"unknown profile {profile!r}")
     data_dir = os.path.realpath(data_dir_from(args.data_dir))
     seed = args.val_seed
+    if seed is None and os.environ.get("IDEAFORGE_EVAL_SEED"):
+        # The same draw for every job of a search (scores compare without sampling noise),
+        # and never visible to the training stage (the runner keeps it from spec.json).
+        seed = int(os.environ["IDEAFORGE_EVAL_SEED"])
     if VAL_DATA[profile] == "synthetic" and seed is None:
         seed = int.from_bytes(os.urandom(8), "little") >> 1
     val_tokens = validation_tokens(profile, data_dir, seed)

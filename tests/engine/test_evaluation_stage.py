@@ -73,6 +73,11 @@ def test_only_the_evaluation_stage_scores_and_every_cheat_ends_without_a_gain(
     base_dir = Path(job("baseline")["job_dir"])
     record = json.loads((base_dir / "exit").read_text())
     assert record["evaluation"]["points"][0]["held_out_seen"] is True
+    # One evaluation seed for the whole search, never in the spec the training could read.
+    seeds = {json.loads((Path(job(s)["job_dir"]) / "exit").read_text())["evaluation"]
+             ["points"][0]["eval_seed"] for s in ("baseline", "bonus_a")}
+    (seed,) = seeds
+    assert seed and seed not in (base_dir / "spec.json").read_text()
     assert not (base_dir / "train-data" / "toy" / "answers.txt").exists()
     assert (base_dir / "train-data" / "toy" / "train.txt").read_text().startswith("what")
 

@@ -222,7 +222,7 @@ FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
-def arm_audit_hook(readable, denied, model_prefix):
+def arm_audit_hook(readable, denied, model_prefix, own=()):
     """Install the audit hook (it cannot be removed). Returns (violations, window): every
     refusal is appended to `violations` even when the model's code catches the exception;
     `window` holds the one path the main thread may append to while it emits the result."""
@@ -253,7 +253,9 @@ def arm_audit_hook(readable, denied, model_prefix):
                 return
             if writing:
                 refuse(f"opening {real} for writing")
-            if inside(real, denied) or not inside(real, readable):
+            # The artifacts and the evaluator's code may lie inside the job's folder, which is
+            # otherwise out of bounds (the metrics file, the data): they are checked first.
+            if not inside(real, own) and (inside(real, denied) or not inside(real, readable)):
                 refuse(f"opening {real}")
         elif event in blocked or event.startswith(blocked_prefixes):
             refuse(f"{event} {str(args)[:120]}")
@@ -497,7 +499,8 @@ def main(argv=None):
     model_name = f"ideaforge_model_{os.urandom(6).hex()}"
     call, stop = start_model_thread(device)
     thread_count = count_threads()
-    violations, window = arm_audit_hook(readable, denied, model_name)
+    violations, window = arm_audit_hook(readable, denied, model_name,
+                                        own=(artifacts, EVALUATOR_DIR))
 
     def check(where, worker_modes=0):
         if violations:

@@ -8,9 +8,10 @@ thread. We turn those timeouts off and run it in worker subprocesses instead: ea
 a deadline, and a worker that misses it is killed and replaced (the sample counts as wrong).
 That works from any thread of the caller and survives inputs that make sympy spin for ever.
 
-The workers start isolated (`python -I this-file --worker`): neither this file's folder, nor the
-working directory, nor PYTHONPATH is on their import path, so a `math_verify.py` (or any other
-module) dropped next to the code or in the current folder cannot stand in for the real package.
+The workers start isolated (`_BOOTSTRAP`): neither this file's folder, nor the working
+directory, nor PYTHONPATH is on their import path, so a `math_verify.py` (or any other module)
+dropped next to the code or in the current folder cannot stand in for the installed package.
+math-verify must therefore be installed in the interpreter's site-packages (setup.sh does).
 """
 
 from __future__ import annotations
@@ -88,12 +89,26 @@ def _worker_main() -> None:
         out.flush()
 
 
+# A worker's start: -E ignores PYTHONPATH (and every PYTHON* variable); `-c` puts the working
+# directory first on sys.path, which goes before anything is imported; this file is loaded by
+# its path, so its folder is never on sys.path. (`python -I` would do the same but also drop
+# the user's site-packages, where `pip install` on a host without root puts math-verify.)
+_BOOTSTRAP = (
+    "import sys\n"
+    "if sys.path[:1] == ['']: del sys.path[0]\n"
+    "import importlib.util\n"
+    "spec = importlib.util.spec_from_file_location('grader_worker', sys.argv[1])\n"
+    "module = sys.modules['grader_worker'] = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(module)\n"
+    "module._worker_main()\n"
+)
+
+
 class _Worker:
     def __init__(self) -> None:
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        # -I: no script folder, no cwd, no PYTHONPATH, no user site on sys.path (see the top).
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", os.path.abspath(__file__), "--worker"],
+            [sys.executable, "-E", "-c", _BOOTSTRAP, os.path.abspath(__file__)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -213,7 +228,3 @@ def grade_r1_zero(responses: list[str], golds: list[str], grader: Grader) -> lis
         Score(reward=1.0 if ok else 0.0, format_ok=a is not None, correct=ok)
         for a, ok in zip(answers, correct)
     ]
-
-
-if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
-    _worker_main()

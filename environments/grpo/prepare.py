@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from data import default_data_dir
@@ -49,10 +50,18 @@ def write_jsonl(rows: list[dict], path: Path) -> None:
 
 
 def download_data(out: Path) -> None:
+    """MATH500 must exist on the host only as the held-out <data dir>/math500.jsonl, which the
+    training stage's data folder leaves out: the datasets are read through a temporary cache
+    that is deleted afterwards, not the user's Hugging Face cache that training could read."""
+    with tempfile.TemporaryDirectory(prefix="grpo-prepare-") as cache:
+        _download_data(out, cache)
+
+
+def _download_data(out: Path, cache: str) -> None:
     from datasets import load_dataset
 
     train = []
-    for row in load_dataset(TRAIN_DATASET, split="train"):
+    for row in load_dataset(TRAIN_DATASET, split="train", cache_dir=cache):
         answer = last_boxed(row["solution"])
         if answer is not None:
             train.append({"problem": row["problem"], "answer": answer, "level": row["level"],
@@ -61,7 +70,7 @@ def download_data(out: Path) -> None:
     test = [
         {"problem": r["problem"], "answer": r["answer"], "level": r["level"], "subject": r["subject"],
          "unique_id": r["unique_id"]}
-        for r in load_dataset(TEST_DATASET, split="test")
+        for r in load_dataset(TEST_DATASET, split="test", cache_dir=cache)
     ]
     write_jsonl(test, out / "math500.jsonl")
 

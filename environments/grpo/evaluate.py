@@ -13,6 +13,8 @@ environment version, never the job's patched copy. It reads
 - IDEAFORGE_METRICS: a fresh file, the only one a score is read from.
 - IDEAFORGE_DATA_DIR: the host's data, held-out MATH500 included (training never sees it).
 - IDEAFORGE_PROFILE, IDEAFORGE_TRAIN_SECONDS (measured by the runner; recorded).
+- IDEAFORGE_EVAL_SEED: the same for every job of a search, never visible to training; smoke
+  draws its arithmetic problems from it (without it, from a fresh random seed).
 
 The policy is rebuilt from this profile's base model with the pristine modeling.py, the saved
 tensors must match its state dict key for key and shape for shape, and it is sampled with this
@@ -65,11 +67,16 @@ class VoidRun(Exception):
 def load_eval_problems(profile: str, test_jsonl: str | None = None,
                        problem_seed: int | None = None) -> tuple[list[Problem], int | None]:
     """MATH500 (held out: only the evaluator's data dir holds it), or the JSON lines given; for
-    smoke, synthetic arithmetic drawn with a seed the training process cannot know (a fresh
-    one per evaluation unless given), returned so that the score line records it."""
+    smoke, synthetic arithmetic drawn with a seed the training process cannot know: the one
+    given, else the search's IDEAFORGE_EVAL_SEED (every job of a search is asked the same
+    problems), else a fresh one. The seed is returned so that the score lines record it."""
     n = EVAL_PROBLEMS[profile]
     if profile == "smoke" and test_jsonl is None:
-        seed = secrets.randbits(31) if problem_seed is None else problem_seed
+        seed = problem_seed
+        if seed is None and os.environ.get("IDEAFORGE_EVAL_SEED"):
+            seed = int(os.environ["IDEAFORGE_EVAL_SEED"])
+        if seed is None:
+            seed = secrets.randbits(31)
         return synthetic_arithmetic(n, seed=seed), seed
     path = Path(test_jsonl) if test_jsonl else default_data_dir() / "math500.jsonl"
     return load_jsonl(path, limit=n), None
@@ -164,7 +171,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", help="the base model the policy was trained from, when a human "
                         "trained another one with --model (default: the profile's)")
     parser.add_argument("--problem-seed", type=int, help="smoke: the seed of the arithmetic "
-                        "problems (default: a fresh one, recorded in the score line)")
+                        "problems (default: $IDEAFORGE_EVAL_SEED, else a fresh one; recorded "
+                        "in the score lines)")
     parser.add_argument("--backend", default="auto", choices=["auto", "vllm", "transformers"])
     return parser.parse_args()
 

@@ -318,13 +318,17 @@ def test_local_json_lines_reach_training_and_evaluation(env, tmp_path, monkeypat
     assert prompt.endswith("User: Solve $x^2 = 9$ for $x > 0$.\nAssistant: <think>")
 
 
-def test_smoke_evaluation_problems_are_drawn_afresh_and_reproducible_by_seed(env):
+def test_smoke_evaluation_problems_come_from_a_seed_training_cannot_see(env, monkeypatch):
+    monkeypatch.delenv("IDEAFORGE_EVAL_SEED", raising=False)
     first, seed_a = env.evaluate.load_eval_problems("smoke")
     second, seed_b = env.evaluate.load_eval_problems("smoke")
     assert seed_a != seed_b and first != second  # the training process cannot regenerate them
     again, seed = env.evaluate.load_eval_problems("smoke", problem_seed=seed_a)
     assert (again, seed) == (first, seed_a)
     assert again != env.data.synthetic_arithmetic(16, seed=env.evaluate.EVAL_SEED)
+    monkeypatch.setenv("IDEAFORGE_EVAL_SEED", "8812345678901")  # the search's: the same draw
+    search_a, search_b = env.evaluate.load_eval_problems("smoke"), env.evaluate.load_eval_problems("smoke")
+    assert search_a == search_b == (env.data.synthetic_arithmetic(16, seed=8812345678901), 8812345678901)
 
 
 def test_reference_answers_come_from_the_last_boxed_expression(env):

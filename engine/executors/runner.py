@@ -207,9 +207,21 @@ def _subreaper():
 
 
 def _training_data_view(real, held_out, view):
-    """A folder of symlinks to everything under `real` except the `held_out` globs (relative
-    to `real`); a folder is linked whole unless something under it is held out."""
+    """A folder that holds everything under `real` except the `held_out` globs (relative to
+    `real`). Files are hard links where the file system allows (a symlink would name the real
+    folder, held-out files and all, to anyone who resolves it); folders with nothing held out
+    under them are symlinked whole. Returns (view, how many files had to be symlinked)."""
     shutil.rmtree(view, ignore_errors=True)
+    symlinked = [0]
+
+    def link(path, dest):
+        if os.path.isfile(path):
+            try:
+                os.link(path, dest)
+                return
+            except OSError:  # another file system, or links not allowed there
+                symlinked[0] += 1
+        os.symlink(path, dest)
 
     def could_hold(rel):
         parts = rel.split("/")
@@ -226,10 +238,10 @@ def _training_data_view(real, held_out, view):
             if os.path.isdir(path) and could_hold(sub):
                 fill(path, os.path.join(dest, name), sub)
             else:
-                os.symlink(path, os.path.join(dest, name))
+                link(path, os.path.join(dest, name))
 
     fill(real, view, "")
-    return view
+    return view, symlinked[0]
 
 
 def _read_score(path):
@@ -353,10 +365,15 @@ def main(job_dir):
         env["IDEAFORGE_ARTIFACTS"] = artifacts
         real = env.get("IDEAFORGE_DATA_DIR") or ""
         ev["data_dir"] = real
+        view_symlinks = 0
         if ev.get("held_out") and real and os.path.isdir(real):
-            env["IDEAFORGE_DATA_DIR"] = _training_data_view(
+            env["IDEAFORGE_DATA_DIR"], view_symlinks = _training_data_view(
                 real, ev["held_out"], os.path.join(job_dir, "train-data"))
     runner = Runner(job_dir, spec)
+    if ev and view_symlinks:
+        runner.say(f"{view_symlinks} data file(s) are symlinked into the training's data view "
+                   "(the data dir is on another file system than the job): resolving a link "
+                   "names the real folder, held-out files included")
     # `prefix` (hosts.toml's job_prefix) wraps the training only: a container, another user.
     child = runner.start(spec["command"], spec.get("cwd") or job_dir, env,
                          [str(w) for w in spec.get("prefix") or ()])

@@ -80,6 +80,8 @@ def test_only_the_evaluation_stage_scores_and_every_cheat_ends_without_a_gain(
     assert seed and seed not in (base_dir / "spec.json").read_text()
     assert not (base_dir / "train-data" / "toy" / "answers.txt").exists()
     assert (base_dir / "train-data" / "toy" / "train.txt").read_text().startswith("what")
+    # A hard link, not a symlink: resolving it does not lead to the folder of held-out files.
+    assert not (base_dir / "train-data" / "toy" / "train.txt").is_symlink()
 
     # The training process writes the score itself: ignored, flagged; the evaluator's stands.
     assert ideas["writes_score"]["score"] == 5.0

@@ -30,6 +30,9 @@ from engine.patching import apply_to_copy
 
 log = logging.getLogger(__name__)
 
+#: Where prepared data lives on this machine unless IDEAFORGE_DATA_DIR says otherwise.
+DEFAULT_DATA_DIR = Path.home() / ".cache" / "ideaforge" / "data"
+
 
 def detect_gpus() -> list[int]:
     """GPU indices from nvidia-smi; none when it is missing or fails."""
@@ -149,6 +152,7 @@ class LocalExecutor:
             "WANDB_DIR": str(job_dir),
             "WANDB_CACHE_DIR": str(job_dir / ".wandb-cache"),
             "IDEAFORGE_PROFILE": spec.profile.name,
+            "IDEAFORGE_DATA_DIR": os.environ.get("IDEAFORGE_DATA_DIR") or str(DEFAULT_DATA_DIR),
         }
         return {"command": spec.profile.command, "cwd": str(job_dir / "env"), "env": env,
                 "timeout": spec.profile.timeout, "grace": self.grace_s, "heartbeat": 2,
@@ -196,4 +200,7 @@ class LocalExecutor:
     def _env(self) -> dict[str, str]:
         env = job_environment(dict(os.environ))
         env["PATH"] = self._path()
+        # Always set, so that the runner can give the training stage a view of it without
+        # the held-out files (environments/CONTRACT.md).
+        env.setdefault("IDEAFORGE_DATA_DIR", str(DEFAULT_DATA_DIR))
         return env

@@ -37,8 +37,9 @@ def format_prompt(problem: Problem) -> str:
 
 
 def default_data_dir() -> Path:
-    """Where setup puts the data: $IDEAFORGE_DATA_DIR/grpo, else ~/.cache/ideaforge/grpo."""
-    base = os.environ.get("IDEAFORGE_DATA_DIR") or Path.home() / ".cache" / "ideaforge"
+    """Where setup puts the data: $IDEAFORGE_DATA_DIR/grpo, else ~/.cache/ideaforge/data/grpo
+    (the executors set IDEAFORGE_DATA_DIR; the default is theirs too)."""
+    base = os.environ.get("IDEAFORGE_DATA_DIR") or Path.home() / ".cache" / "ideaforge" / "data"
     return Path(base) / "grpo"
 
 

@@ -5,7 +5,7 @@
     python prepare.py --skip-model                 # data only
 
 Writes <data dir>/math_train.jsonl and <data dir>/math500.jsonl, where the data dir is
-$IDEAFORGE_DATA_DIR/grpo or ~/.cache/ideaforge/grpo (see data.default_data_dir).
+$IDEAFORGE_DATA_DIR/grpo or ~/.cache/ideaforge/data/grpo (see data.default_data_dir).
 """
 
 from __future__ import annotations

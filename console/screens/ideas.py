@@ -15,6 +15,7 @@ from textual.worker import Worker
 
 from console import commands, filtering, fmt
 from console.screens.base import ConsoleScreen
+from console.widgets import search_header
 from console.widgets.event_feed import EventFeed
 from console.widgets.idea_board import IdeaBoard
 from console.widgets.key_bar import KeyBar
@@ -219,13 +220,21 @@ class IdeasScreen(ConsoleScreen):
 
         store = self.console.store()
         now = cq.change_marker(store, search_id)
-        if now == marker:
+        if now == marker and not self._heartbeat_aging():
             self.post_message(self.Refreshed(None, [], now, search_id))
             return
         summaries = cq.search_summaries(store, search_id, now=fmt.clock())
         events = cq.recent_events(store, search_id, last_event, 100)
         self.post_message(self.Refreshed(summaries[0] if summaries else None, events, now,
                                          search_id))
+
+    def _heartbeat_aging(self) -> bool:
+        """An engine's heartbeat writes no event (it would flood the feed), so the change
+        marker misses it: an engine waiting at a gate would look gone after ENGINE_STALE_S.
+        Re-read the summary once the shown heartbeat is a third of that old."""
+        s = self.search
+        return bool(s is not None and s.engine_pid and s.engine_heartbeat
+                    and fmt.clock() - s.engine_heartbeat > search_header.ENGINE_STALE_S / 3)
 
     def on_ideas_screen_refreshed(self, message: Refreshed) -> None:
         if self.search is None or message.search_id != self.search.id:

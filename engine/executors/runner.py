@@ -52,26 +52,16 @@ EVAL_DROPPED = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "
                 "BASH_ENV", "ENV", "LD_PRELOAD", "LD_LIBRARY_PATH_PREPEND")
 
 
-def _write(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+#: Write a file under a temporary name, then rename it (attempt_dir's rule, shared).
+_write = ad.write_file
 
 
 def proc_start_time(pid):
-    """Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            stat = fh.read()
-    except OSError:
+    """Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat); None
+    when it is gone or a zombie (it has exited; only its parent has not read its status)."""
+    fields = ad.stat_fields(pid)
+    if not fields or fields[0] in ("Z", "X"):
         return None
-    # The command name may hold spaces and parentheses: split after the last ')'.
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return None  # a zombie has exited; only its parent has not read the exit status yet
     return int(fields[19])
 
 

@@ -1,0 +1,270 @@
+"""Confirmation by repeats: is an idea better than the baseline, or was its score luck?
+
+One run is not a result (issue 13). An idea that beats the baseline once is *unconfirmed*; this
+module decides, from all its scored runs and the baseline's, whether it is
+
+- ``confirmed``: its gain over the baseline is positive beyond a confidence bound;
+- ``refuted``: its gain is, with confidence, below the smallest gain worth having (or it is
+  worse), or it used up its repeats without being confirmed;
+- ``unconfirmed``: not decided yet, and the next action is to run it again.
+
+The rule is a sequential two-sided bound on the gain ``d = mean(idea) - mean(baseline)`` (sign
+flipped for metrics to minimize), looked at after every run of the idea:
+
+- the noise σ is pooled from the baseline's and the idea's runs (repeats of one environment
+  share their noise; Welch's per-side variances with two or three runs a side leave so few
+  degrees of freedom that nothing would ever confirm) and, when the environment declares a
+  prior σ for the profile, that prior counts as ``prior_weight`` degrees of freedom;
+- confirmed when ``d - c·SE > 0``, where ``c`` is Student's t quantile at one-sided level
+  ``(1 - confidence) / max_runs``: a Bonferroni split of the error over every look the idea can
+  get, so peeking after each repeat cannot raise the false-confirmation rate above
+  ``1 - confidence`` (the union bound; in practice it stays well under it);
+- refuted when ``d + c'·SE < min_effect``, with ``c'`` at the (looser) ``refute_confidence``:
+  wrongly stopping a real idea costs one lost parent, a false elite costs every exploit batch it
+  seeds, so the two errors are not priced alike;
+- refuted when the idea has had ``max_runs`` runs and is still undecided (nothing more will be
+  spent on it, so it must not be built on).
+
+Pure functions, standard library only; the engine feeds it scores and stores its verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Goal = Literal["maximize", "minimize"]
+Status = Literal["confirmed", "refuted", "unconfirmed"]
+Mode = Literal["off", "top-K", "all"]
+
+
+@dataclass(frozen=True)
+class ConfirmationPolicy:
+    """How much evidence an idea needs, and how much GPU time repeats may take.
+
+    Defaults, and why:
+    - ``confidence=0.99``: the nanoGPT speedrun accepts a record only at p < 0.01 over several
+      runs; a false elite seeds every later exploit batch, so we ask as much. With most ideas
+      useless, the share of false elites among confirmed ideas is far above the per-idea error
+      (it is a false-discovery rate), which is why 0.95 is not enough (bench/selection.py).
+    - ``max_runs=6``: the looks the Bonferroni split is spread over. Beyond ~6 runs an idea
+      whose gain has not shown is smaller than anything a search can build on at its noise, and
+      the split makes each look stricter as the cap grows.
+    - ``refute_confidence=0.8``: the bound that stops an idea early for being too small. Looser
+      than ``confidence`` because a wrong refutation loses one candidate, not the search.
+    - ``min_effect=None``: the smallest gain worth building on, in the metric's units; None
+      means a quarter of the estimated noise σ — a gain below that would need dozens of runs to
+      confirm, more than any repeat budget gives it.
+    - ``mode="top-K"``, ``top_k=4``, ``gpu_share=0.5``: which unconfirmed ideas get repeats, and
+      the most of all GPU time repeats may take, so exploration never starves.
+    """
+
+    confidence: float = 0.99
+    refute_confidence: float = 0.8
+    max_runs: int = 6
+    min_effect: float | None = None
+    prior_weight: int = 4
+    mode: Mode = "top-K"
+    top_k: int = 4
+    gpu_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.5 < self.confidence < 1 or not 0.5 < self.refute_confidence < 1:
+            raise ValueError("confidence levels must lie between 0.5 and 1")
+        if self.max_runs < 2:
+            raise ValueError("max_runs must be at least 2: one run cannot confirm anything")
+        if self.mode not in ("off", "top-K", "all"):
+            raise ValueError(f"mode must be off, top-K or all, got {self.mode!r}")
+        if not 0 <= self.gpu_share <= 1:
+            raise ValueError("gpu_share must lie between 0 and 1")
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: Status
+    gain: float  # mean gain over the baseline, positive = better, in the metric's units
+    se: float | None  # standard error of the gain; None when there is no noise estimate
+    lower: float | None  # confirmation bound on the gain
+    upper: float | None  # refutation bound on the gain
+    runs: int
+    reason: str
+
+    @property
+    def repeat(self) -> bool:
+        """True when the next action is another run of the idea."""
+        return self.status == "unconfirmed"
+
+
+def mean_se(scores: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and standard error of the mean; the error is None for a single run."""
+    if not scores:
+        raise ValueError("no scores")
+    mean = statistics.fmean(scores)
+    if len(scores) < 2:
+        return mean, None
+    return mean, statistics.stdev(scores) / math.sqrt(len(scores))
+
+
+def decide(
+    baseline: Sequence[float],
+    idea: Sequence[float],
+    goal: Goal,
+    policy: ConfirmationPolicy | None = None,
+    prior_sigma: float | None = None,
+) -> Decision:
+    """The verdict on an idea from its scored runs and the baseline's (module docstring)."""
+    policy = policy or ConfirmationPolicy()
+    if not baseline or not idea:
+        raise ValueError("need at least one baseline run and one idea run")
+    sign = 1.0 if goal == "maximize" else -1.0
+    gain = sign * (statistics.fmean(idea) - statistics.fmean(baseline))
+    n, m = len(idea), len(baseline)
+    sigma, df = _pooled_sigma(baseline, idea, prior_sigma, policy.prior_weight)
+    if sigma is None:
+        return Decision("unconfirmed", gain, None, None, None, n,
+                        "one run of each and no prior noise: run it again")
+    se = sigma * math.sqrt(1 / n + 1 / m)
+    looks = max(policy.max_runs, n)
+    c_confirm = t_quantile(1 - (1 - policy.confidence) / looks, df)
+    c_refute = t_quantile(policy.refute_confidence, df)
+    lower, upper = gain - c_confirm * se, gain + c_refute * se
+    min_effect = policy.min_effect if policy.min_effect is not None else 0.25 * sigma
+    if lower > 0:
+        return Decision("confirmed", gain, se, lower, upper, n,
+                        f"gain {gain:.4g} ± {se:.2g}: lower bound {lower:.4g} > 0")
+    if upper < min_effect:
+        return Decision("refuted", gain, se, lower, upper, n,
+                        f"gain {gain:.4g} ± {se:.2g}: upper bound {upper:.4g} "
+                        f"< minimum effect {min_effect:.4g}")
+    if n >= policy.max_runs:
+        return Decision("refuted", gain, se, lower, upper, n,
+                        f"not confirmed within {policy.max_runs} runs")
+    return Decision("unconfirmed", gain, se, lower, upper, n,
+                    f"gain {gain:.4g} ± {se:.2g} undecided: run it again")
+
+
+def _pooled_sigma(
+    baseline: Sequence[float], idea: Sequence[float], prior_sigma: float | None, prior_weight: int
+) -> tuple[float | None, float]:
+    """Pooled noise σ and its degrees of freedom (the prior counts as `prior_weight` of them)."""
+    ss = sum((x - statistics.fmean(baseline)) ** 2 for x in baseline)
+    ss += sum((x - statistics.fmean(idea)) ** 2 for x in idea)
+    df = float(len(baseline) - 1 + len(idea) - 1)
+    if prior_sigma is not None and prior_sigma > 0:
+        ss += prior_weight * prior_sigma**2
+        df += prior_weight
+    if df <= 0:
+        return None, 0.0
+    return math.sqrt(ss / df), df
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An idea as the repeat picker sees it: its scores so far and the GPU hours of one run."""
+
+    idea_id: str
+    scores: tuple[float, ...]
+    hours_per_run: float = 1.0
+
+
+def pick_repeats(
+    candidates: Sequence[Candidate],
+    baseline: Sequence[float],
+    goal: Goal,
+    policy: ConfirmationPolicy | None = None,
+    *,
+    repeat_hours: float = 0.0,
+    total_hours: float = 0.0,
+    prior_sigma: float | None = None,
+) -> list[str]:
+    """The repeats to queue now, best first: one run each for unconfirmed ideas that beat the
+    baseline on their mean, the `top_k` best under ``top-K``, all under ``all``, none under
+    ``off``; cut so that repeats stay within `gpu_share` of all GPU hours (`repeat_hours` of
+    `total_hours` are already spent on repeats)."""
+    policy = policy or ConfirmationPolicy()
+    if policy.mode == "off":
+        return []
+    open_ = []
+    for c in candidates:
+        d = decide(baseline, c.scores, goal, policy, prior_sigma)
+        if d.repeat and d.gain > 0:
+            # Best first by mean gain; among equals the one with fewer runs learns more per run.
+            open_.append((-d.gain, len(c.scores), c))
+    open_.sort(key=lambda t: (t[0], t[1]))
+    chosen = [c for _, _, c in open_]
+    if policy.mode == "top-K":
+        chosen = chosen[: policy.top_k]
+    queued: list[str] = []
+    for c in chosen:
+        # Share after this repeat: (spent + h) / (total + h) must stay within gpu_share.
+        h = c.hours_per_run
+        if repeat_hours + h > policy.gpu_share * (total_hours + h) + 1e-12:
+            break
+        repeat_hours += h
+        total_hours += h
+        queued.append(c.idea_id)
+    return queued
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Student's t quantile: the t with P(T ≤ t) = p, by bisection on the CDF."""
+    if not 0 < p < 1:
+        raise ValueError("p must lie in (0, 1)")
+    if math.isinf(df) or df > 1e6:
+        return statistics.NormalDist().inv_cdf(p)
+    if p < 0.5:
+        return -t_quantile(1 - p, df)
+    hi = 1.0
+    while t_cdf(hi, df) < p:
+        hi *= 2
+    lo = 0.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-10 * max(1.0, hi):
+            break
+    return (lo + hi) / 2
+
+
+def t_cdf(t: float, df: float) -> float:
+    """Student's t CDF through the regularized incomplete beta function."""
+    tail = 0.5 * _beta_inc(df / 2, 0.5, df / (df + t * t))
+    return 1 - tail if t >= 0 else tail
+
+
+def _beta_inc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b), by its continued fraction (modified Lentz)."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                 + a * math.log(x) + b * math.log1p(-x))
+    # The fraction converges fast for x below the mean a/(a+b); use the symmetry otherwise.
+    if x > (a + 1) / (a + b + 2):
+        return 1 - _beta_inc(b, a, 1 - x)
+    tiny = 1e-300
+    f, c, d = 1.0, 1.0, 0.0
+    for i in range(400):
+        k = i // 2
+        if i == 0:
+            num = 1.0
+        elif i % 2 == 0:
+            num = k * (b - k) * x / ((a + 2 * k - 1) * (a + 2 * k))
+        else:
+            num = -(a + k) * (a + b + k) * x / ((a + 2 * k) * (a + 2 * k + 1))
+        d = 1 + num * d
+        d = tiny if abs(d) < tiny else d
+        d = 1 / d
+        c = 1 + num / c
+        c = tiny if abs(c) < tiny else c
+        f *= c * d
+        if abs(1 - c * d) < 1e-14:
+            break
+    return math.exp(log_front) * (f - 1) / a

@@ -51,22 +51,22 @@ def _fmt(score: float | None) -> str:
 
 
 def _status_dict(store: Any, s: Any, benched: list[Any] | None = None) -> dict[str, Any]:
-    from engine.store import job_ops, ops
+    from engine.store import console_queries, job_ops, ops
 
     ideas = [i for i in ops.list_ideas(store, s.id) if i.origin != "baseline"]
     scored = [i.score for i in ideas if i.score is not None and i.quarantine in (None, "accepted")]
     best = (max(scored) if s.goal == "maximize" else min(scored)) if scored else None
     jobs = job_ops.list_jobs(store, s.id)
-    gpu_hours = sum(((j.finished_at or time.time()) - j.started_at) * max(1, len(j.gpus.split(",")))
-                    for j in jobs if j.started_at and j.gpus) / 3600
     return {"name": s.name, "id": s.id, "environment": s.env_name, "profile": s.profile,
             "model": s.model, "status": s.status, "phase": s.phase, "epoch": s.epoch,
             "epochs": s.epochs, "auto": s.auto, "review_diffs": s.review_diffs,
             "advance_at": s.advance_at, "max_cost_usd": s.max_cost_usd,
+            "max_gpu_hours": s.max_gpu_hours,
             "best_score": best, "baseline": s.baseline,
             "metric": s.metric_name, "goal": s.goal,
             "cost_usd": round(ops.llm_cost(store, s.id), 6),
-            "llm_calls": ops.llm_call_count(store, s.id), "gpu_hours": round(gpu_hours, 4),
+            "llm_calls": ops.llm_call_count(store, s.id),
+            "gpu_hours": round(console_queries.gpu_hours(store, s.id), 6),
             "ideas": ops.counts_by_status(store, s.id),
             "jobs": {st: sum(j.state == st for j in jobs) for st in {j.state for j in jobs}},
             "engine_pid": s.engine_pid, "message": s.message,
@@ -106,6 +106,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"best {r['metric']} {_fmt(r['best_score'])} (baseline {_fmt(r['baseline'])}) · "
             f"${r['cost_usd']:.2f}"
             + (f" of ${r['max_cost_usd']:.2f}" if r["max_cost_usd"] is not None else "")
+            + f" · {r['gpu_hours']:.4f} GPU h"
+            + (f" of {r['max_gpu_hours']:g}" if r["max_gpu_hours"] is not None else "")
             + f" · ideas: {counts or 'none'}"
             + (f" · {r['message']}" if r["message"] else "") + "\n")
     return 0
@@ -155,10 +157,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     jobs = job_ops.list_jobs(store, idea_id=i.id)
     children = ops.children_of(store, i.id)
     checked = console_queries.verifications(store, [i.id]).get(i.id, verification.UNKNOWN)
+    gpu_hours = console_queries.idea_gpu_hours(store, [i.id])[i.id]
     if args.json:
         d = _idea_dict(i)
         d.update(children=children, attempts=[a.to_dict() for a in attempts],
-                 jobs=[j.to_dict() for j in jobs], **_verification_dict(checked))
+                 jobs=[j.to_dict() for j in jobs], gpu_hours=round(gpu_hours, 6),
+                 **_verification_dict(checked))
         _print_json(d)
         return 0
     out = [f"idea {i.id} · epoch {i.epoch} · {i.origin} · {i.status} · score {_fmt(i.score)}"]
@@ -177,6 +181,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         out += ["", i.diff]
     for j in jobs:
         out.append(f"job {j.id}: {j.state} exit {j.exit_code} {j.reason or ''} ({j.job_dir})")
+    if jobs:
+        out.append(f"GPU hours: {gpu_hours:.4f} (its {len(jobs)} job(s))")
     sys.stdout.write("\n".join(out) + "\n")
     return 0
 

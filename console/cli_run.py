@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -106,7 +107,8 @@ def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
     profile = env.profile(args.profile)
     if args.ideas_per_epoch < 1:
         raise UsageError("--ideas-per-epoch must be at least 1")
-    check_options(epochs=args.epochs, advance_at=args.advance_at, max_cost=args.max_cost)
+    check_options(epochs=args.epochs, advance_at=args.advance_at, max_cost=args.max_cost,
+                  max_gpu_hours=args.max_gpu_hours)
     if args.model == "catalog" and not (env.root / "catalog").is_dir():
         raise UsageError(f"--model catalog needs {env.root}/catalog/; give an LLM with --model")
     store = _store(args, create=True)
@@ -130,7 +132,8 @@ def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
         profile=profile.name, model=args.model, coder_model=args.coder_model,
         api_base=args.api_base, epochs=args.epochs, ideas_per_epoch=args.ideas_per_epoch,
         auto=args.auto, review_diffs=args.review_diffs, advance_at=args.advance_at,
-        max_cost_usd=args.max_cost, max_attempts=args.max_attempts,
+        max_cost_usd=args.max_cost, max_gpu_hours=args.max_gpu_hours,
+        max_attempts=args.max_attempts,
         metric_name=env.metric.name, goal=env.metric.goal,
         baseline=env.baseline_for(profile.name), config_json=json.dumps(config),
         evaluator=env.evaluator_id())
@@ -138,7 +141,7 @@ def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
 
 
 def check_options(*, epochs: int | None = None, advance_at: float | None = None,
-                  max_cost: float | None = None) -> None:
+                  max_cost: float | None = None, max_gpu_hours: float | None = None) -> None:
     """The checks `run` and `resume` share: bad values are refused before anything is stored."""
     if epochs is not None and epochs < 1:
         raise UsageError(f"--epochs {epochs}: must be at least 1")
@@ -147,6 +150,18 @@ def check_options(*, epochs: int | None = None, advance_at: float | None = None,
                          "once 30 % of an epoch's jobs have reported")
     if max_cost is not None and not max_cost > 0:
         raise UsageError(f"--max-cost {max_cost}: must be a positive amount of USD, e.g. 10")
+    if max_gpu_hours is not None and not 0 < max_gpu_hours < math.inf:
+        raise UsageError(f"--max-gpu-hours {max_gpu_hours:g}: must be a positive number of GPU "
+                         "hours, e.g. 8 or 0.5")
+
+
+def gpu_hours_arg(text: str) -> float:
+    """argparse's type for --max-gpu-hours: a word that is no number says how to write one."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give GPU hours, e.g. 8 "
+                                         "or 0.5") from None
 
 
 def _next_name(store: Any, base: str) -> str:
@@ -167,7 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     args.profile, args.model, args.coder_model, args.api_base = "smoke", "catalog", None, None
-    args.epochs, args.ideas_per_epoch, args.max_cost = 3, 6, None
+    args.epochs, args.ideas_per_epoch, args.max_cost, args.max_gpu_hours = 3, 6, None, None
     args.advance_at, args.review_diffs, args.max_attempts = 1.0, False, 10
     args.name = None
     if not args.auto and not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -218,9 +233,10 @@ def _resume_options(args: argparse.Namespace, store: Any, search: Any) -> dict[s
 
     given = {"auto": args.auto, "review_diffs": args.review_diffs,
              "advance_at": args.advance_at, "max_cost_usd": args.max_cost,
-             "epochs": args.epochs}
+             "max_gpu_hours": args.max_gpu_hours, "epochs": args.epochs}
     options = {k: v for k, v in given.items() if v is not None}
-    check_options(epochs=args.epochs, advance_at=args.advance_at, max_cost=args.max_cost)
+    check_options(epochs=args.epochs, advance_at=args.advance_at, max_cost=args.max_cost,
+                  max_gpu_hours=args.max_gpu_hours)
     name = search.name
     if args.epochs is not None and args.epochs < search.epoch + 1:
         raise UsageError(f"--epochs {args.epochs}: search {name!r} is already in epoch "
@@ -230,6 +246,13 @@ def _resume_options(args: argparse.Namespace, store: Any, search: Any) -> dict[s
         if args.max_cost <= spent:
             raise UsageError(f"--max-cost {args.max_cost}: search {name!r} has spent "
                              f"${spent:.2f} on model calls already; give more than that")
+    if args.max_gpu_hours is not None:
+        from engine.store import console_queries
+
+        used = console_queries.gpu_hours(store, search.id)
+        if args.max_gpu_hours <= used:
+            raise UsageError(f"--max-gpu-hours {args.max_gpu_hours:g}: search {name!r} has used "
+                             f"{used:.4f} GPU hours already; give more than that")
     if args.review_diffs is False:
         waiting = ops.list_ideas(store, search.id, None, ("diff_review",))
         if waiting:
@@ -322,6 +345,8 @@ def register(add: Any) -> None:
     r.add_argument("--review-diffs", action="store_true", help="a second gate on diffs")
     r.add_argument("--advance-at", type=float, default=1.0)
     r.add_argument("--max-cost", type=float, help="model budget in USD")
+    r.add_argument("--max-gpu-hours", type=gpu_hours_arg, help="GPU budget: no job starts once "
+                   "the search's jobs have used this many GPU hours (CPU jobs use none)")
     r.add_argument("--max-attempts", type=int, default=10)
     r.add_argument("--cpu-slots", type=int, default=None)
     r.add_argument("--hosts", help="hosts.toml: run jobs on these GPU hosts over SSH "
@@ -342,6 +367,8 @@ def register(add: Any) -> None:
                    "of an epoch's jobs has reported")
     x.add_argument("--max-cost", type=float, help="the model budget in USD (raise it to go "
                    "on after the budget was reached)")
+    x.add_argument("--max-gpu-hours", type=gpu_hours_arg, help="the GPU budget in GPU hours "
+                   "(raise it to go on after the budget was reached)")
     x.add_argument("--epochs", type=int, help="the number of epochs in all (more extends "
                    "the search, a finished one too)")
 

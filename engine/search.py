@@ -35,7 +35,7 @@ from engine.outcome import (
 from engine.patching import PatchError, combine_diffs, prepare_patch
 from engine.protection import DiffRules
 from engine.search_jobs import JobsMixin
-from engine.store import Store, job_ops, ops
+from engine.store import Store, console_queries, job_ops, ops
 from engine.store import hosts_queries as hq
 from engine.store.views import IdeaView, SearchView
 
@@ -380,7 +380,34 @@ class SearchEngine(JobsMixin):
     def _place_and_launch(self, views: dict[str, HostView]) -> None:
         if not self._baseline_known and self._failed_baseline() is not None:
             return  # the baseline just failed in this tick's watch: _loop stops the search
+        if self._gpu_budget_holds():
+            return
         super()._place_and_launch(views)
+
+    # ------------------------------------------------------------------ GPU-hour budget
+    # Like `--max-cost`, `--max-gpu-hours` stops only what would spend more: once the
+    # search's jobs have used it, no queued job starts; running ones finish and are collected,
+    # then the search stops (exit 3), and a resume with a larger budget goes on.
+    def _gpu_budget_holds(self) -> bool:
+        """True while the spent budget holds queued jobs back."""
+        s = self.search
+        if s.max_gpu_hours is None:
+            return False
+        spent = console_queries.gpu_hours(self.store, self.search_id)
+        if spent < s.max_gpu_hours:
+            return False
+        queued = job_ops.list_jobs(self.store, self.search_id, ("queued",))
+        if not queued:
+            return True  # nothing wants to start: a search that ends here ends as usual
+        said = (f"--max-gpu-hours {s.max_gpu_hours:g} reached (spent {spent:.4f} GPU h): "
+                f"no new job starts ({len(queued)} queued)")
+        running = job_ops.list_jobs(self.store, self.search_id, hq.ACTIVE)
+        if running:
+            self._note_waiting(f"{said}; waiting for {len(running)} running job(s)")
+        else:
+            hint = f"`ideaforge resume {s.name} --max-gpu-hours MORE` continues"
+            self._fatal = (EXIT_BUDGET, f"{said}; {hint}")
+        return True
 
     def _enqueue(self, epoch: int) -> None:
         if not self._baseline_first:

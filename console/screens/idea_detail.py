@@ -255,7 +255,7 @@ class IdeaDetailScreen(ConsoleScreen):
         t.append(f" · {len(d.attempts)} attempt(s) · {len(d.jobs)} job(s)")
         if d.jobs:
             j = d.jobs[-1]
-            t.append(f" · job {j.id} {j.state} on {j.host}", style="dim")
+            t.append(f" · job {j.id} {j.state} on {j.host} · {d.gpu_hours:.4f} GPU h", style="dim")
         if i.reason:
             t.append("\n")
             t.append(fmt.first_line(i.reason, 200), style="yellow")

@@ -107,6 +107,7 @@ class IdeaDetail:
     pending: tuple[str, ...]
     metric_names: tuple[str, ...] = ()
     verification: Verification = verification.UNKNOWN
+    gpu_hours: float = 0.0  # of all its jobs, running ones up to now
 
 
 @dataclass(frozen=True)
@@ -165,13 +166,8 @@ def search_summaries(store: Store, search_id: int | None = None, now: float | No
         costs = dict(s.exec(select(LlmCall.search_id, func.sum(LlmCall.cost_usd))
                             .where(col(LlmCall.search_id).in_(only))
                             .group_by(LlmCall.search_id)).all())
-        n_gpus = case((Job.gpus == "", 0),
-                      else_=func.length(Job.gpus) - func.length(func.replace(Job.gpus, ",", ""))
-                      + 1)
-        span = func.max(func.coalesce(Job.finished_at, now) - Job.started_at, 0.0)
-        hours = dict(s.exec(select(Job.search_id, func.sum(span * n_gpus))
-                            .where(col(Job.started_at).is_not(None), Job.gpus != "",
-                                   col(Job.search_id).in_(only))
+        hours = dict(s.exec(select(Job.search_id, func.sum(_gpu_seconds(now)))
+                            .where(col(Job.search_id).in_(only))
                             .group_by(Job.search_id)).all())
         active = dict(s.exec(select(Job.search_id, func.count())
                              .where(col(Job.state).in_(ACTIVE_JOB_STATES),
@@ -196,6 +192,33 @@ def search_summaries(store: Store, search_id: int | None = None, now: float | No
             active_jobs=int(active.get(sv.id) or 0),
             pending_decisions=int(pending.get(sv.id) or 0)))
     return out
+
+
+def _gpu_seconds(now: float) -> Any:
+    """A job's GPU time in GPU-seconds: from its start to its end (or `now` while it runs),
+    times the GPUs it leased. A CPU job (`gpus_wanted` 0) counts none; one that never
+    started is NULL, which sums to nothing."""
+    return func.max(func.coalesce(Job.finished_at, now) - Job.started_at, 0.0) * Job.gpus_wanted
+
+
+def gpu_hours(store: Store, search_id: int, now: float | None = None) -> float:
+    """The GPU hours a search's jobs have used (the measure of `--max-gpu-hours`)."""
+    now = time.time() if now is None else now
+    with read_session(store) as s:
+        total = s.exec(select(func.sum(_gpu_seconds(now)))
+                       .where(Job.search_id == search_id)).scalar()
+    return float(total or 0.0) / 3600
+
+
+def idea_gpu_hours(store: Store, idea_ids: Iterable[int], now: float | None = None
+                   ) -> dict[int, float]:
+    """The GPU hours each idea's jobs have used (every attempt); 0.0 for an idea without."""
+    ids = list(idea_ids)
+    now = time.time() if now is None else now
+    with read_session(store) as s:
+        rows = dict(s.exec(select(Job.idea_id, func.sum(_gpu_seconds(now)))
+                           .where(col(Job.idea_id).in_(ids)).group_by(Job.idea_id)).all())
+    return {i: float(rows.get(i) or 0.0) / 3600 for i in ids}
 
 
 def get_search(store: Store, search_id: int) -> SearchView | None:
@@ -423,11 +446,14 @@ def idea_detail(store: Store, idea_id: int) -> IdeaDetail | None:
                 .order_by(MetricPoint.name)).all())
         checked = (verification.of_ideas(_driver(s), [idea_id]).get(idea_id) if jobs
                    else None) or verification.UNKNOWN
+        gpu_seconds = s.exec(select(func.sum(_gpu_seconds(time.time())))
+                             .where(Job.idea_id == idea_id)).scalar() if jobs else None
         view = IdeaView.of(row, parents=tuple(sorted(parent_links)), attempts=len(attempts))
         original_view = (IdeaView.of(original, parents=(), attempts=0) if original else None)
     return IdeaDetail(idea=view, parents=tuple(parents), children=tuple(children),
                       edited_from=original_view, attempts=tuple(attempts), jobs=tuple(jobs),
-                      pending=pending, metric_names=names, verification=checked)
+                      pending=pending, metric_names=names, verification=checked,
+                      gpu_hours=float(gpu_seconds or 0.0) / 3600)
 
 
 def verifications(store: Store, ids: Iterable[int] = (), search_id: int | None = None

@@ -12,6 +12,7 @@ History:
 4. the `gpu_lease_log` table (leases given back, with their times; created by create_all).
 5. `job.evaluator`, `job.flags`, `search.evaluator` (scores from the evaluation stage: which
    evaluator produced them, and what was ignored on the way).
+6. `search.max_gpu_hours` (the GPU-hour budget: no job starts once it is spent).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
-CURRENT = 5
+CURRENT = 6
 
 
 def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
@@ -55,7 +56,12 @@ def _to_5(conn: Connection) -> None:
     _add_column(conn, "search", "evaluator", "VARCHAR")
 
 
-STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4, 5: _to_5}
+def _to_6(conn: Connection) -> None:
+    _add_column(conn, "search", "max_gpu_hours", "FLOAT")
+
+
+STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4, 5: _to_5,
+                                                  6: _to_6}
 
 
 def upgrade(engine: Engine, found: int) -> None:

@@ -37,6 +37,7 @@ class Search(SQLModel, table=True):
     review_diffs: bool = False
     advance_at: float = 1.0
     max_cost_usd: float | None = None
+    max_gpu_hours: float | None = None  # no job of the search starts once this is spent
     max_attempts: int = 10
     metric_name: str
     goal: str

@@ -458,7 +458,7 @@ def baseline_idea(store: Store, search_id: int) -> IdeaView | None:
 #: The options a resume may change, as the event names them.
 SEARCH_OPTIONS = {"auto": "--auto", "review_diffs": "--review-diffs",
                   "advance_at": "--advance-at", "max_cost_usd": "--max-cost",
-                  "epochs": "--epochs"}
+                  "max_gpu_hours": "--max-gpu-hours", "epochs": "--epochs"}
 
 
 def change_search_options(store: Store, search_id: int, options: dict[str, Any],

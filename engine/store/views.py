@@ -51,6 +51,7 @@ class SearchView(View):
     engine_heartbeat: float | None
     created_at: float
     evaluator: str | None = None
+    max_gpu_hours: float | None = None
 
     @property
     def config(self) -> dict[str, Any]:

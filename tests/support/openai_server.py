@@ -5,6 +5,9 @@ so litellm (or any OpenAI client) reaches it over real loopback HTTP. It answers
 
 - `POST /v1/chat/completions` — non-streaming JSON, or SSE chunks when the request says
   `"stream": true` (with a final usage chunk when `stream_options.include_usage` is set);
+- `POST /v1/embeddings` — one vector per input text from `embedder(text)` (set with
+  `OpenAIServer(embedder=fn)`; by default a hashed bag of words, so texts sharing words have a
+  high cosine), as JSON floats or base64 float32 when `encoding_format` is "base64";
 - `GET /v1/models` — the model ids it was given.
 
 By default any model name is served; `OpenAIServer(models=["a", "b"])` answers other names with
@@ -57,17 +60,20 @@ read from the test's thread while the server runs.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
+import struct
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-__all__ = ["OpenAIServer", "Reply", "Request", "Responder"]
+__all__ = ["OpenAIServer", "Reply", "Request", "Responder", "bag_of_words_vector"]
 
 
 @dataclass(frozen=True)
@@ -149,8 +155,10 @@ class OpenAIServer:
     """The server; use it as a context manager (or call `start()` / `stop()`)."""
 
     def __init__(self, responder: Responder | None = None,
-                 models: Iterable[str] | None = None) -> None:
+                 models: Iterable[str] | None = None,
+                 embedder: Callable[[str], list[float]] | None = None) -> None:
         self._lock = threading.Lock()
+        self.embedder = embedder or bag_of_words_vector
         self._queue: deque[str | Reply] = deque()
         self._responder = responder
         self._requests: list[Request] = []
@@ -297,6 +305,9 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             body = {"_unparsed": raw.decode("utf-8", "replace")}
         srv._record(Request("POST", self.path, _headers(self), body, time.time()))
+        if self.path.rstrip("/").endswith("/embeddings"):
+            self._answer_embeddings(body)
+            return
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._send_json(404, _error_body(f"no route POST {self.path}", "not_found"))
             return
@@ -360,6 +371,22 @@ class _Handler(BaseHTTPRequestHandler):
             "usage": usage,
         })
 
+    def _answer_embeddings(self, body: dict[str, Any]) -> None:
+        texts = body.get("input", [])
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        rows = []
+        for i, text in enumerate(texts):
+            vector = [float(x) for x in self.server_ref.embedder(str(text))]
+            if body.get("encoding_format") == "base64":  # what the openai client asks for
+                packed = struct.pack(f"<{len(vector)}f", *vector)
+                rows.append({"object": "embedding", "index": i,
+                             "embedding": base64.b64encode(packed).decode()})
+            else:
+                rows.append({"object": "embedding", "index": i, "embedding": vector})
+        tokens = sum(len(str(t).split()) for t in texts)
+        self._send_json(200, {"object": "list", "data": rows, "model": body.get("model", "test"),
+                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
     def _stream(self, ident: str, created: int, model: str, text: str, finish: str,
                 usage: dict[str, int] | None) -> None:
         self.send_response(200)
@@ -408,6 +435,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
         self.wfile.flush()
+
+
+def bag_of_words_vector(text: str, dims: int = 64) -> list[float]:
+    """A deterministic stand-in embedding: word counts hashed into `dims` buckets."""
+    vector = [0.0] * dims
+    for word in text.lower().split():
+        vector[zlib.crc32(word.encode()) % dims] += 1.0
+    return vector
 
 
 def _headers(handler: BaseHTTPRequestHandler) -> dict[str, str]:

@@ -196,9 +196,11 @@ def search_summaries(store: Store, search_id: int | None = None, now: float | No
 
 def _gpu_seconds(now: float) -> Any:
     """A job's GPU time in GPU-seconds: from its start to its end (or `now` while it runs),
-    times the GPUs it leased. A CPU job (`gpus_wanted` 0) counts none; one that never
-    started is NULL, which sums to nothing."""
-    return func.max(func.coalesce(Job.finished_at, now) - Job.started_at, 0.0) * Job.gpus_wanted
+    times the GPUs it leased (the indices in `gpus`, as many as its profile wanted). A CPU job
+    leases none; one that never started is NULL, which sums to nothing."""
+    leased = case((Job.gpus == "", 0),
+                  else_=func.length(Job.gpus) - func.length(func.replace(Job.gpus, ",", "")) + 1)
+    return func.max(func.coalesce(Job.finished_at, now) - Job.started_at, 0.0) * leased
 
 
 def gpu_hours(store: Store, search_id: int, now: float | None = None) -> float:

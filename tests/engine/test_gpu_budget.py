@@ -41,9 +41,9 @@ def job_rows(ws: Path) -> list[JobView]:
 
 
 def used_at(jobs: list[JobView], t: float) -> float:
-    """GPU hours the jobs had used by time t, from the rows alone."""
-    return sum(j.gpus_wanted * max(0.0, min(j.finished_at or t, t) - j.started_at)
-               for j in jobs if j.started_at is not None) / 3600
+    """GPU hours the jobs had used by time t, from the rows alone (`gpus`: leased indices)."""
+    return sum(len(j.gpus.split(",")) * max(0.0, min(j.finished_at or t, t) - j.started_at)
+               for j in jobs if j.started_at is not None and j.gpus) / 3600
 
 
 def spent_at(jobs: list[JobView], budget: float) -> float:
@@ -110,7 +110,7 @@ def test_a_spent_gpu_budget_stops_new_jobs_and_resume_goes_on(toy_env: Path, wor
     assert st["status"] == "finished" and st["max_gpu_hours"] == 1.0
     assert st["ideas"] == {"scored": 4}
     jobs = job_rows(workspace)
-    assert all(j.state == "finished" and j.gpus_wanted == 1 for j in jobs)
+    assert all(j.state == "finished" and j.gpus == "0" for j in jobs)
     assert_hours_match_rows(workspace, jobs)
     shown = cli("show", str(jobs[-1].idea_id), workspace=workspace, check=True).stdout
     assert "GPU hours: 0.000" in shown
@@ -141,12 +141,12 @@ def test_gpu_hours_count_leased_gpus_and_cpu_jobs_count_none(tmp_path: Path) -> 
                                                         status="implemented")
                                            for t in ("two gpus", "cpu", "running")])
     # The rows an engine writes: two GPUs for an hour, a CPU job, one GPU running for 30 min.
-    for idea, gpus, start, end in zip(ideas, (2, 0, 1), (0.0, 0.0, 5400.0), (3600.0, 3600.0,
-                                                                                None),
-                                      strict=True):
-        job = job_ops.enqueue_job(store, idea, profile="gpu", gpus_wanted=gpus)
+    for idea, gpus, start, end in zip(ideas, ("0,1", "", "2"), (0.0, 0.0, 5400.0),
+                                      (3600.0, 3600.0, None), strict=True):
+        job = job_ops.enqueue_job(store, idea, profile="gpu", gpus_wanted=gpus.count(",") + 1
+                                  if gpus else 0)
         assert job is not None
-        job_ops.update_job(store, job, state="finished" if end else "running",
+        job_ops.update_job(store, job, state="finished" if end else "running", gpus=gpus,
                            started_at=start, finished_at=end)
     now = 7200.0
     assert console_queries.gpu_hours(store, sid, now=now) == pytest.approx(2.5)

@@ -15,7 +15,10 @@ flipped for metrics to minimize), looked at after every run of the idea:
   share their noise; Welch's per-side variances with two or three runs a side leave so few
   degrees of freedom that nothing would ever confirm) and, when the environment declares a
   prior σ for the profile, that prior counts as ``prior_weight`` degrees of freedom;
-- confirmed when ``d - c·SE > 0``, where ``c`` is Student's t quantile at one-sided level
+- confirmed when the idea has at least ``min_runs`` runs and ``d' - c·SE' > 0``, where ``d'``
+  and ``SE'`` are the gain and its error from the idea's *repeats* (every run after the first:
+  the first is what made it a candidate, so it is biased up exactly when it was lucky; scores
+  come in the order they ran), and ``c`` is Student's t quantile at one-sided level
   ``(1 - confidence) / max_runs``: a Bonferroni split of the error over every look the idea can
   get, so peeking after each repeat cannot raise the false-confirmation rate above
   ``1 - confidence`` (the union bound; in practice it stays well under it);
@@ -50,14 +53,19 @@ class ConfirmationPolicy:
     """How much evidence an idea needs, and how much GPU time repeats may take.
 
     Defaults, and why (tuned in bench/selection.py on seeds other than those it reports):
-    - ``confidence=0.95`` over ``max_runs=12`` looks: each look tests at one-sided
-      0.05 / 12 ≈ 0.004, stricter than the p < 0.01 the nanoGPT speedrun asks of a record, and
-      the union bound keeps an idea's chance of ever being confirmed by luck under 5 %. What a
-      search feels is the share of false elites among confirmed ideas (a false-discovery rate:
-      it grows with the share of useless ideas); at 70 % useless ideas it stays at 2–5 %, while
-      0.99 confirms so little that the best found is worse than single evaluation's.
+    - ``confidence=0.9`` over ``max_runs=12`` looks: each look tests at one-sided
+      0.1 / 12 ≈ 0.008, stricter than the p < 0.01 the nanoGPT speedrun asks of a record, on
+      repeats the selection never saw; the union bound keeps a useless idea's chance of ever
+      being confirmed under 10 % (in practice 1–3 %). What a search feels is the share of false
+      elites among confirmed ideas (a false-discovery rate, growing with the share of useless
+      ideas): 1–2 % at 70 % useless ideas in bench/selection.py. 0.8 finds slightly better bests
+      there at twice the false elites, 0.95 and above confirm too little to beat single
+      evaluation's best; 0.9 keeps a margin for ideators worse than the simulated one.
     - ``max_runs=12``: an idea whose gain has not shown in 12 runs is below ~1σ, smaller than
       anything a search can build on; a higher cap makes every look stricter (the split).
+    - ``min_runs=2``: one run never confirms, however high. Confirmation reads the repeats
+      only (module docstring); counting the selecting run as evidence let one lucky 3σ run of
+      a useless idea end confirmed 1 time in 3.
     - ``refute_confidence=0.8``: the bound that stops an idea early for being too small. Looser
       than ``confidence`` because a wrong refutation loses one candidate, not the search.
     - ``min_effect=None``: the smallest gain worth building on, in the metric's units; None
@@ -74,9 +82,10 @@ class ConfirmationPolicy:
       too few new ideas to find the gains worth confirming; 0.3 keeps most GPU time exploring.
     """
 
-    confidence: float = 0.95
+    confidence: float = 0.9
     refute_confidence: float = 0.8
     max_runs: int = 12
+    min_runs: int = 2
     min_effect: float | None = None
     prior_weight: int = 4
     baseline_runs: int = 8
@@ -87,8 +96,8 @@ class ConfirmationPolicy:
     def __post_init__(self) -> None:
         if not 0.5 < self.confidence < 1 or not 0.5 < self.refute_confidence < 1:
             raise ValueError("confidence levels must lie between 0.5 and 1")
-        if self.max_runs < 2:
-            raise ValueError("max_runs must be at least 2: one run cannot confirm anything")
+        if not 1 <= self.min_runs <= self.max_runs:
+            raise ValueError("need 1 <= min_runs <= max_runs")
         if self.mode not in ("off", "top-K", "all"):
             raise ValueError(f"mode must be off, top-K or all, got {self.mode!r}")
         if not 0 <= self.gpu_share <= 1:
@@ -100,7 +109,7 @@ class Decision:
     status: Status
     gain: float  # mean gain over the baseline, positive = better, in the metric's units
     se: float | None  # standard error of the gain; None when there is no noise estimate
-    lower: float | None  # confirmation bound on the gain
+    lower: float | None  # confirmation bound on the gain, from the repeats (None before one)
     upper: float | None  # refutation bound on the gain
     runs: int
     reason: str
@@ -140,14 +149,22 @@ def decide(
         return Decision("unconfirmed", gain, None, None, None, n,
                         "one run of each and no prior noise: run it again")
     se = sigma * math.sqrt(1 / n + 1 / m)
-    looks = max(policy.max_runs, n)
-    c_confirm = t_quantile(1 - (1 - policy.confidence) / looks, df)
-    c_refute = t_quantile(policy.refute_confidence, df)
-    lower, upper = gain - c_confirm * se, gain + c_refute * se
+    upper = gain + t_quantile(policy.refute_confidence, df) * se
+    # Confirmation reads the repeats only: the first run is what made the idea a candidate (it
+    # beat the baseline), so it is biased upward exactly when it was lucky. Fresh draws after
+    # the selection keep the bound's error rate, whatever that first run was.
+    lower = None
+    repeats = idea[1:]
+    r_sigma, r_df = _pooled_sigma(baseline, repeats, prior_sigma, policy.prior_weight)
+    if repeats and r_sigma is not None:
+        looks = max(policy.max_runs, n)
+        r_gain = sign * (statistics.fmean(repeats) - statistics.fmean(baseline))
+        c = t_quantile(1 - (1 - policy.confidence) / looks, r_df)
+        lower = r_gain - c * r_sigma * math.sqrt(1 / len(repeats) + 1 / m)
     min_effect = policy.min_effect if policy.min_effect is not None else 0.25 * sigma
-    if lower > 0:
+    if lower is not None and lower > 0 and n >= policy.min_runs:
         return Decision("confirmed", gain, se, lower, upper, n,
-                        f"gain {gain:.4g} ± {se:.2g}: lower bound {lower:.4g} > 0")
+                        f"gain {gain:.4g} ± {se:.2g}: the repeats' lower bound {lower:.4g} > 0")
     if upper < min_effect:
         return Decision("refuted", gain, se, lower, upper, n,
                         f"gain {gain:.4g} ± {se:.2g}: upper bound {upper:.4g} "

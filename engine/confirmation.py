@@ -155,8 +155,9 @@ def decide(
     # the selection keep the bound's error rate, whatever that first run was.
     lower = None
     repeats = idea[1:]
-    r_sigma, r_df = _pooled_sigma(baseline, repeats, prior_sigma, policy.prior_weight)
-    if repeats and r_sigma is not None:
+    r_sigma, r_df = (_pooled_sigma(baseline, repeats, prior_sigma, policy.prior_weight)
+                     if repeats else (None, 0.0))
+    if r_sigma is not None:
         looks = max(policy.max_runs, n)
         r_gain = sign * (statistics.fmean(repeats) - statistics.fmean(baseline))
         c = t_quantile(1 - (1 - policy.confidence) / looks, r_df)
@@ -180,8 +181,10 @@ def _pooled_sigma(
     baseline: Sequence[float], idea: Sequence[float], prior_sigma: float | None, prior_weight: int
 ) -> tuple[float | None, float]:
     """Pooled noise σ and its degrees of freedom (the prior counts as `prior_weight` of them)."""
-    ss = sum((x - statistics.fmean(baseline)) ** 2 for x in baseline)
-    ss += sum((x - statistics.fmean(idea)) ** 2 for x in idea)
+    ss = 0.0
+    for runs in (baseline, idea):
+        mean = statistics.fmean(runs)
+        ss += sum((x - mean) ** 2 for x in runs)
     df = float(len(baseline) - 1 + len(idea) - 1)
     if prior_sigma is not None and prior_sigma > 0:
         ss += prior_weight * prior_sigma**2

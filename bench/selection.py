@@ -12,10 +12,10 @@ while there is no elite, are fresh.
 
 - ``single`` (what peers do): the baseline runs once; every idea runs once; an elite (a parent)
   is any idea that beat the baseline's score once; the best is the best single score.
-- ``ideaforge``: the baseline runs BASELINE_RUNS times; `engine.confirmation.pick_repeats`
-  queues repeats (default policy: top-4, at most half the GPU time), `decide` judges each idea;
-  only confirmed ideas are parents and only a confirmed idea may be called best (else none is,
-  and the baseline stays best, effect 0).
+- ``ideaforge``: the baseline starts with BASELINE_RUNS runs; `engine.confirmation.pick_repeats`
+  queues repeats (default policy: top-4, the baseline up to 8 runs, at most 30 % of GPU time),
+  `decide` judges each idea after each of its runs; only confirmed ideas are parents and only a
+  confirmed idea may be called best (else none is, and the baseline stays best, effect 0).
 
 Reported over many seeds: false elites (share of all parents, and of the final bests, whose
 true effect is ≤ 0), the mean true effect of the final best (0 when no best is claimed), and

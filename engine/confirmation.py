@@ -59,8 +59,8 @@ class ConfirmationPolicy:
       being confirmed under 10 % (in practice 1–3 %). What a search feels is the share of false
       elites among confirmed ideas (a false-discovery rate, growing with the share of useless
       ideas): 1–2 % at 70 % useless ideas in bench/selection.py. 0.8 finds slightly better bests
-      there at twice the false elites, 0.95 and above confirm too little to beat single
-      evaluation's best; 0.9 keeps a margin for ideators worse than the simulated one.
+      there at twice the false elites; at 0.95 the nanoGPT best falls back to single
+      evaluation's; 0.9 keeps a margin for ideators worse than the simulated one.
     - ``max_runs=12``: an idea whose gain has not shown in 12 runs is below ~1σ, smaller than
       anything a search can build on; a higher cap makes every look stricter (the split).
     - ``min_runs=2``: one run never confirms, however high. Confirmation reads the repeats

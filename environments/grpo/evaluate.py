@@ -19,13 +19,16 @@ environment version, never the job's patched copy. It reads
 The policy is rebuilt from this profile's base model with the pristine modeling.py, the saved
 tensors must match its state dict key for key and shape for shape, and it is sampled with this
 file's EVAL_SAMPLING and EVAL_SEED through the pristine rollout.py, graded by grader.py (whose
-math-verify workers start isolated, see grader.py). The score is the final policy's accuracy.
+math-verify workers start isolated, see grader.py). The score is the final policy's accuracy:
+the mean over problems of each problem's share of correct samples (EVAL_SAMPLES per problem),
+reported with its standard error over problems (`eval_accuracy_se`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import secrets
 import sys
@@ -45,6 +48,10 @@ START = time.monotonic()
 BASE_MODEL = {"full": "Qwen/Qwen2.5-Math-1.5B", "h100": "Qwen/Qwen2.5-Math-1.5B",
               "smoke": "random:tiny", "gpu-bench": "random:qwen2-0.5b"}
 EVAL_PROBLEMS = {"full": 500, "h100": 500, "smoke": 16, "gpu-bench": 128}
+# Samples per problem. More samples shrink the part of the standard error that comes from
+# sampling; the part from which problems are hard stays (README.md, "The score's standard
+# error"). smoke takes 2 so that CI runs the several-samples path (it costs a fraction of a second).
+EVAL_SAMPLES = {"full": 4, "h100": 4, "smoke": 2, "gpu-bench": 1}
 EVAL_SAMPLING = {
     "full": Sampling(temperature=1.0, top_p=1.0, max_new_tokens=1024, stop=(STOP,)),
     "h100": Sampling(temperature=1.0, top_p=1.0, max_new_tokens=1024, stop=(STOP,)),
@@ -144,19 +151,37 @@ def _check_tied(model, loaded: dict[str, torch.Tensor]) -> None:
                 raise VoidRun(f"saved tensors {names[0]} and {other} differ, but the model ties them")
 
 
+def accuracy_and_se(per_problem: list[float]) -> tuple[float, float]:
+    """The mean of the per-problem shares of correct samples, and its standard error over
+    problems: the sample standard deviation of those shares / sqrt(number of problems). With
+    one sample per problem this is the binomial sqrt(p(1-p)/(n-1)); with k samples it also
+    counts how much problems differ from each other, which more samples do not remove."""
+    n = len(per_problem)
+    mean = sum(per_problem) / n
+    if n < 2:
+        return mean, float("nan")  # not estimable; the Reporter leaves non-finite values out
+    variance = sum((x - mean) ** 2 for x in per_problem) / (n - 1)
+    return mean, math.sqrt(variance / n)
+
+
 def evaluate(backend, problems: list[Problem], grader: Grader, profile: str) -> dict[str, float]:
-    """One sample per problem; accuracy = well-formed and equivalent to the reference."""
+    """EVAL_SAMPLES[profile] samples per problem; a sample is correct when it is well formed and
+    equivalent to the reference. Rates are over all samples, the accuracy's SE over problems."""
     started = time.monotonic()
+    k = EVAL_SAMPLES[profile]
     prompts = [format_prompt(p) for p in problems]
-    completions = backend.generate(prompts, n=1, sampling=EVAL_SAMPLING[profile], seed=EVAL_SEED)
-    responses = [c[0].text for c in completions]
-    scores = grade_r1_zero(responses, [p.answer for p in problems], grader)
+    completions = backend.generate(prompts, n=k, sampling=EVAL_SAMPLING[profile], seed=EVAL_SEED)
+    responses = [c.text for group in completions for c in group]
+    scores = grade_r1_zero(responses, [p.answer for p in problems for _ in range(k)], grader)
+    correct = [s.correct and s.format_ok for s in scores]
+    accuracy, se = accuracy_and_se([sum(correct[i * k:(i + 1) * k]) / k for i in range(len(problems))])
     n = len(scores)
     print(f"[eval] sample response: {responses[0][:300]!r}", flush=True)
     return {
-        "eval_accuracy": sum(s.correct and s.format_ok for s in scores) / n,
+        "eval_accuracy": accuracy,
+        "eval_accuracy_se": se,
         "eval_format_rate": sum(s.format_ok for s in scores) / n,
-        "eval_response_length": sum(c[0].n_tokens for c in completions) / n,
+        "eval_response_length": sum(c.n_tokens for group in completions for c in group) / n,
         "time_eval_s": time.monotonic() - started,
     }
 
@@ -202,7 +227,8 @@ def main() -> int:
           f"on {len(problems)} problems; load_s={time.monotonic() - START:.1f}", flush=True)
     results = evaluate(backend, problems, grader, profile)
     grader.close()
-    extra: dict[str, object] = {"evaluator": "grpo/evaluate.py"}
+    extra: dict[str, object] = {"evaluator": "grpo/evaluate.py", "eval_problems": len(problems),
+                                "eval_samples": EVAL_SAMPLES[profile]}
     if problem_seed is not None:
         extra["problem_seed"] = problem_seed
     train_seconds = os.environ.get("IDEAFORGE_TRAIN_SECONDS")

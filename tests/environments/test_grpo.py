@@ -533,8 +533,12 @@ def test_training_saves_the_policy_and_the_evaluator_scores_it(tmp_path):
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output[-3000:]
     scores = {r["name"]: r for r in _metrics(job / "eval.jsonl")}
-    assert set(scores) == {"eval_accuracy", "eval_format_rate", "eval_response_length", "time_eval_s"}
+    assert set(scores) == {"eval_accuracy", "eval_accuracy_se", "eval_format_rate",
+                           "eval_response_length", "time_eval_s"}
     assert 0.0 <= scores["eval_accuracy"]["value"] <= 1.0 and scores["eval_accuracy"]["step"] == 2
+    assert 0.0 <= scores["eval_accuracy_se"]["value"] <= 0.5
+    assert scores["eval_accuracy"]["eval_samples"] == _evaluate_constant("EVAL_SAMPLES")["smoke"] == 2
+    assert scores["eval_accuracy"]["eval_problems"] == 16
     assert isinstance(scores["eval_accuracy"]["problem_seed"], int)
     assert scores["eval_accuracy"]["train_seconds"] == 9.5
 
@@ -604,3 +608,85 @@ def test_every_catalog_diff_applies_and_its_patched_run_is_scored(tmp_path):
         elif "eval_accuracy" not in {r["name"] for r in _metrics(job / "eval.jsonl")}:
             failures.append(f"{stem}: no eval_accuracy\n{output[-2000:]}")
     assert failures == []
+
+
+# ---------------------------------------------------------------- the score's standard error, seeds
+
+
+def _evaluate_constant(name: str):
+    """A constant of evaluate.py read from its source (the end-to-end test has no `env`)."""
+    import ast
+
+    tree = ast.parse((ENV_DIR / "evaluate.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise KeyError(name)
+
+
+def test_the_accuracy_and_its_standard_error_are_taken_over_problems(env):
+    # one sample per problem: 3 of 4 right; sd of (1, 0, 1, 1) is 0.5, so the SE is 0.5 / 2
+    assert env.evaluate.accuracy_and_se([1, 0, 1, 1]) == pytest.approx((0.75, 0.25))
+    # several samples: per-problem shares (1, 0.5, 0.5, 0); sample variance 1/6, SE sqrt(1/24)
+    assert env.evaluate.accuracy_and_se([1, 0.5, 0.5, 0]) == pytest.approx((0.5, math.sqrt(1 / 24)))
+    # problems that are all alike leave no spread between them
+    assert env.evaluate.accuracy_and_se([0.5] * 8) == (0.5, 0.0)
+    accuracy, se = env.evaluate.accuracy_and_se([1.0])
+    assert accuracy == 1.0 and math.isnan(se)  # not estimable from one problem
+
+
+class _ScriptedBackend:
+    """Answers problem i correctly in the first `right[i]` of its samples (a stand-in for a
+    policy whose per-problem solve rates are known)."""
+
+    def __init__(self, right: list[int]):
+        self.right, self.asked = right, []
+
+    def generate(self, prompts, n, sampling, seed):
+        self.asked.append((len(prompts), n, seed))
+        completion = types.SimpleNamespace
+        return [[completion(text=f" </think> <answer> {'42' if j < self.right[i] else '7'} </answer>",
+                            n_tokens=5) for j in range(n)] for i in range(len(prompts))]
+
+
+def test_the_evaluation_samples_each_problem_k_times_and_reports_the_se(env, grader, monkeypatch, tmp_path):
+    monkeypatch.setitem(env.evaluate.EVAL_SAMPLES, "smoke", 4)
+    problems = [env.data.Problem(problem=f"What is {i} + 0?", answer="42") for i in range(5)]
+    backend = _ScriptedBackend([4, 2, 0, 1, 3])
+    results = env.evaluate.evaluate(backend, problems, grader, "smoke")
+    assert backend.asked == [(5, 4, env.evaluate.EVAL_SEED)]  # a fixed schedule: seed and k
+    shares = [1, 0.5, 0, 0.25, 0.75]
+    mean = sum(shares) / 5
+    se = math.sqrt(sum((x - mean) ** 2 for x in shares) / 4 / 5)
+    assert results["eval_accuracy"] == pytest.approx(0.5)
+    assert results["eval_accuracy_se"] == pytest.approx(se)
+    assert results["eval_format_rate"] == 1.0 and results["eval_response_length"] == 5
+    reporter = env.metrics.Reporter(0.0, path=str(tmp_path / "m.jsonl"))
+    for name, value in results.items():
+        reporter.emit(name, value, 2)
+    reporter.close()
+    lines = {r["name"]: r["value"] for r in _metrics(tmp_path / "m.jsonl")}
+    assert lines["eval_accuracy_se"] == pytest.approx(se)
+
+
+def test_every_profile_names_its_samples_per_problem(env):
+    assert set(env.evaluate.EVAL_SAMPLES) == set(env.evaluate.EVAL_PROBLEMS) == set(env.evaluate.BASE_MODEL)
+    assert all(k >= 1 for k in env.evaluate.EVAL_SAMPLES.values())
+
+
+def test_the_run_seed_drives_training_but_never_draws_the_evaluation_problems(env, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["train_grpo.py", "--profile", "smoke"])
+    monkeypatch.delenv("IDEAFORGE_SEED", raising=False)
+    plain, _ = env.train_grpo.parse_args()
+    assert plain.seed == 0  # unset: the historical seed and training problems
+    assert env.train_grpo.load_train_problems(plain, Path()) == env.data.synthetic_arithmetic(256, seed=0)
+    monkeypatch.setenv("IDEAFORGE_SEED", "77")
+    seeded, _ = env.train_grpo.parse_args()
+    assert seeded.seed == 77
+    problems = env.train_grpo.load_train_problems(seeded, Path())
+    assert problems == env.train_grpo.load_train_problems(seeded, Path())  # reproducible
+    assert problems != env.train_grpo.load_train_problems(plain, Path())
+    # the evaluation draws from an integer seed; a run seed equal to it draws other problems
+    assert problems[:16] != env.data.synthetic_arithmetic(16, seed=77)
+    monkeypatch.setattr(sys, "argv", ["train_grpo.py", "--profile", "smoke", "--set", "seed=3"])
+    assert env.train_grpo.parse_args()[0].seed == 3  # an explicit seed still wins

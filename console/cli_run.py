@@ -108,7 +108,10 @@ def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
     if args.ideas_per_epoch < 1:
         raise UsageError("--ideas-per-epoch must be at least 1")
     check_options(epochs=args.epochs, advance_at=args.advance_at, max_cost=args.max_cost,
-                  max_gpu_hours=args.max_gpu_hours)
+                  max_gpu_hours=args.max_gpu_hours, confirm=args.confirm)
+    baseline_runs = args.baseline_runs or profile.baseline_runs
+    if baseline_runs < 1:
+        raise UsageError(f"--baseline-runs {baseline_runs}: must be at least 1")
     if args.model == "catalog" and not (env.root / "catalog").is_dir():
         raise UsageError(f"--model catalog needs {env.root}/catalog/; give an LLM with --model")
     store = _store(args, create=True)
@@ -133,16 +136,29 @@ def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
         api_base=args.api_base, epochs=args.epochs, ideas_per_epoch=args.ideas_per_epoch,
         auto=args.auto, review_diffs=args.review_diffs, advance_at=args.advance_at,
         max_cost_usd=args.max_cost, max_gpu_hours=args.max_gpu_hours,
-        max_attempts=args.max_attempts,
+        max_attempts=args.max_attempts, confirm=args.confirm.strip().lower(),
+        baseline_runs=baseline_runs if args.confirm.strip().lower() != "off" else 1,
         metric_name=env.metric.name, goal=env.metric.goal,
         baseline=env.baseline_for(profile.name), config_json=json.dumps(config),
         evaluator=env.evaluator_id())
     return store, search
 
 
+#: Which ideas get repeat runs unless `--confirm` says otherwise (issue 13).
+DEFAULT_CONFIRM = "top-4"
+
+
 def check_options(*, epochs: int | None = None, advance_at: float | None = None,
-                  max_cost: float | None = None, max_gpu_hours: float | None = None) -> None:
+                  max_cost: float | None = None, max_gpu_hours: float | None = None,
+                  confirm: str | None = None) -> None:
     """The checks `run` and `resume` share: bad values are refused before anything is stored."""
+    if confirm is not None:
+        from engine.search_confirm import parse_confirm
+
+        try:
+            parse_confirm(confirm)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if epochs is not None and epochs < 1:
         raise UsageError(f"--epochs {epochs}: must be at least 1")
     if advance_at is not None and not 0 < advance_at <= 1:
@@ -184,7 +200,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     args.profile, args.model, args.coder_model, args.api_base = "smoke", "catalog", None, None
     args.epochs, args.ideas_per_epoch, args.max_cost, args.max_gpu_hours = 3, 6, None, None
     args.advance_at, args.review_diffs, args.max_attempts = 1.0, False, 10
-    args.name = None
+    args.name, args.confirm, args.baseline_runs = None, DEFAULT_CONFIRM, None
     if not args.auto and not (sys.stdin.isatty() and sys.stdout.isatty()):
         _log().info("no terminal for the console: running the demo with --auto")
         args.auto = True
@@ -233,10 +249,11 @@ def _resume_options(args: argparse.Namespace, store: Any, search: Any) -> dict[s
 
     given = {"auto": args.auto, "review_diffs": args.review_diffs,
              "advance_at": args.advance_at, "max_cost_usd": args.max_cost,
-             "max_gpu_hours": args.max_gpu_hours, "epochs": args.epochs}
+             "max_gpu_hours": args.max_gpu_hours, "epochs": args.epochs,
+             "confirm": args.confirm and args.confirm.strip().lower()}
     options = {k: v for k, v in given.items() if v is not None}
     check_options(epochs=args.epochs, advance_at=args.advance_at, max_cost=args.max_cost,
-                  max_gpu_hours=args.max_gpu_hours)
+                  max_gpu_hours=args.max_gpu_hours, confirm=args.confirm)
     name = search.name
     if args.epochs is not None and args.epochs < search.epoch + 1:
         raise UsageError(f"--epochs {args.epochs}: search {name!r} is already in epoch "
@@ -348,6 +365,11 @@ def register(add: Any) -> None:
     r.add_argument("--max-gpu-hours", type=gpu_hours_arg, help="GPU budget: no job starts once "
                    "the search's jobs have used this many GPU hours (CPU jobs use none)")
     r.add_argument("--max-attempts", type=int, default=10)
+    r.add_argument("--confirm", default=DEFAULT_CONFIRM, metavar="off|top-K|all",
+                   help="repeat runs before an idea is built on: the K leading unconfirmed "
+                   f"ideas (default {DEFAULT_CONFIRM}), all of them, or none (off)")
+    r.add_argument("--baseline-runs", type=int, help="measure the unmodified code this many "
+                   "times at the start (default: the profile's baseline_runs, else 3)")
     r.add_argument("--cpu-slots", type=int, default=None)
     r.add_argument("--hosts", help="hosts.toml: run jobs on these GPU hosts over SSH "
                    "(default: this machine)")
@@ -371,6 +393,8 @@ def register(add: Any) -> None:
                    "(raise it to go on after the budget was reached)")
     x.add_argument("--epochs", type=int, help="the number of epochs in all (more extends "
                    "the search, a finished one too)")
+    x.add_argument("--confirm", metavar="off|top-K|all", help="which ideas get repeat runs "
+                   "from now on")
 
     x = add("stop", cmd_stop, "stop a search (running jobs keep running unless --cancel-jobs)")
     x.add_argument("search")

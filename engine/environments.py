@@ -94,6 +94,8 @@ class Profile:
     time_limit: float | None = None  # training budget, measured by the runner
     time_slack: float = 0.0  # past time_limit + time_slack the training is stopped: void
     evaluate_timeout: float | None = None  # this profile's limit for the evaluation stage
+    baseline_runs: int = 3  # how often a search measures the unmodified code at its start
+    noise: float | None = None  # prior σ of the score between seeds (issue 13), if known
 
 
 @dataclass(frozen=True)
@@ -370,6 +372,14 @@ def _validate(root: Path, toml_path: Path, data: dict[str, Any]) -> Environment:
         for key, value in seconds.items():
             if value is not None and (value < 0 or (value == 0 and key != "time_slack")):
                 raise fail(where + key, "must be a positive number of seconds")
+        baseline_runs = want(p, "baseline_runs", int, where, 3)
+        if baseline_runs < 1:
+            raise fail(where + "baseline_runs", "must be at least 1 (the baseline is measured "
+                       "at least once)")
+        noise = _float_or_none(want(p, "noise", number, where, None))
+        if noise is not None and noise <= 0:
+            raise fail(where + "noise", "must be a positive standard deviation in the metric's "
+                       "units (leave it out when unknown)")
         profiles[pname] = Profile(
             name=pname,
             command=want(p, "command", str, where),
@@ -380,6 +390,8 @@ def _validate(root: Path, toml_path: Path, data: dict[str, Any]) -> Environment:
             time_limit=seconds["time_limit"],
             time_slack=seconds["time_slack"] or 0.0,
             evaluate_timeout=seconds["evaluate_timeout"],
+            baseline_runs=baseline_runs,
+            noise=noise,
         )
     ship = _ship_patterns(data.get("ship", []), lambda problem: fail("ship", problem))
     regions_t = want(data, "protected_regions", dict, "", {})

@@ -34,6 +34,8 @@ from engine.outcome import (
 )
 from engine.patching import PatchError, combine_diffs, prepare_patch
 from engine.protection import DiffRules
+from engine.search_confirm import ConfirmMixin, seed_for
+from engine.search_ideas import IdeasMixin
 from engine.search_jobs import JobsMixin
 from engine.store import Store, console_queries, job_ops, ops
 from engine.store import hosts_queries as hq
@@ -47,7 +49,7 @@ BASELINE_TAIL_LINES = 12
 TERMINAL = {"scored", "failed", "implement_failed", "rejected", "skipped", "superseded"}
 
 
-class SearchEngine(JobsMixin):
+class SearchEngine(ConfirmMixin, IdeasMixin, JobsMixin):
     def __init__(self, store: Store, search: SearchView, executor: Executor,
                  llm: Any | None = None, *, poll_s: float = 0.5,
                  progress: Callable[[str], None] | None = None,
@@ -157,6 +159,7 @@ class SearchEngine(JobsMixin):
                                   message=self._stop, event=f"stopped: {self._stop}")
                 return Outcome(EXIT_STOPPED, self._stop)
             self._tick_jobs()
+            self._queue_repeats()
             failed = self._check_baseline()
             if failed is not None:
                 return failed
@@ -339,14 +342,16 @@ class SearchEngine(JobsMixin):
     # ------------------------------------------------------------------ propose
     def _propose(self, s: SearchView) -> bool:
         """Start missing proposal tasks; True once every batch of the epoch is settled."""
-        if s.epoch == 0 and s.baseline is None:
+        if s.epoch == 0 and (s.baseline is None or s.confirm != "off"):
+            # A declared baseline needs no run, unless repeats compare ideas with it.
             self._ensure_baseline_job()
         plan = ideation.plan_batches(s.epoch, s.ideas_per_epoch)
         batches = ops.ensure_batches(self.store, self.search_id, s.epoch, plan)
         pending = [b for b in batches if b.status == "planned"]
+        hold = self._exploit_waits(pending)
         for b in pending:
             key = f"propose:{b.id}"
-            if key not in self.tasks:
+            if key not in self.tasks and not (hold and b.kind == "exploit"):
                 self._start(key, self._propose_batch(b.id, b.kind, b.size, s.epoch))
         if pending:
             return False
@@ -356,10 +361,26 @@ class SearchEngine(JobsMixin):
             errors = "; ".join(dict.fromkeys(b.error for b in batches if b.error))[:300]
             message = (f"epoch {s.epoch} produced no ideas ({errors}); check --model, then "
                        "`ideaforge resume` asks again")
+            if s.model == "catalog" and s.epoch > 0:
+                # The offline catalog is finite: used up, the search ends with what it has.
+                self._set_phase("finishing", f"epoch {s.epoch}: the catalog has no ideas "
+                                "left; the search ends once its jobs are done")
+                return False
             self._fatal = (EXIT_ERROR, message)
             # Let a resume ask again instead of finding the same failed batches.
             ops.reset_failed_batches(self.store, self.search_id, s.epoch)
             return False
+        return True
+
+    def _exploit_waits(self, pending: list[Any]) -> bool:
+        """An exploit batch waits while repeats are still deciding whether any idea is a
+        parent: proposed now, it would fall back to exploring, or build on nothing."""
+        if self.search.confirm == "off" or not any(b.kind == "exploit" for b in pending):
+            return False
+        if self._winners() or not self._repeats_in_flight():
+            return False
+        self._note_waiting(f"epoch {self.search.epoch}: the exploit batch waits for repeats "
+                           "to confirm a parent")
         return True
 
     def _ensure_baseline_job(self) -> None:
@@ -369,8 +390,15 @@ class SearchEngine(JobsMixin):
             text="[Experiment] Baseline: the unmodified environment, measured on this profile.",
             origin="baseline", title="baseline (unmodified code)", status="implemented"))
         job_ops.enqueue_job(self.store, idea_id, profile=self.profile.name,
-                            gpus_wanted=self.profile.gpus, executor=self.executor.name)
-        self.progress(f"measuring the baseline on profile {self.profile.name!r} (idea {idea_id})")
+                            gpus_wanted=self.profile.gpus, executor=self.executor.name,
+                            seed=seed_for(self.search_id, 1))
+        runs = self.search.baseline_runs
+        for run in range(2, runs + 1):
+            job_ops.enqueue_run(self.store, idea_id, run, seed=seed_for(self.search_id, run),
+                                profile=self.profile.name, gpus_wanted=self.profile.gpus,
+                                executor=self.executor.name, why="the baseline's noise")
+        self.progress(f"measuring the baseline on profile {self.profile.name!r} (idea {idea_id}"
+                      + (f", {runs} runs" if runs > 1 else "") + ")")
 
     # ------------------------------------------------------------------ baseline
     # Ideas are measured against the unmodified code: when it finishes without a score on
@@ -474,7 +502,7 @@ class SearchEngine(JobsMixin):
                                  "the baseline is measured again first")
         job_id = job_ops.enqueue_job(self.store, idea.id, profile=self.profile.name,
                                      gpus_wanted=self.profile.gpus, executor=self.executor.name,
-                                     from_states=("failed",))
+                                     from_states=("failed",), seed=seed_for(self.search_id, 1))
         self.progress(f"measuring the baseline again (job {job_id}); idea jobs wait for it")
 
     def _population(self) -> list[IdeaView]:
@@ -485,8 +513,11 @@ class SearchEngine(JobsMixin):
         s = self.search
         metric = self.env.metric.__class__(self.env.metric.name, self.env.metric.goal,
                                            s.baseline)
+        # With repeats on, only a confirmed idea is built on: a lucky score seeds nothing.
+        confirmed_only = s.confirm != "off"
         return [i for i in self._population() if i.status == "scored"
-                and i.quarantine in (None, "accepted") and metric.beats_baseline(i.score)]
+                and i.quarantine in (None, "accepted") and metric.beats_baseline(i.score)
+                and (not confirmed_only or i.confirmation == "confirmed")]
 
     async def _propose_batch(self, batch_id: int, kind: str, size: int, epoch: int) -> None:
         s = self.search
@@ -518,18 +549,12 @@ class SearchEngine(JobsMixin):
             sample = ideation.sample_population([self._scored(i) for i in population],
                                                 rng=self.rng)
             messages = ideation.explore_prompt(env, size, sample, previous, steering)
-        problems: list[str] = []
-        for _ in range(3):
-            text = await self.llm.complete("ideator", f"propose:{kind}:epoch{epoch}", messages)
-            # an answer cut at the output limit keeps its whole blocks; the cut one is dropped
-            texts, problems = ideation.parse_ideas(text,
-                                                   cut_off=getattr(text, "cut_off", False))
-            if texts:
-                new = [ops.NewIdea(text=t, origin=kind, parents=tuple(p.id for p in parents))
-                       for t in texts[:size]]
-                ops.finish_batch(self.store, batch_id, new,
-                                 "; ".join(problems)[:500] if problems else None)
-                return
+        new, problems = await self._ask_ideas(kind, epoch, size, messages,
+                                              tuple(p.id for p in parents))
+        if new:
+            ops.finish_batch(self.store, batch_id, new,
+                             "; ".join(problems)[:500] if problems else None)
+            return
         ops.finish_batch(self.store, batch_id, [], "no parseable ideas in the model's answer: "
                          + ("; ".join(problems) or "no [Experiment] blocks")[:400])
 

@@ -21,6 +21,7 @@ from engine.executors.fleet import Fleet, HostView, JobReport, WatchItem, as_fle
 from engine.metrics import Evaluation, judge, reported_score
 from engine.outcome import EXIT_ERROR
 from engine.scheduler import HostSlots, RunningJob, Waiting
+from engine.search_confirm import seed_for
 from engine.store import hosts_queries as hq
 from engine.store import job_ops, ops
 from engine.store.views import JobView
@@ -45,11 +46,13 @@ class JobsMixin:
     profile: Profile
     executor: Executor
     progress: Callable[[str], None]
+    _settle_runs: Callable[[int], None]
 
     def _enqueue(self, epoch: int) -> None:
         for idea in ops.list_ideas(self.store, self.search_id, epoch, ("implemented",)):
             job_ops.enqueue_job(self.store, idea.id, profile=self.profile.name,
-                                gpus_wanted=self.profile.gpus, executor=self.executor.name)
+                                gpus_wanted=self.profile.gpus, executor=self.executor.name,
+                                seed=seed_for(self.search_id, 1))
 
     def _jobs_fleet(self) -> Fleet:
         """The executor as the job methods see it: one or many hosts, watched in batches."""
@@ -137,7 +140,7 @@ class JobsMixin:
                           env=self.env, profile=self.profile, diff=idea.diff, gpus=gpus,
                           workspace_id=self.store.workspace_id(), queued_at=job.queued_at,
                           secret=self.store.job_secret(job.id, job.queued_at),
-                          eval_seed=self.store.eval_seed(self.search_id))
+                          eval_seed=self.store.eval_seed(self.search_id), seed=job.seed)
         outcome = self._jobs_fleet().launch(job.host, spec, job.job_dir)
         if outcome is None:
             return
@@ -295,9 +298,11 @@ class JobsMixin:
             return
         if job.host != "local":
             hq.record_host_success(self.store, job.host)
-        if idea.origin == "baseline" and verdict.score is not None:
+        if job.search_id == self.search_id:
+            self._settle_runs(idea.id)  # the idea's mean, error and confirmation
+        elif idea.origin == "baseline" and verdict.score is not None and job.run == 1:
             ops.update_search(self.store, job.search_id, baseline=verdict.score,
-                              event=f"baseline measured: {self.env.metric.name} "
+                              event=f"baseline measured: {env.metric.name} "
                               f"{verdict.score:.4g}")
         self.progress(f"job {job.id} done{where}: idea {idea.id} — {verdict.summary}")
 

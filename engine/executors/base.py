@@ -45,6 +45,11 @@ class LaunchSpec:
     queued_at: float = 0.0  # when the job row was made: tells apart copies of one workspace
     secret: str = ""  # signs the runner's `exit` record (Store.job_secret); never logged
     eval_seed: int | None = None  # the evaluation stage's IDEAFORGE_EVAL_SEED (Store.eval_seed)
+    seed: int | None = None  # the training's IDEAFORGE_SEED: one per run of an idea
+
+    def seed_env(self) -> dict[str, str]:
+        """IDEAFORGE_SEED for the job's environment, when it has one."""
+        return {} if self.seed is None else {"IDEAFORGE_SEED": str(self.seed)}
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,7 @@ class LocalExecutor:
             "WANDB_CACHE_DIR": str(job_dir / ".wandb-cache"),
             "IDEAFORGE_PROFILE": spec.profile.name,
             "IDEAFORGE_DATA_DIR": os.environ.get("IDEAFORGE_DATA_DIR") or str(DEFAULT_DATA_DIR),
+            **spec.seed_env(),
         }
         return {"command": spec.profile.command, "cwd": str(job_dir / "env"), "env": env,
                 "timeout": spec.profile.timeout, "grace": self.grace_s, "heartbeat": 2,

@@ -507,7 +507,7 @@ class SshFleet:
                      "prefix": list(w.cfg.job_prefix),
                      "env": {"CUDA_VISIBLE_DEVICES": ",".join(map(str, spec.gpus)),
                              "OMP_NUM_THREADS": "4" if spec.gpus else "2",
-                             "IDEAFORGE_PROFILE": spec.profile.name}},
+                             "IDEAFORGE_PROFILE": spec.profile.name, **spec.seed_env()}},
         }
         if spec.env.evaluation is not None:
             req["spec"]["evaluate"] = evaluate_spec(spec.env, spec.profile,

@@ -22,21 +22,42 @@ from engine.store.views import JobView, MetricView
 
 def enqueue_job(store: Store, idea_id: int, *, profile: str, gpus_wanted: int,
                 from_states: Iterable[str] = ("implemented",),
-                executor: str = "local") -> int | None:
-    """Idea → queued and a new job row, atomically (a retry is a new job row)."""
+                executor: str = "local", seed: int | None = None) -> int | None:
+    """Idea → queued and a new job row (its first run), atomically (a retry is a new job
+    row)."""
     with store.session() as s:
         idea = s.get(Idea, idea_id)
         if idea is None or not _cas(s, Idea, idea_id, {"status": set(from_states)},
                                     {"status": "queued"}):
             return None
-        last = s.exec(select(func.max(Job.attempt)).where(Job.idea_id == idea_id)).one()
-        job = Job(search_id=idea.search_id, idea_id=idea_id, attempt=int(last or 0) + 1,
-                  profile=profile, gpus_wanted=gpus_wanted, executor=executor)
-        s.add(job)
-        s.flush()
-        _event(s, "job", f"job {job.id} queued for idea {idea_id}", search_id=idea.search_id,
-               idea_id=idea_id, job_id=job.id)
-        return job.id
+        return _add_job(s, idea, 1, seed, profile, gpus_wanted, executor, "")
+
+
+def enqueue_run(store: Store, idea_id: int, run: int, *, seed: int | None, profile: str,
+                gpus_wanted: int, executor: str = "local", why: str = "") -> int | None:
+    """Another run of an idea (a repeat: its status stays as it is), unless that run exists
+    already: a job row per run, made once however often an engine asks (a restart, a race)."""
+    with store.session() as s:
+        idea = s.get(Idea, idea_id)
+        taken = s.exec(select(Job.id).where(Job.idea_id == idea_id, Job.run == run)).first()
+        if idea is None or taken is not None:
+            return None
+        return _add_job(s, idea, run, seed, profile, gpus_wanted, executor, why)
+
+
+def _add_job(s: Session, idea: Idea, run: int, seed: int | None, profile: str,
+             gpus_wanted: int, executor: str, why: str) -> int:
+    last = s.exec(select(func.max(Job.attempt))
+                  .where(Job.idea_id == idea.id, Job.run == run)).one()
+    job = Job(search_id=idea.search_id, idea_id=idea.id, attempt=int(last or 0) + 1, run=run,
+              seed=seed, profile=profile, gpus_wanted=gpus_wanted, executor=executor)
+    s.add(job)
+    s.flush()
+    said = f"run {run} of idea {idea.id}" if run > 1 else f"idea {idea.id}"
+    _event(s, "job", f"job {job.id} queued for {said}" + (f" ({why})" if why else ""),
+           search_id=idea.search_id, idea_id=idea.id, job_id=job.id)
+    assert job.id is not None
+    return job.id
 
 
 def list_jobs(store: Store, search_id: int | None = None, states: Iterable[str] | None = None,
@@ -86,7 +107,7 @@ def finish_job(store: Store, job_id: int, *, state: str, exit_code: int | None,
         job = s.get(Job, job_id)
         changes: dict[str, Any] = {"state": state, "exit_code": exit_code, "reason": reason,
                                    "log_tail": log_tail, "finished_at": now(),
-                                   "evaluator": evaluator}
+                                   "evaluator": evaluator, "score": score}
         if flags:
             old = [f for f in (job.flags if job else "").splitlines() if f]
             changes["flags"] = "\n".join(dict.fromkeys(old + list(flags)))

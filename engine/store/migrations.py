@@ -13,6 +13,9 @@ History:
 5. `job.evaluator`, `job.flags`, `search.evaluator` (scores from the evaluation stage: which
    evaluator produced them, and what was ignored on the way).
 6. `search.max_gpu_hours` (the GPU-hour budget: no job starts once it is spent).
+7. repeats and confirmation: `job.run`, `job.seed`, `job.score`; `idea.runs`,
+   `idea.score_se`, `idea.confirmation`, `idea.twin_of`; `search.confirm`,
+   `search.baseline_runs`. Scored jobs of older searches get their idea's score and run 1.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
-CURRENT = 6
+CURRENT = 7
 
 
 def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
@@ -60,8 +63,25 @@ def _to_6(conn: Connection) -> None:
     _add_column(conn, "search", "max_gpu_hours", "FLOAT")
 
 
+def _to_7(conn: Connection) -> None:
+    _add_column(conn, "job", "run", "INTEGER NOT NULL DEFAULT 1")
+    _add_column(conn, "job", "seed", "INTEGER")
+    _add_column(conn, "job", "score", "FLOAT")
+    _add_column(conn, "idea", "runs", "INTEGER NOT NULL DEFAULT 0")
+    _add_column(conn, "idea", "score_se", "FLOAT")
+    _add_column(conn, "idea", "confirmation", "VARCHAR")
+    _add_column(conn, "idea", "twin_of", "INTEGER")
+    _add_column(conn, "search", "confirm", "VARCHAR NOT NULL DEFAULT 'off'")
+    _add_column(conn, "search", "baseline_runs", "INTEGER NOT NULL DEFAULT 1")
+    # Before repeats an idea had one scoring job: its score is that job's.
+    conn.exec_driver_sql("UPDATE job SET score = (SELECT idea.score FROM idea WHERE "
+                         "idea.id = job.idea_id) WHERE job.state = 'finished'")
+    conn.exec_driver_sql("UPDATE idea SET runs = 1 WHERE status = 'scored' AND score IS NOT "
+                         "NULL")
+
+
 STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4, 5: _to_5,
-                                                  6: _to_6}
+                                                  6: _to_6, 7: _to_7}
 
 
 def upgrade(engine: Engine, found: int) -> None:

@@ -39,6 +39,8 @@ class Search(SQLModel, table=True):
     max_cost_usd: float | None = None
     max_gpu_hours: float | None = None  # no job of the search starts once this is spent
     max_attempts: int = 10
+    confirm: str = "off"  # off | top-K (e.g. top-4) | all: which ideas get repeat runs
+    baseline_runs: int = 1  # how often the unmodified code is measured at the start
     metric_name: str
     goal: str
     baseline: float | None = None  # from the environment/profile, or measured by the baseline job
@@ -86,6 +88,10 @@ class Idea(SQLModel, table=True):
     catalog_stem: str | None = None
     edited_from: int | None = Field(default=None, foreign_key="idea.id")
     diff: str | None = None  # the accepted diff (normalised unified diff)
+    runs: int = 0  # scored runs (the first and its repeats); `score` is their mean
+    score_se: float | None = None  # standard error of `score` (two runs or more)
+    confirmation: str | None = None  # None | unconfirmed | confirmed | refuted
+    twin_of: int | None = None  # an earlier idea of the search whose text it nearly repeats
     created_at: float = Field(default_factory=now)
     updated_at: float = Field(default_factory=now)
 
@@ -117,6 +123,9 @@ class Job(SQLModel, table=True):
     search_id: int = Field(foreign_key="search.id", index=True)
     idea_id: int = Field(foreign_key="idea.id", index=True)
     attempt: int = 1
+    run: int = 1  # which run of the idea: 1 is the first, 2… are repeats (a retry keeps it)
+    seed: int | None = None  # IDEAFORGE_SEED: the same for a retry, new for each run
+    score: float | None = None  # this run's score, when it has one
     executor: str = "local"
     host: str = "local"
     profile: str

@@ -120,6 +120,7 @@ class NewIdea:
     catalog_stem: str | None = None
     diff: str | None = None
     status: str = "proposed"
+    twin_of: int | None = None  # an earlier idea of the search it nearly repeats
 
 
 def ensure_batches(store: Store, search_id: int, epoch: int,
@@ -171,7 +172,8 @@ def _insert_idea(s: Session, search_id: int, epoch: int, idea: NewIdea,
                  batch_id: int | None = None, edited_from: int | None = None) -> int:
     row = Idea(search_id=search_id, epoch=epoch, origin=idea.origin, text=idea.text,
                title=idea.title or _title(idea.text), status=idea.status, batch_id=batch_id,
-               catalog_stem=idea.catalog_stem, diff=idea.diff, edited_from=edited_from)
+               catalog_stem=idea.catalog_stem, diff=idea.diff, edited_from=edited_from,
+               twin_of=idea.twin_of)
     s.add(row)
     s.flush()
     assert row.id is not None
@@ -458,7 +460,8 @@ def baseline_idea(store: Store, search_id: int) -> IdeaView | None:
 #: The options a resume may change, as the event names them.
 SEARCH_OPTIONS = {"auto": "--auto", "review_diffs": "--review-diffs",
                   "advance_at": "--advance-at", "max_cost_usd": "--max-cost",
-                  "max_gpu_hours": "--max-gpu-hours", "epochs": "--epochs"}
+                  "max_gpu_hours": "--max-gpu-hours", "epochs": "--epochs",
+                  "confirm": "--confirm"}
 
 
 def change_search_options(store: Store, search_id: int, options: dict[str, Any],

@@ -52,6 +52,8 @@ class SearchView(View):
     created_at: float
     evaluator: str | None = None
     max_gpu_hours: float | None = None
+    confirm: str = "off"
+    baseline_runs: int = 1
 
     @property
     def config(self) -> dict[str, Any]:
@@ -75,6 +77,10 @@ class IdeaView(View):
     diff: str | None
     parents: tuple[int, ...] = ()
     attempts: int = 0
+    runs: int = 0
+    score_se: float | None = None
+    confirmation: str | None = None
+    twin_of: int | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,9 @@ class JobView(View):
     heartbeat_at: float | None
     evaluator: str | None = None
     flags: str = ""
+    run: int = 1
+    seed: int | None = None
+    score: float | None = None
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,9 @@ def pair_flags(pairs: list[Pair], config: DedupConfig) -> list[tuple[bool, bool]
     out = []
     for p in pairs:
         s = score_pair(p.a, p.b, config)
-        flagged = s.score >= config.threshold and (s.numbers_agree or not config.numbers_must_agree)
+        flagged = (s.score >= config.threshold
+                   and (s.numbers_agree or not config.numbers_must_agree)
+                   and (s.names_agree or not config.names_must_agree))
         out.append((flagged, p.paraphrase))
     return out
 
@@ -143,18 +145,18 @@ def main() -> None:
     started = time.perf_counter()
     print(f"corpus: {len(pairs)} pairs ({n_para} paraphrase, {len(pairs) - n_para} distinct)\n")
 
-    print("| threshold | number rule | precision | recall | false flags | missed |")
+    print("| threshold | number / name rules | precision | recall | false flags | missed |")
     print("|---:|---|---:|---:|---:|---:|")
     sweep = sorted({0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, config.threshold})
+    rules = {"on / on": (True, True), "on / off": (True, False), "off / off": (False, False)}
     for t in sweep:
-        for rule in (True, False):
-            if not rule and t != config.threshold:
+        for label, (numbers, names) in rules.items():
+            if label != "on / on" and t != config.threshold:
                 continue
-            c = replace(config, threshold=t, numbers_must_agree=rule)
+            c = replace(config, threshold=t, numbers_must_agree=numbers, names_must_agree=names)
             p, r, fp, fn = precision_recall(pair_flags(pairs, c))
-            mark = "**" if t == config.threshold and rule else ""
-            print(f"| {mark}{t:.2f}{mark} | {'on' if rule else 'off'} | {p:.3f} | {r:.3f} "
-                  f"| {fp} | {fn} |")
+            mark = "**" if t == config.threshold and label == "on / on" else ""
+            print(f"| {mark}{t:.2f}{mark} | {label} | {p:.3f} | {r:.3f} | {fp} | {fn} |")
     if args.show_misses:
         for p, (flagged, para) in zip(pairs, pair_flags(pairs, config), strict=True):
             if flagged != para:

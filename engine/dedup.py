@@ -23,14 +23,14 @@ import logging
 import math
 import operator
 import re
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from rapidfuzz import fuzz
 
 __all__ = [
-    "DedupConfig", "DedupIndex", "Embedder", "NormalisedIdea", "PairScore", "Twin",
-    "find_twin", "litellm_embedder", "normalise", "score_pair",
+    "DedupConfig", "DedupIndex", "Embedder", "NormalisedIdea", "PairScore", "Probe", "Twin",
+    "dedup_config", "find_twin", "litellm_embedder", "normalise", "score_pair",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,10 @@ class DedupConfig:
     threshold: float = 0.68
     # A number named by one text and missing from the other makes them different experiments.
     numbers_must_agree: bool = True
+    # Two texts naming sibling code names (BONUS_A / BONUS_C, attn_dropout / resid_dropout:
+    # one part in common) are different experiments: ideas written from one template often
+    # differ only in the knob they touch.
+    names_must_agree: bool = True
     # Optional: a litellm embedding model ("openai/text-embedding-3-small", ...). When set, the
     # score is the cosine of the two embeddings and `embedding_threshold` applies instead.
     embedding_model: str | None = None
@@ -77,6 +81,7 @@ class PairScore:
 
     score: float
     numbers_agree: bool
+    names_agree: bool = True
 
 
 # -- normalisation -----------------------------------------------------------------------------
@@ -90,6 +95,8 @@ _NUMBER = re.compile(
     r"(?<![\w.])(?<![a-z]-)(\d+(?:\.\d*)?|\.\d+)(?:e([-+]?\d+))?(%|x|k|m|b)?(?![\w])",
     re.IGNORECASE,
 )
+# A code name: letters/digits joined by underscores (BONUS_A, warmup_iters, grpo_clip).
+_NAME = re.compile(r"(?<![\w])[a-z][a-z0-9]*(?:_[a-z0-9]+)+(?![\w])", re.IGNORECASE)
 _WORD = re.compile(r"[a-z][a-z0-9_]*|[0-9]+[a-z][a-z0-9_]*")
 # Spellings of one thing, mapped to one token before words are compared.
 _PHRASES = [
@@ -148,6 +155,7 @@ class NormalisedIdea:
     words: str  # distinct content words, sorted, space-separated
     word_count: int
     numbers: frozenset[float]
+    names: frozenset[str] = frozenset()  # code names (with an underscore), lower case
 
 
 def normalise(text: str) -> NormalisedIdea:
@@ -157,6 +165,7 @@ def normalise(text: str) -> NormalisedIdea:
     numbers are taken out of the words into a set of values (3e-4 == 0.0003, 10% == 0.1).
     """
     body = _HEADERS.sub(" ", text)
+    names = frozenset(n.lower() for n in _NAME.findall(body))
     body = _CITATION_YEAR.sub(" ", body).lower()
     numbers: set[float] = set()
 
@@ -170,7 +179,7 @@ def normalise(text: str) -> NormalisedIdea:
     words = {_stem(w) for w in _WORD.findall(body)}
     words -= _FILLER
     words.discard("")
-    return NormalisedIdea(" ".join(sorted(words)), len(words), frozenset(numbers))
+    return NormalisedIdea(" ".join(sorted(words)), len(words), frozenset(numbers), names)
 
 
 def _value(match: re.Match[str]) -> float:
@@ -204,6 +213,25 @@ def numbers_agree(a: frozenset[float], b: frozenset[float]) -> bool:
     return few <= many
 
 
+def names_agree(a: frozenset[str], b: frozenset[str]) -> bool:
+    """False when each text names a sibling the other lacks: BONUS_A against BONUS_C,
+    attn_dropout against resid_dropout (one part in common) -- one template, another knob.
+
+    Long texts name incidental code (n_embd, is_causal) that a paraphrase need not repeat, so
+    names that are merely missing, or unrelated, do not count (unlike numbers).
+    """
+    def stems(names: frozenset[str]) -> set[str]:  # BONUS_[A], [attn]_dropout
+        return {n.rsplit("_", 1)[0] + "_" for n in names} | {"_" + n.split("_", 1)[1]
+                                                             for n in names}
+
+    return not (stems(a - b) & stems(b - a))
+
+
+def _settings_agree(a: NormalisedIdea, b: NormalisedIdea, config: DedupConfig) -> bool:
+    return ((not config.numbers_must_agree or numbers_agree(a.numbers, b.numbers))
+            and (not config.names_must_agree or names_agree(a.names, b.names)))
+
+
 # -- scoring -----------------------------------------------------------------------------------
 
 def _lexical(a: NormalisedIdea, b: NormalisedIdea, config: DedupConfig) -> float:
@@ -217,94 +245,154 @@ def score_pair(a: str, b: str, config: DedupConfig | None = None) -> PairScore:
     """The lexical score of two idea texts and whether their numbers agree."""
     config = config or DedupConfig()
     na, nb = normalise(a), normalise(b)
-    return PairScore(_lexical(na, nb, config), numbers_agree(na.numbers, nb.numbers))
+    return PairScore(_lexical(na, nb, config), numbers_agree(na.numbers, nb.numbers),
+                     names_agree(na.names, nb.names))
 
 
 # -- embeddings (optional) ---------------------------------------------------------------------
 
 def litellm_embedder(model: str, api_base: str | None = None) -> Embedder:
-    """An `Embedder` that asks `litellm.embedding` for one vector per text, in one call."""
+    """A blocking `Embedder` for one-off use (the bench, scripts): one `LlmClient.embed` call
+    per list of texts. The engine calls `LlmClient.embed` itself and passes the vectors in, so
+    its calls share the search's client: retries, concurrency, budget and `llm_call` rows."""
 
     def embed(texts: list[str]) -> list[list[float]]:
-        from engine.llm import _lib  # litellm loads lazily, configured in one place
+        import asyncio
 
-        kwargs: dict[str, object] = {"model": model, "input": texts}
-        if api_base:
-            kwargs["api_base"] = api_base
-        response = _lib().embedding(**kwargs)
-        rows = sorted(response.data, key=lambda row: _get(row, "index"))
-        return [list(_get(row, "embedding")) for row in rows]
+        from engine.llm import LlmClient, LlmConfig
+
+        client = LlmClient(LlmConfig(model=model, api_base=api_base))
+        return asyncio.run(client.embed(model, texts, "dedup"))
 
     return embed
 
 
-def _get(row: object, name: str) -> object:
-    return row[name] if isinstance(row, dict) else getattr(row, name)
-
-
-def _unit(vector: Sequence[float]) -> list[float]:
+def _unit(vector: Sequence[float]) -> tuple[float, ...]:
     norm = math.sqrt(sum(x * x for x in vector)) or 1.0
-    return [x / norm for x in vector]
+    return tuple(x / norm for x in vector)
 
 
-def _dot(a: list[float], b: list[float]) -> float:
+def _dot(a: Sequence[float], b: Sequence[float]) -> float:
     return sum(map(operator.mul, a, b))
+
+
+def dedup_config(options: Mapping[str, object] | None) -> DedupConfig | None:
+    """The search's dedup settings (`Search.config["dedup"]`), or None when it is off.
+
+    Keys: `off` (bool), `threshold`, `embedding_model`, `embedding_threshold`, `api_base`;
+    absent ones take `DedupConfig`'s defaults. A bad value raises ValueError naming it.
+    """
+    options = dict(options or {})
+    if options.pop("off", False):
+        return None
+    known = {"threshold", "embedding_model", "embedding_threshold", "api_base",
+             "numbers_must_agree", "names_must_agree"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown dedup setting(s) {', '.join(unknown)}; "
+                         f"known: off, {', '.join(sorted(known))}")
+    for name in ("threshold", "embedding_threshold"):
+        if name in options:
+            options[name] = float(options[name])  # type: ignore[arg-type]
+    return DedupConfig(**options)  # type: ignore[arg-type]
 
 
 # -- the index ---------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Probe:
+    """An idea text made ready for comparison once: normalised, and embedded when needed."""
+
+    text: str
+    idea: NormalisedIdea
+    vector: tuple[float, ...] | None = None
+
+
 @dataclass
 class DedupIndex:
-    """The earlier ideas of one search, normalised (and embedded) once, checked per new idea."""
+    """The earlier ideas of one search, normalised (and embedded) once, checked per new idea.
+
+    Entries are only ever appended (or discarded by key), so `len(index)` taken before a check
+    lets a later check look only at what was added since (`find_twin(..., since=n)`).
+
+    With embeddings, give the vectors (`probe(text, vector)`, `add_many(items, vectors)`) to
+    keep the model call with the caller; without them the index calls its `embedder`.
+    """
 
     config: DedupConfig = field(default_factory=DedupConfig)
     embedder: Embedder | None = None
     _keys: list[Hashable] = field(default_factory=list, init=False)
-    _ideas: list[NormalisedIdea] = field(default_factory=list, init=False)
-    _vectors: list[list[float]] = field(default_factory=list, init=False)
+    _probes: list[Probe] = field(default_factory=list, init=False)
 
-    def __post_init__(self) -> None:
-        if self.embedder is None and self.config.embedding_model:
-            self.embedder = litellm_embedder(self.config.embedding_model, self.config.api_base)
+    @property
+    def embeds(self) -> bool:
+        return self.embedder is not None or bool(self.config.embedding_model)
 
     def __len__(self) -> int:
         return len(self._keys)
 
-    def add(self, key: Hashable, text: str) -> None:
-        self.add_many([(key, text)])
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        if self.embedder is None:
+            assert self.config.embedding_model
+            self.embedder = litellm_embedder(self.config.embedding_model, self.config.api_base)
+        return self.embedder(texts)
 
-    def add_many(self, items: Sequence[tuple[Hashable, str]]) -> None:
+    def probe(self, text: str, vector: Sequence[float] | None = None) -> Probe:
+        """`text` ready for comparison (embedded here when the index embeds and no vector is
+        given)."""
+        if self.embeds and vector is None:
+            vector = self._embed([text])[0]
+        return Probe(text, normalise(text), _unit(vector) if vector is not None else None)
+
+    def add(self, key: Hashable, text: str | Probe) -> None:
+        if isinstance(text, Probe):
+            self._keys.append(key)
+            self._probes.append(text)
+        else:
+            self.add_many([(key, text)])
+
+    def add_many(self, items: Sequence[tuple[Hashable, str]],
+                 vectors: Sequence[Sequence[float]] | None = None) -> None:
         """Add earlier ideas; with embeddings, all of them in one embedding call."""
         if not items:
             return
-        if self.embedder is not None:
-            self._vectors.extend(_unit(v) for v in self.embedder([t for _, t in items]))
-        for key, text in items:
+        if self.embeds and vectors is None:
+            vectors = self._embed([t for _, t in items])
+        for i, (key, text) in enumerate(items):
             self._keys.append(key)
-            self._ideas.append(normalise(text))
+            self._probes.append(Probe(text, normalise(text),
+                                      _unit(vectors[i]) if vectors is not None else None))
 
-    def find_twin(self, text: str) -> Twin | None:
-        """The earlier idea `text` repeats (the most similar one over the threshold), or None."""
-        if not self._keys:
+    def discard(self, keys: Iterable[Hashable]) -> None:
+        """Forget the entries with these keys (e.g. ideas that were never stored)."""
+        gone = set(keys)
+        kept = [(k, p) for k, p in zip(self._keys, self._probes, strict=True) if k not in gone]
+        self._keys = [k for k, _ in kept]
+        self._probes = [p for _, p in kept]
+
+    def find_twin(self, text: str | Probe, since: int = 0) -> Twin | None:
+        """The earlier idea `text` repeats (the most similar one over the threshold), or None;
+        with `since`, only among the entries added after the first `since`."""
+        if len(self._keys) <= since:
             return None
-        new = normalise(text)
-        if self.embedder is not None:
-            vector = _unit(self.embedder([text])[0])
-            scores = [_dot(vector, v) for v in self._vectors]
+        new = text if isinstance(text, Probe) else self.probe(text)
+        earlier = self._probes[since:]
+        if new.vector is not None:
+            scores = [_dot(new.vector, old.vector) if old.vector is not None else 0.0
+                      for old in earlier]
             threshold = self.config.embedding_threshold
         else:
-            scores = [_lexical(new, old, self.config) for old in self._ideas]
+            scores = [_lexical(new.idea, old.idea, self.config) for old in earlier]
             threshold = self.config.threshold
         best: Twin | None = None
         for i, score in enumerate(scores):
             if score < threshold or (best is not None and score <= best.score):
                 continue
-            if self.config.numbers_must_agree and not numbers_agree(new.numbers,
-                                                                     self._ideas[i].numbers):
+            if not _settings_agree(new.idea, earlier[i].idea, self.config):
                 continue
-            best = Twin(self._keys[i], score)
+            best = Twin(self._keys[since + i], score)
         if best is not None:
-            log.info("idea is a near duplicate of %r (score %.2f)", best.key, best.score)
+            log.debug("idea is a near duplicate of %r (score %.2f)", best.key, best.score)
         return best
 
 

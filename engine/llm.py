@@ -1,7 +1,8 @@
 """The one place that calls language models (through litellm).
 
 Two roles share one client: the *ideator* proposes ideas (`--model`) and the *coder* writes diffs
-(`--coder-model`, the ideator's model when not given). Every HTTP attempt — success or failure —
+(`--coder-model`, the ideator's model when not given); `embed` asks an embedding model for
+vectors (near-duplicate ideas, engine/dedup.py) under the same rules. Every HTTP attempt — success or failure —
 becomes a `CallRecord` handed to `on_record`, which the engine stores as an `llm_call` row.
 
 What this module guarantees:
@@ -184,7 +185,8 @@ class _Failure:
 
 
 _GARBAGE_HINTS = ("Expecting value", "JSONDecodeError", "no 'choices'", "Unterminated string",
-                  "Extra data", "validation error", "Invalid control character")
+                  "Extra data", "validation error", "Invalid control character",
+                  "malformed answer")
 _MISSING_KEY_HINTS = ("Missing credentials", "api_key client option must be set",
                       "api key not found", "No API key")
 
@@ -352,6 +354,50 @@ class LlmClient:
         if self.config.temperature is not None:
             kwargs["temperature"] = self.config.temperature
 
+        async def send() -> tuple[Answer, int | None, int | None, Any, str | None]:
+            response = await lib.acompletion(**kwargs)
+            text, finish, prompt_tokens, completion_tokens = _read_response(response)
+            answer = Answer(text, finish)
+            if answer.cut_off:
+                log.warning("%s call (%s) to %s: %s after %s tokens", role, purpose, model,
+                            CUT_OFF, completion_tokens)
+            return (answer, prompt_tokens, completion_tokens, response,
+                    CUT_OFF if answer.cut_off else None)
+
+        return await self._with_retries(role, purpose, model, send)
+
+    async def embed(self, model: str, texts: list[str], purpose: str,
+                    api_base: str | None = None) -> list[list[float]]:
+        """One embedding vector per text (in order), in one request, after retries; the call
+        is recorded with role "embed" and counts against the cost budget like a chat call.
+
+        `api_base` defaults to the client's (`--api-base`): an embedding model served beside
+        the chat model needs nothing more.
+        """
+        if not texts:
+            return []
+        self._preflight(model)
+        lib = _lib()
+        kwargs: dict[str, Any] = {"model": model, "input": list(texts),
+                                  "timeout": self.config.timeout_s, "max_retries": 0}
+        base = api_base or self.config.api_base
+        if base:
+            kwargs["api_base"] = base
+
+        async def send() -> tuple[list[list[float]], int | None, int | None, Any, str | None]:
+            response = await lib.aembedding(**kwargs)
+            vectors = _read_embeddings(response, len(texts))
+            usage = getattr(response, "usage", None)
+            return vectors, getattr(usage, "prompt_tokens", None), None, response, None
+
+        return await self._with_retries("embed", purpose, model, send)
+
+    async def _with_retries(self, role: str, purpose: str, model: str,
+                            send: Callable[[], Any]) -> Any:
+        """`send()`'s result after retries: one `CallRecord` per attempt, the concurrency cap
+        and the budget check around each. `send` returns (result, prompt tokens, completion
+        tokens, the raw response for costing, a note for the record or None)."""
+        lib = _lib()
         attempts = self.config.max_retries + 1
         for attempt in range(1, attempts + 1):
             async with self._semaphore():
@@ -361,9 +407,8 @@ class LlmClient:
                 try:
                     # litellm enforces `timeout`; the outer bound is a safety net should a
                     # provider path ignore it, so a call can never hang the search.
-                    response = await asyncio.wait_for(lib.acompletion(**kwargs),
-                                                      self.config.timeout_s + 30)
-                    text, finish, prompt_tokens, completion_tokens = _read_response(response)
+                    result, prompt_tokens, completion_tokens, response, note = (
+                        await asyncio.wait_for(send(), self.config.timeout_s + 30))
                 except asyncio.CancelledError:
                     self._emit(role, purpose, model, None, None, None, t0, "cancelled", attempt,
                                started)
@@ -376,15 +421,11 @@ class LlmClient:
                     cost = self._cost(lib, model, response, prompt_tokens, completion_tokens)
                     if cost is not None:
                         self._spent += cost
-                    answer = Answer(text, finish)
                     self._emit(role, purpose, model, prompt_tokens, completion_tokens, cost, t0,
-                               CUT_OFF if answer.cut_off else None, attempt, started)
-                    if answer.cut_off:
-                        log.warning("%s call (%s) to %s: %s after %s tokens", role, purpose,
-                                    model, CUT_OFF, completion_tokens)
+                               note, attempt, started)
                     log.debug("%s call (%s) to %s took %.2f s", role, purpose, model,
                               time.monotonic() - t0)
-                    return answer
+                    return result
             if not failure.retryable:
                 raise self._fatal(model, failure)
             if attempt == attempts:
@@ -468,6 +509,19 @@ def _read_response(response: Any) -> tuple[str, str | None, int | None, int | No
     prompt_tokens = getattr(usage, "prompt_tokens", None)
     completion_tokens = getattr(usage, "completion_tokens", None)
     return str(text), (str(finish) if finish else None), prompt_tokens, completion_tokens
+
+
+def _read_embeddings(response: Any, expected: int) -> list[list[float]]:
+    """The vectors of a litellm EmbeddingResponse, in input order; garbage raises ValueError."""
+    try:
+        rows = [row if isinstance(row, dict) else vars(row) for row in response.data]
+        rows = sorted(rows, key=lambda row: int(row.get("index", 0)))
+        vectors = [[float(x) for x in row["embedding"]] for row in rows]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise ValueError("malformed answer: no 'data' embeddings in the response") from None
+    if len(vectors) != expected:
+        raise ValueError(f"malformed answer: {len(vectors)} embeddings for {expected} texts")
+    return vectors
 
 
 def _advice(failure: _Failure) -> str:

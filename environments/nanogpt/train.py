@@ -181,38 +181,17 @@ def synthetic_tokens(n_tokens, vocab_size, seed):
     return lexicon[word_starts + word_offsets].astype(np.uint16)
 
 
-def run_seed():
-    """$IDEAFORGE_SEED: ideaforge gives each run of an idea its own (a retry keeps it), so
-    repeats are independent and each is reproducible. None when unset (a run by hand)."""
-    value = os.environ.get("IDEAFORGE_SEED", "").strip()
-    return int(value) if value else None
-
-
-def seed_sequence(seed, purpose):
-    """numpy's seed for one use of the run's seed (1: the synthetic stream, 2: the data order).
-    The spawn key keeps these apart from each other and from any stream evaluate.py draws."""
-    return np.random.SeedSequence(seed % 2**64, spawn_key=(purpose,))
-
-
 class TrainLoader:
-    """Consecutive windows of the training tokens; rank r of w takes every w-th window. With a
-    run seed, the shards come in a shuffled order and the windows start at a shifted offset
-    (the synthetic stream of `smoke` is drawn from it); without one, the order is fixed."""
+    """Consecutive windows of the training tokens; rank r of w takes every w-th window."""
 
-    def __init__(self, cfg, data_dir, rank, world, seed=None):
+    def __init__(self, cfg, data_dir, rank, world):
         self.batch, self.seq, self.rank, self.world = cfg.micro_batch, cfg.seq_len, rank, world
         if cfg.data == "synthetic":
             n = cfg.planned_steps * cfg.tokens_per_step + world * self.batch * self.seq + 1
-            stream = 1 if seed is None else seed_sequence(seed, 1)
-            self.shards = [lambda: synthetic_tokens(n, cfg.vocab_size, seed=stream)]
+            self.shards = [lambda: synthetic_tokens(n, cfg.vocab_size, seed=1)]
         else:
             self.shards = [lambda p=p: load_shard(p) for p in shard_paths(data_dir, "train")]
-        offset = 0
-        if seed is not None:  # every rank draws the same order and offset
-            order_rng = np.random.default_rng(seed_sequence(seed, 2))
-            self.shards = [self.shards[i] for i in order_rng.permutation(len(self.shards))]
-            offset = int(order_rng.integers(0, self.batch * self.seq))
-        self.shard_index, self.tokens, self.pos = 0, self.shards[0](), offset
+        self.shard_index, self.tokens, self.pos = 0, self.shards[0](), 0
 
     def next_batch(self, device):
         span = self.batch * self.seq
@@ -225,6 +204,31 @@ class TrainLoader:
         if device.type == "cuda":
             chunk = chunk.pin_memory().to(device, non_blocking=True)
         return chunk[:-1].view(self.batch, self.seq), chunk[1:].view(self.batch, self.seq)
+
+    def shuffle(self, cfg, seed):
+        """Another data order for another run seed, the same on every rank: `smoke`'s synthetic
+        stream drawn from the seed, the shards in a shuffled order, and the windows starting at
+        an offset shifted by less than one window. Without a seed the order stays fixed."""
+        if cfg.data == "synthetic":
+            n, stream = len(self.tokens), seed_sequence(seed, 1)
+            self.shards = [lambda: synthetic_tokens(n, cfg.vocab_size, seed=stream)]
+        order_rng = np.random.default_rng(seed_sequence(seed, 2))
+        self.shards = [self.shards[i] for i in order_rng.permutation(len(self.shards))]
+        self.shard_index, self.tokens = 0, self.shards[0]()
+        self.pos = int(order_rng.integers(0, self.batch * self.seq))
+
+
+def run_seed():
+    """$IDEAFORGE_SEED: ideaforge gives each run of an idea its own (a retry keeps it), so
+    repeats are independent and each is reproducible. None when unset (a run by hand)."""
+    value = os.environ.get("IDEAFORGE_SEED", "").strip()
+    return int(value) if value else None
+
+
+def seed_sequence(seed, purpose):
+    """numpy's seed for one use of the run seed (1: the synthetic stream, 2: the data order).
+    The spawn key keeps these apart from each other and from any stream evaluate.py draws."""
+    return np.random.SeedSequence(seed % 2**64, spawn_key=(purpose,))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,8 +445,10 @@ def main(argv=None):
         WANDB_RUN = start_wandb(cfg, args.profile)
 
     data_dir = data_dir_from(args.data_dir)
+    loader = TrainLoader(cfg, data_dir, rank, world)
     seed = run_seed()
-    loader = TrainLoader(cfg, data_dir, rank, world, seed)
+    if seed is not None:
+        loader.shuffle(cfg, seed)
     torch.manual_seed(1337 if seed is None else seed % 2**63)  # the same on every rank
     raw_model = GPT(cfg).to(device)
     model = torch.compile(raw_model) if cfg.compile else raw_model

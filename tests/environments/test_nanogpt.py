@@ -440,6 +440,14 @@ def test_wandb_stays_off_unless_configured(monkeypatch, tmp_path):
 # -- IDEAFORGE_SEED: repeats of an idea are independent, each one reproducible -------------------
 
 
+def shuffled(cfg, data_dir, rank, world, seed):
+    """The loader as main() makes it when IDEAFORGE_SEED is set."""
+    loader = train.TrainLoader(cfg, data_dir, rank, world)
+    if seed is not None:
+        loader.shuffle(cfg, seed)
+    return loader
+
+
 def test_the_run_seed_moves_the_synthetic_stream_but_never_onto_the_validation_stream():
     import torch
 
@@ -447,8 +455,8 @@ def test_the_run_seed_moves_the_synthetic_stream_but_never_onto_the_validation_s
     plain = train.TrainLoader(cfg, "", 0, 1).next_batch(cpu)[0]
     first = train.synthetic_tokens(cfg.micro_batch * cfg.seq_len, cfg.vocab_size, seed=1)
     assert plain.flatten().tolist() == first.tolist()  # no seed: the historical stream
-    batches = {s: train.TrainLoader(cfg, "", 0, 1, seed=s).next_batch(cpu)[0] for s in (7, 8)}
-    assert torch.equal(batches[7], train.TrainLoader(cfg, "", 0, 1, seed=7).next_batch(cpu)[0])
+    batches = {s: shuffled(cfg, "", 0, 1, s).next_batch(cpu)[0] for s in (7, 8)}
+    assert torch.equal(batches[7], shuffled(cfg, "", 0, 1, 7).next_batch(cpu)[0])
     assert not torch.equal(batches[7], batches[8]) and not torch.equal(batches[7], plain)
     # evaluate.py draws its held-out stream from an integer seed: the run seed's stream differs
     val = evaluate.synthetic_tokens(4096, cfg.vocab_size, 7)
@@ -466,7 +474,7 @@ def test_the_run_seed_shuffles_shards_and_shifts_the_start_alike_on_every_rank(t
     cpu = torch.device("cpu")
 
     def first(seed, rank=0):
-        return train.TrainLoader(cfg, str(tmp_path), rank, 2, seed).next_batch(cpu)[0].flatten()
+        return shuffled(cfg, str(tmp_path), rank, 2, seed).next_batch(cpu)[0].flatten()
 
     assert first(None).tolist() == list(range(8))
     starts = {s: int(first(s)[0]) for s in range(12)}
@@ -501,3 +509,9 @@ def test_the_run_seed_sets_the_initial_weights_and_the_first_steps(monkeypatch, 
 
     assert same(states["a"], states["again"])
     assert not same(states["a"], states["b"]) and not same(states["a"], states["plain"])
+
+
+def test_every_profile_states_its_baseline_runs_and_noise():
+    profiles = tomllib.loads((ENV_DIR / "environment.toml").read_text())["profiles"]
+    assert {name: (p["baseline_runs"], p["noise"]) for name, p in profiles.items()} == {
+        "smoke": (3, 0.014), "single": (3, 0.002), "debug": (3, 0.002), "full": (3, 0.002)}

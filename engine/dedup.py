@@ -69,10 +69,12 @@ class DedupConfig:
 
 @dataclass(frozen=True)
 class Twin:
-    """The earlier idea a new one repeats: its key (as given to the index) and the score."""
+    """The earlier idea a new one repeats: its key (as given to the index), the score and its
+    text."""
 
     key: Hashable
     score: float
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -390,7 +392,7 @@ class DedupIndex:
                 continue
             if not _settings_agree(new.idea, earlier[i].idea, self.config):
                 continue
-            best = Twin(self._keys[since + i], score)
+            best = Twin(self._keys[since + i], score, earlier[i].text)
         if best is not None:
             log.debug("idea is a near duplicate of %r (score %.2f)", best.key, best.score)
         return best

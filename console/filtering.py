@@ -4,6 +4,8 @@
     origin:exploit,human   origins
     epoch:3                one epoch (as shown, counting from 0)
     #12 or id:12           ideas by id
+    confirm:confirmed      by confirmation (confirmed, unconfirmed, refuted; a prefix is
+                           enough; `c:` too): c:un lists the leads that repeats still weigh
     any other word         must appear in the title or the text (case-insensitive)
 """
 
@@ -15,6 +17,7 @@ STATUSES = ("proposed", "approved", "rejected", "implementing", "implement_faile
             "implemented", "diff_review", "queued", "running", "scored", "failed", "skipped",
             "superseded")
 ORIGINS = ("baseline", "seed", "exploit", "explore", "human", "catalog")
+CONFIRMATIONS = ("confirmed", "unconfirmed", "refuted")
 
 
 @dataclass(frozen=True)
@@ -25,11 +28,12 @@ class Filter:
     words: tuple[str, ...] = ()
     epoch: int | None = None
     problems: tuple[str, ...] = ()
+    confirmations: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
         return not (self.statuses or self.origins or self.ids or self.words
-                    or self.epoch is not None)
+                    or self.epoch is not None or self.confirmations)
 
 
 def _expand(values: str, known: tuple[str, ...], what: str, problems: list[str]) -> list[str]:
@@ -51,6 +55,7 @@ def parse(text: str) -> Filter:
     words: list[str] = []
     epoch: int | None = None
     problems: list[str] = []
+    confirmations: list[str] = []
     for token in text.split():
         key, sep, value = token.partition(":")
         key = key.lower()
@@ -58,6 +63,8 @@ def parse(text: str) -> Filter:
             statuses += _expand(value, STATUSES, "status", problems)
         elif sep and key in ("origin", "o"):
             origins += _expand(value, ORIGINS, "origin", problems)
+        elif sep and key in ("confirm", "confirmation", "c"):
+            confirmations += _expand(value, CONFIRMATIONS, "confirmation", problems)
         elif sep and key in ("epoch", "e"):
             if value.isdigit():
                 epoch = int(value)
@@ -70,4 +77,4 @@ def parse(text: str) -> Filter:
         else:
             words.append(token)
     return Filter(tuple(dict.fromkeys(statuses)), tuple(dict.fromkeys(origins)), tuple(ids),
-                  tuple(words), epoch, tuple(problems))
+                  tuple(words), epoch, tuple(problems), tuple(dict.fromkeys(confirmations)))

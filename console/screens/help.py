@@ -22,6 +22,10 @@ MARKS: tuple[tuple[str, str], ...] = (
     ("●", "marked for a batch decision (space)"),
     (fmt.score(4.2) + fmt.UNVERIFIED_MARK, "unverified score: the training process measured it"),
     (fmt.FLAG_MARK, "flagged: something in its result was ignored or doubtful (open it)"),
+    *((fmt.score(4.2) + " " + fmt.CONFIRMATION_MARK[c], fmt.CONFIRMATION_MEANING[c])
+      for c in ("confirmed", "unconfirmed", "refuted")),
+    (fmt.spread(0.0083, 3), "a mean of 3 runs and its standard error; the score is the mean"),
+    (f"{fmt.TWIN_MARK}#N", "a near duplicate of idea N (its detail links to it)"),
     ("⚠", "quarantined: beyond the environment's suspicious bound (y / x)"),
     ("✎#N", "an edit of idea N"),
     ("→approve", "a decision sent, not yet applied by the engine"),
@@ -71,7 +75,7 @@ class HelpScreen(ModalScreen[None]):
             table.add_row(key, f"{c.label} — {c.help}", c.id)
         parts.append(Text("Marks on the ideas board", style="bold underline"))
         marks = Table(box=None, expand=True, show_header=False, padding=(0, 1))
-        marks.add_column("mark", width=10, style="bold")
+        marks.add_column("mark", width=11, style="bold")
         marks.add_column("meaning", ratio=1)
         for mark, meaning in MARKS:
             marks.add_row(mark, meaning)

@@ -248,7 +248,9 @@ class IdeaDetailScreen(ConsoleScreen):
         t.append(f"epoch {i.epoch} · {i.origin} · ")
         t.append(i.status, style=fmt.STATUS_STYLE.get(i.status, ""))
         t.append(f" · {s.metric_name if s else 'score'} ")
-        t.append(fmt.score(i.score), style=fmt.score_style(i.score, baseline, goal))
+        t.append(" ".join(p for p in (fmt.mean_se(i.score, i.score_se, i.runs),
+                                      fmt.mark(i.confirmation)) if p),
+                 style=fmt.verdict_style(i.score, baseline, goal, i.confirmation))
         if i.score is not None and baseline is not None:
             t.append(f" ({fmt.delta(i.score, baseline)} vs baseline {fmt.score(baseline)})",
                      style="dim")
@@ -259,6 +261,20 @@ class IdeaDetailScreen(ConsoleScreen):
         if i.reason:
             t.append("\n")
             t.append(fmt.first_line(i.reason, 200), style="yellow")
+        b = d.baseline
+        said = fmt.confirmation_line(i.score, i.score_se, i.runs, i.confirmation,
+                                     (b.score, b.score_se, b.runs) if b else None)
+        if said is not None and (i.confirmation or i.runs > 1):
+            t.append("\n")
+            t.append(said[0], style=said[1])
+        if d.twin is not None:
+            t.append(f"\n{fmt.TWIN_MARK} a near duplicate of #{d.twin.id} "
+                     f"“{fmt.clip(d.twin.title, 60)}” ({d.twin.status}) — open it from the "
+                     "Lineage pane", style="magenta")
+        if d.twins:
+            t.append(f"\n{fmt.TWIN_MARK} nearly repeated by "
+                     + ", ".join(f"#{b.id}" for b in d.twins[:8])
+                     + (f" +{len(d.twins) - 8}" if len(d.twins) > 8 else ""), style="dim")
         for line, style in fmt.verification_lines(d.verification):
             t.append("\n")
             t.append(line, style=style)
@@ -309,6 +325,8 @@ class IdeaDetailScreen(ConsoleScreen):
         if edits:
             parts += [Text(""), Text("Edited into " + ", ".join(f"#{c.id}" for c in edits)
                                      + " (open it from the Lineage pane)", style="italic")]
+        if d.jobs:
+            parts += [Text(""), *_runs(d)]
         return Group(*parts)
 
     def _relatives(self, d: IdeaDetail) -> None:
@@ -317,15 +335,19 @@ class IdeaDetailScreen(ConsoleScreen):
         self._relatives_of = d.idea.id
         options.clear_options()
         s = self.search
-        def line(kind: str, b: IdeaBrief) -> Option:
+        def line(kind: str, b: IdeaBrief, suffix: str = "") -> Option:
             t = Text(f"{kind:<9}", style="dim")
             t.append(f"#{b.id:<6}", style="bold")
-            t.append(f"{fmt.score(b.score):>9} ", style=fmt.score_style(
-                b.score, s.baseline if s else None, s.goal if s else "minimize"))
+            t.append(f"{fmt.score(b.score):>9}{fmt.mark(b.confirmation) or ' '} ",
+                     style=fmt.verdict_style(b.score, s.baseline if s else None,
+                                             s.goal if s else "minimize", b.confirmation))
             t.append(f"{b.status:<16}", style=fmt.STATUS_STYLE.get(b.status, ""))
             t.append(f"{b.title}" + (f"  ({b.kind})" if b.kind else ""))
-            return Option(t, id=str(b.id))
-        opts = [line("parent", b) for b in d.parents] + [line("child", b) for b in d.children]
+            # A twin may also be a parent: option ids must differ, the idea is the number.
+            return Option(t, id=f"{b.id}{suffix}")
+        opts = ([line("parent", b) for b in d.parents] + [line("child", b) for b in d.children]
+                + ([line("twin of", d.twin, ".twin")] if d.twin else [])
+                + [line("twin", b, ".twin") for b in d.twins])
         if not opts:
             options.add_option(Option(Text("no parents and no children: a founder with no "
                                            "descendants yet", style="dim"), disabled=True))
@@ -337,7 +359,7 @@ class IdeaDetailScreen(ConsoleScreen):
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
         if event.option.id:
-            self.console.open_idea(int(event.option.id))
+            self.console.open_idea(int(event.option.id.partition(".")[0]))
 
     @staticmethod
     def _attempts(d: IdeaDetail) -> Group:
@@ -492,6 +514,34 @@ class IdeaDetailScreen(ConsoleScreen):
         if message.idea_id == self.idea_id:
             self._marker = None
             self._tick()
+
+
+def _runs(d: IdeaDetail) -> list[Text]:
+    """The idea's runs (issue 13), one line per job: its first run, repeats with fresh seeds,
+    and retries of a run (same run, same seed, a new attempt)."""
+    i = d.idea
+    head = Text("Runs", style="bold")
+    if i.runs:
+        error = f" {fmt.se(i.score_se)}" if i.score_se is not None and i.runs > 1 else ""
+        head.append(f" — mean {fmt.score(i.score)}{error} over {i.runs} scored "
+                    f"run{'s' if i.runs != 1 else ''}", style="")
+        if i.confirmation:
+            head.append(f" · {fmt.mark(i.confirmation)} {i.confirmation}",
+                        style=fmt.CONFIRMATION_STYLE.get(i.confirmation, ""))
+    lines = [head]
+    for j in sorted(d.jobs, key=lambda j: (j.run, j.attempt, j.id)):
+        t = Text(f"  run {j.run:<3}", style="bold")
+        t.append(f" job {j.id:<6}")
+        t.append(f" seed {j.seed if j.seed is not None else '-':<11}", style="dim")
+        t.append(f" {fmt.score(j.score):>10} ")
+        t.append(f"{j.state:<11}", style=fmt.JOB_STATE_STYLE.get(j.state, ""))
+        t.append(f" {j.host}", style="dim")
+        if j.attempt > 1:
+            t.append(f"  (attempt {j.attempt}: a retry of the run)", style="dim")
+        if j.reason and j.state not in ("finished", "succeeded"):
+            t.append(f"  {fmt.first_line(j.reason, 80)}", style="red")
+        lines.append(t)
+    return lines
 
 
 def _last_diff(d: IdeaDetail) -> str | None:

@@ -91,8 +91,8 @@ class IdeasScreen(ConsoleScreen):
     def compose(self) -> ComposeResult:
         yield SearchHeader(id="header")
         yield IdeaBoard(self._load_page, id="board")
-        yield Input(placeholder="filter: words, status:proposed, origin:exploit, epoch:3, #12 "
-                    "— enter applies, esc closes", id="filter")
+        yield Input(placeholder="filter: words, status:proposed, origin:exploit, epoch:3, #12, "
+                    "c:confirmed — enter applies, esc closes", id="filter")
         yield EventFeed(id="feed")
         yield KeyBar()
 
@@ -127,7 +127,7 @@ class IdeasScreen(ConsoleScreen):
         return BoardQuery(search_id=search.id,
                           epoch=f.epoch if f.epoch is not None else self.epoch,
                           statuses=f.statuses, origins=f.origins, ids=f.ids, words=f.words,
-                          sort=self.sort, reverse=self.reverse, goal=search.goal)
+                          confirmations=f.confirmations, sort=self.sort, reverse=self.reverse, goal=search.goal)
 
     def open_search(self) -> None:
         ref = self.console.search_ref

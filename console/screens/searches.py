@@ -180,12 +180,22 @@ def _cells(summary: SearchSummary) -> list[Text | str]:
     alive = engine_alive(s)
     engine = (Text(f"pid {s.engine_pid} · {fmt.age(s.engine_heartbeat)}", style="green")
               if alive else Text("—", style="dim"))
-    best_style = fmt.score_style(summary.best, s.baseline, s.goal)
+    # With confirmation on, the best is the best confirmed idea; while none is, the leader
+    # is shown in brackets with its mark (○: unconfirmed).
+    shown = summary.best_idea or summary.leading
+    if shown is None:
+        best = Text(fmt.score(None), style="dim")
+    else:
+        text = fmt.ranked_score(shown)
+        best = Text(text if shown is summary.best_idea else f"({text})",
+                    style=fmt.verdict_style(shown.score, s.baseline, s.goal,
+                                            shown.confirmation))
+    best_style = fmt.verdict_style(shown.score if shown else None, s.baseline, s.goal,
+                                   shown.confirmation if shown else None)
     return [Text(s.name, style="bold"), f"{s.env_name}/{s.profile}", status,
             "" if s.status == "imported" else s.phase,
             "" if s.status == "imported" else f"{s.epoch} (0–{s.epochs - 1})",
-            Text(fmt.score(summary.best), style=best_style),
-            Text(fmt.delta(summary.best, s.baseline), style=best_style),
+            best, Text(fmt.delta(shown.score if shown else None, s.baseline), style=best_style),
             fmt.money(summary.cost_usd), f"{summary.gpu_hours:.2f}",
             f"{total}" + (f" ({summary.ideas.get('proposed', 0)} to decide)"
                           if summary.ideas.get("proposed") else ""), engine]

@@ -50,7 +50,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("ep", 4, right=True),
     Column("origin", 9),
     Column("status", 19),
-    Column("score", 10, right=True),
+    Column("score", 11, right=True),
+    Column("±se ×n", 12, right=True),
     Column("Δ", 10, right=True),
     Column("att", 4, right=True),
     Column("host", 10),
@@ -59,11 +60,12 @@ COLUMNS: tuple[Column, ...] = (
 
 #: Columns given up, in this order, when the title would get narrower than this.
 MIN_TITLE = 30
-DROPPABLE = ("host", "att", "Δ", "origin")
+DROPPABLE = ("host", "att", "Δ", "origin", "±se ×n")
 
 
 def columns_for(width: int) -> tuple[Column, ...]:
-    """The columns that fit: narrow terminals lose host, attempts, Δ, origin, in that order."""
+    """The columns that fit: narrow terminals lose host, attempts, Δ, origin and the mean's
+    error, in that order (the score keeps its confirmation mark)."""
     shown = list(COLUMNS)
     for title in DROPPABLE:
         if width - sum(c.width for c in shown) >= MIN_TITLE:
@@ -408,23 +410,28 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
             base = base + self.get_component_rich_style("idea-board--cursor")
         status = row.status + (f" {PENDING_ARROW.get(row.pending, '→' + row.pending)}"
                                if row.pending else "")
-        verdict_style = fmt.score_style(row.score, self.baseline, self.goal)
+        verdict_style = fmt.verdict_style(row.score, self.baseline, self.goal,
+                                          row.confirmation)
         title = row.title or ""
         if row.quarantine == "pending":
             title = "⚠ quarantined · " + title
         if row.edited_from:
             title = f"✎#{row.edited_from} " + title
+        if row.twin_of:  # a near duplicate of an earlier idea (the detail links to it)
+            title = f"{fmt.TWIN_MARK}#{row.twin_of} " + title
         if row.flags:  # the detail screen lists them
             title = f"{fmt.FLAG_MARK} " + title
         # A score the training process measured itself: shown, but marked as unverified (in
         # a cell of its own, so that the decimal points stay aligned).
-        score = fmt.score(row.score) + (fmt.UNVERIFIED_MARK if row.verified == UNVERIFIED
-                                        else " ")
+        # Then whether repeats upheld it (✓ ○ ✗, or a blank), and in the next column the
+        # error of the mean and the number of runs (a mean of several runs only).
+        score = (fmt.score(row.score) + (fmt.UNVERIFIED_MARK if row.verified == UNVERIFIED
+                                         else " ") + (fmt.mark(row.confirmation) or " "))
         texts = ["●" if is_marked else "", str(row.id), str(row.epoch), row.origin, status,
-                 score, fmt.delta(row.score, self.baseline),
+                 score, fmt.spread(row.score_se, row.runs), fmt.delta(row.score, self.baseline),
                  str(row.attempts) if row.attempts else "", row.host or "", title]
         looks = ["bold yellow", "", "dim", "", fmt.STATUS_STYLE.get(row.status, ""),
-                 verdict_style, verdict_style, "dim", "dim", ""]
+                 verdict_style, "dim", verdict_style, "dim", "dim", ""]
         titles = [c.title for c in COLUMNS]
         cells = dict(zip(titles, texts, strict=True))
         styles = {t: base + Style.parse(look) if look else base

@@ -2,7 +2,8 @@
 
 Three views share it: the forest (founders of a search, best first, a page at a time, each
 opening onto its descendants), an idea's ancestry (children in the tree are its parents) and
-an idea's descendants. Scores are coloured against the baseline.
+an idea's descendants. Scores are coloured against the baseline; a mean of several runs shows
+its standard error and run count, and a confirmation mark (✓ confirmed, ○ unconfirmed, ✗ refuted).
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ class LineageTree(Tree[NodeData]):
     def label_for(self, b: IdeaBrief, relation: str = "") -> Text:
         t = Text()
         t.append(f"#{b.id} ", style="bold")
-        t.append(f"[{fmt.score(b.score)}] ", style=fmt.score_style(b.score, self.baseline,
-                                                                    self.goal))
+        # The mean ± its error over several runs, and whether repeats upheld it (✓ ○ ✗).
+        shown = " ".join(p for p in (fmt.mean_se(b.score, b.score_se, b.runs),
+                                     fmt.mark(b.confirmation)) if p)
+        t.append(f"[{shown}] ", style=fmt.verdict_style(b.score, self.baseline, self.goal,
+                                                        b.confirmation))
         if b.quarantine == "pending":
             t.append("⚠ ", style="magenta")
         t.append(fmt.clip(b.title, 70))

@@ -66,13 +66,8 @@ class SearchHeader(Static):
             t.append(f" · {epoch_label(s)} · {s.phase}")
         t.append(f" · {s.env_name}/{s.profile} · model {s.model}", style="dim")
         t.append("\n")
-        t.append(f"best {s.metric_name} ")
-        t.append(fmt.score(self.summary.best),
-                 style=fmt.score_style(self.summary.best, s.baseline, s.goal))
-        if s.baseline is not None:
-            d = fmt.delta(self.summary.best, s.baseline)
-            t.append(f" ({d + ' ' if d else ''}vs baseline {fmt.score(s.baseline)}, {s.goal})",
-                     style="dim")
+        for text, style in fmt.best_parts(self.summary):
+            t.append(text, style=style)
         t.append(f" · {fmt.money(self.summary.cost_usd)} · {self.summary.gpu_hours:.2f} GPU h")
         counts = self.summary.ideas
         if counts:

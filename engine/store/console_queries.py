@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select, text
@@ -73,14 +73,37 @@ def close_reader(store: Store) -> None:
 
 
 @dataclass(frozen=True)
+class Ranked:
+    """An idea in the running for "best": its mean score over `runs` scored runs, the mean's
+    standard error (None under two runs) and its confirmation (None, or a verdict)."""
+
+    id: int
+    score: float
+    score_se: float | None
+    runs: int
+    confirmation: str | None
+
+
+@dataclass(frozen=True)
 class SearchSummary:
     search: SearchView
+    # The best score the search may call best: with confirmation on (search.confirm != "off")
+    # only a confirmed idea's; None while none is confirmed.
     best: float | None
     cost_usd: float
     gpu_hours: float
     ideas: dict[str, int]
     active_jobs: int
     pending_decisions: int
+    best_idea: Ranked | None = None  # the idea `best` is the score of
+    # With confirmation on: the idea that scores better than `best_idea` (or is first while none
+    # is confirmed) but is not confirmed yet (unconfirmed, or not a candidate); never a
+    # refuted one. None when the best is also the leader, or with confirmation off.
+    leading: Ranked | None = None
+
+    @property
+    def confirming(self) -> bool:
+        return self.search.confirm != "off"
 
 
 @dataclass(frozen=True)
@@ -93,7 +116,10 @@ class IdeaBrief:
     title: str
     quarantine: str | None
     children: int = 0
-    kind: str = ""  # the lineage link that led here (exploit | edit | combine), when known
+    kind: str = ""  # the lineage link that led here (exploit | edit | combine | twin), if known
+    runs: int = 0  # scored runs; `score` is their mean
+    score_se: float | None = None
+    confirmation: str | None = None  # None | unconfirmed | confirmed | refuted
 
 
 @dataclass(frozen=True)
@@ -108,6 +134,11 @@ class IdeaDetail:
     metric_names: tuple[str, ...] = ()
     verification: Verification = verification.UNKNOWN
     gpu_hours: float = 0.0  # of all its jobs, running ones up to now
+    # Near duplicates (issue 13): the earlier idea this one nearly repeats, and the later
+    # ideas that nearly repeat this one; kind "twin".
+    twin: IdeaBrief | None = None
+    twins: tuple[IdeaBrief, ...] = ()
+    baseline: IdeaBrief | None = None  # the search's baseline idea: its mean, error and runs
 
 
 @dataclass(frozen=True)
@@ -158,11 +189,7 @@ def search_summaries(store: Store, search_id: int | None = None, now: float | No
         if not searches:
             return []
         only = [sv.id for sv in searches]
-        usable = and_(Idea.status == "scored", Idea.origin != "baseline",
-                      or_(col(Idea.quarantine).is_(None), Idea.quarantine == "accepted"))
-        extremes = {sid: (lo, hi) for sid, lo, hi in s.exec(
-            select(Idea.search_id, func.min(Idea.score), func.max(Idea.score))
-            .where(usable, col(Idea.search_id).in_(only)).group_by(Idea.search_id)).all()}
+        tops = _tops(s, searches)
         costs = dict(s.exec(select(LlmCall.search_id, func.sum(LlmCall.cost_usd))
                             .where(col(LlmCall.search_id).in_(only))
                             .group_by(LlmCall.search_id)).all())
@@ -184,14 +211,55 @@ def search_summaries(store: Store, search_id: int | None = None, now: float | No
                               .group_by(Decision.search_id)).all())
     out = []
     for sv in searches:
-        lo, hi = extremes.get(sv.id, (None, None))
+        best, leading = _best_and_leading(sv, tops.get(sv.id, {}))
         out.append(SearchSummary(
-            search=sv, best=lo if sv.goal == "minimize" else hi,
+            search=sv, best=best.score if best else None, best_idea=best, leading=leading,
             cost_usd=float(costs.get(sv.id) or 0.0),
             gpu_hours=float(hours.get(sv.id) or 0.0) / 3600, ideas=counts.get(sv.id, {}),
             active_jobs=int(active.get(sv.id) or 0),
             pending_decisions=int(pending.get(sv.id) or 0)))
     return out
+
+
+def _tops(s: Session, searches: Sequence[SearchView]) -> dict[int, dict[str | None, Ranked]]:
+    """Per search and per confirmation (None, unconfirmed, confirmed, refuted): the idea with
+    the best score for the search's goal among those that may rank (scored, not the baseline,
+    no quarantine pending). Two grouped queries, however many searches."""
+    usable = and_(Idea.status == "scored", Idea.origin != "baseline",
+                  col(Idea.score).is_not(None),
+                  or_(col(Idea.quarantine).is_(None), Idea.quarantine == "accepted"))
+    out: dict[int, dict[str | None, Ranked]] = {}
+    for lowest in (True, False):
+        ids = [sv.id for sv in searches if (sv.goal == "minimize") == lowest]
+        if not ids:
+            continue
+        # SQLite returns the bare columns from the row holding the one min() (max()).
+        extreme = func.min(Idea.score) if lowest else func.max(Idea.score)
+        for sid, status, score, idea_id, se, runs in s.exec(
+                select(Idea.search_id, Idea.confirmation, extreme, Idea.id, Idea.score_se,
+                       Idea.runs).where(usable, col(Idea.search_id).in_(ids))
+                .group_by(Idea.search_id, Idea.confirmation)).all():
+            out.setdefault(sid, {})[status] = Ranked(int(idea_id), float(score), se,
+                                                     int(runs or 0), status)
+    return out
+
+
+def _best_and_leading(sv: SearchView, tops: dict[str | None, Ranked]
+                      ) -> tuple[Ranked | None, Ranked | None]:
+    """(the best, an unconfirmed leader ahead of it): module docstring of SearchSummary."""
+    def first(candidates: Iterable[Ranked | None]) -> Ranked | None:
+        found = [c for c in candidates if c is not None]
+        if not found:
+            return None
+        return (min if sv.goal == "minimize" else max)(found, key=lambda r: r.score)
+
+    if sv.confirm == "off":
+        return first(tops.values()), None
+    best = tops.get("confirmed")
+    leading = first((tops.get("unconfirmed"), tops.get(None)))
+    if leading is not None and best is not None and first((best, leading)) is best:
+        leading = None  # the confirmed best leads: nothing to warn about
+    return best, leading
 
 
 def _gpu_seconds(now: float) -> Any:
@@ -271,6 +339,8 @@ def _board_filter(q: BoardQuery) -> list[Any]:
         conds.append(col(Idea.origin).in_(q.origins))
     if q.ids:
         conds.append(col(Idea.id).in_(q.ids))
+    if q.confirmations:
+        conds.append(col(Idea.confirmation).in_(q.confirmations))
     for word in q.words:
         pattern = f"%{word}%"
         conds.append(or_(col(Idea.title).ilike(pattern), col(Idea.text).ilike(pattern)))
@@ -303,7 +373,8 @@ def board_page(store: Store, q: BoardQuery, offset: int, limit: int) -> BoardPag
         total = s.exec(select(func.count()).select_from(Idea).where(*conds)).one()[0]
         offset = max(0, min(offset, max(0, total - 1)))
         rows = s.exec(select(Idea.id, Idea.epoch, Idea.origin, Idea.status, Idea.score,
-                             Idea.title, Idea.quarantine, Idea.edited_from)
+                             Idea.title, Idea.quarantine, Idea.edited_from, Idea.runs,
+                             Idea.score_se, Idea.confirmation, Idea.twin_of)
                       .where(*conds).order_by(*_board_order(q)).offset(offset).limit(limit)
                       ).all()
         ids = [r[0] for r in rows]
@@ -332,7 +403,8 @@ def board_page(store: Store, q: BoardQuery, offset: int, limit: int) -> BoardPag
                  quarantine=r[6], edited_from=r[7], attempts=int(attempts.get(r[0], 0)),
                  host=hosts.get(r[0]), pending=pending.get(r[0]),
                  verified=checked.get(r[0], unknown).label,
-                 flags=checked.get(r[0], unknown).flags) for r in rows))
+                 flags=checked.get(r[0], unknown).flags, runs=int(r[8] or 0), score_se=r[9],
+                 confirmation=r[10], twin_of=r[11]) for r in rows))
 
 
 def board_position(store: Store, q: BoardQuery, idea_id: int) -> int | None:
@@ -365,7 +437,8 @@ def statuses_of(store: Store, ids: Sequence[int]) -> dict[int, str]:
 def _briefs(s: Session, where: Any, order: Sequence[Any] = (), offset: int = 0,
             limit: int | None = None, kinds: dict[int, str] | None = None) -> list[IdeaBrief]:
     q = (select(Idea.id, Idea.epoch, Idea.origin, Idea.status, Idea.score, Idea.title,
-                Idea.quarantine).where(where).order_by(*order, Idea.id))
+                Idea.quarantine, Idea.runs, Idea.score_se, Idea.confirmation)
+         .where(where).order_by(*order, Idea.id))
     if offset:
         q = q.offset(offset)
     if limit is not None:
@@ -380,7 +453,8 @@ def _briefs(s: Session, where: Any, order: Sequence[Any] = (), offset: int = 0,
     kinds = kinds or {}
     return [IdeaBrief(id=r[0], epoch=r[1], origin=r[2], status=r[3], score=r[4], title=r[5],
                       quarantine=r[6], children=int(children.get(r[0], 0)),
-                      kind=kinds.get(r[0], "")) for r in rows]
+                      kind=kinds.get(r[0], ""), runs=int(r[7] or 0), score_se=r[8],
+                      confirmation=r[9]) for r in rows]
 
 
 def idea_briefs(store: Store, ids: Iterable[int]) -> list[IdeaBrief]:
@@ -452,10 +526,21 @@ def idea_detail(store: Store, idea_id: int) -> IdeaDetail | None:
                              .where(Job.idea_id == idea_id)).scalar() if jobs else None
         view = IdeaView.of(row, parents=tuple(sorted(parent_links)), attempts=len(attempts))
         original_view = (IdeaView.of(original, parents=(), attempts=0) if original else None)
+        twin = (_briefs(s, Idea.id == row.twin_of, kinds={row.twin_of: "twin"})
+                if row.twin_of is not None else [])
+        # Twins come later than their original: only ideas after this one (no index on
+        # twin_of; the id range bounds the scan).
+        twins = _briefs(s, and_(Idea.id > idea_id, Idea.search_id == row.search_id,
+                                Idea.twin_of == idea_id), limit=50)
+        base = _briefs(s, and_(Idea.search_id == row.search_id, Idea.origin == "baseline"),
+                       limit=1) if row.origin != "baseline" else []
     return IdeaDetail(idea=view, parents=tuple(parents), children=tuple(children),
                       edited_from=original_view, attempts=tuple(attempts), jobs=tuple(jobs),
                       pending=pending, metric_names=names, verification=checked,
-                      gpu_hours=float(gpu_seconds or 0.0) / 3600)
+                      gpu_hours=float(gpu_seconds or 0.0) / 3600,
+                      twin=twin[0] if twin else None,
+                      twins=tuple(replace(b, kind="twin") for b in twins),
+                      baseline=base[0] if base else None)
 
 
 def verifications(store: Store, ids: Iterable[int] = (), search_id: int | None = None

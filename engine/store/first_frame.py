@@ -36,6 +36,7 @@ class BoardQuery:
     origins: tuple[str, ...] = ()
     ids: tuple[int, ...] = ()
     words: tuple[str, ...] = ()  # each must appear in the title or text (case-insensitive)
+    confirmations: tuple[str, ...] = ()  # confirmed | unconfirmed | refuted (issue 13)
     sort: str = "default"  # default | id | score | status | origin | epoch
     reverse: bool = False
     goal: str = "minimize"  # "score" sorts best first for this goal
@@ -59,6 +60,11 @@ class BoardRow:
     pending: str | None  # a decision written but not yet applied by the engine
     verified: str | None = None  # verification.VERIFIED | UNVERIFIED | OTHER_EVALUATOR | None
     flags: tuple[str, ...] = ()  # what its jobs' results ignored or found doubtful
+    # Repeats and confirmation (schema 7): `score` is the mean of `runs` scored runs.
+    runs: int = 0
+    score_se: float | None = None  # its standard error (two runs or more)
+    confirmation: str | None = None  # None | unconfirmed | confirmed | refuted
+    twin_of: int | None = None  # an earlier idea whose text this one nearly repeats
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,8 @@ def _filter(q: BoardQuery) -> tuple[str, list[object]]:
     if q.epoch is not None:
         conds.append("epoch = ?")
         params.append(q.epoch)
-    for column, values in (("status", q.statuses), ("origin", q.origins), ("id", q.ids)):
+    for column, values in (("status", q.statuses), ("origin", q.origins), ("id", q.ids),
+                           ("confirmation", q.confirmations)):
         if values:
             conds.append(f"{column} IN {_in(values)}")
             params.extend(values)
@@ -160,8 +167,9 @@ def board_page(conn: sqlite3.Connection, q: BoardQuery, offset: int, limit: int)
                          ).fetchone()[0]
     offset = max(0, min(offset, max(0, total - 1)))
     rows = conn.execute(
-        "SELECT id, epoch, origin, status, score, title, quarantine, edited_from "
-        f"FROM idea WHERE {where} ORDER BY {_order(q)} LIMIT ? OFFSET ?",
+        "SELECT id, epoch, origin, status, score, title, quarantine, edited_from, runs, "
+        f"score_se, confirmation, twin_of FROM idea WHERE {where} ORDER BY {_order(q)} "
+        "LIMIT ? OFFSET ?",
         [*params, limit, offset]).fetchall()
     ids = [r[0] for r in rows]
     attempts: dict[int, int] = {}
@@ -189,4 +197,5 @@ def board_page(conn: sqlite3.Connection, q: BoardQuery, offset: int, limit: int)
                  quarantine=r[6], edited_from=r[7], attempts=int(attempts.get(r[0], 0)),
                  host=hosts.get(r[0]), pending=pending.get(r[0]),
                  verified=checked.get(r[0], unknown).label,
-                 flags=checked.get(r[0], unknown).flags) for r in rows))
+                 flags=checked.get(r[0], unknown).flags, runs=int(r[8] or 0), score_se=r[9],
+                 confirmation=r[10], twin_of=r[11]) for r in rows))

@@ -60,5 +60,7 @@ def _cells(row: JobRow) -> list[Text | str]:
     if j.reason:
         exit_ = f"{exit_} {j.reason}".strip()
     gpus = j.gpus or ("cpu" if j.gpus_wanted == 0 else f"wants {j.gpus_wanted}")
-    return [str(j.id), f"#{j.idea_id}", Text(j.state, style=fmt.JOB_STATE_STYLE.get(j.state, "")),
+    # A repeat (issue 13) says which run of its idea it is; a retry keeps its run's number.
+    idea = f"#{j.idea_id}" + (f" run {j.run}" if j.run > 1 else "")
+    return [str(j.id), idea, Text(j.state, style=fmt.JOB_STATE_STYLE.get(j.state, "")),
             j.host, gpus, beat, runtime, exit_, row.search_name, fmt.clip(row.idea_title, 60)]

@@ -23,6 +23,7 @@ from console.app import IdeaforgeApp
 from console.screens import searches
 from console.screens.idea_detail import IdeaDetailScreen
 from console.screens.lineage import LineageScreen
+from console.widgets import jobs_table
 from console.widgets.lineage_tree import LineageTree
 from engine.store import console_queries as cq
 from engine.store import first_frame as ff
@@ -203,3 +204,10 @@ def test_the_confirmation_filter_reads_alike_in_both_readers(repeats: Built) -> 
     assert {r.id for r in want.rows} == {repeats.ideas["a"], repeats.ideas["b"]}
     assert [(r.runs, r.confirmation) for r in want.rows if r.id == repeats.ideas["a"]] == [
         (3, "confirmed")]
+
+
+def test_the_jobs_table_says_which_run_a_repeat_is(repeats: Built) -> None:
+    rows = cq.jobs_overview(repeats.store, repeats.search_id)
+    ideas = {jobs_table._cells(r)[1] for r in rows if r.job.idea_id == repeats.ideas["a"]}
+    assert ideas == {f"#{repeats.ideas['a']}", f"#{repeats.ideas['a']} run 2",
+                     f"#{repeats.ideas['a']} run 3"}

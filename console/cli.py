@@ -53,16 +53,22 @@ def _fmt(score: float | None) -> str:
 def _status_dict(store: Any, s: Any, benched: list[Any] | None = None) -> dict[str, Any]:
     from engine.store import console_queries, job_ops, ops
 
-    ideas = [i for i in ops.list_ideas(store, s.id) if i.origin != "baseline"]
-    scored = [i.score for i in ideas if i.score is not None and i.quarantine in (None, "accepted")]
-    best = (max(scored) if s.goal == "maximize" else min(scored)) if scored else None
+    from engine import standing
+
+    everything = ops.list_ideas(store, s.id)
+    rank = standing.standing(everything, s.goal, s.confirm)
+    base = next((i for i in everything if i.origin == "baseline"), None)
     jobs = job_ops.list_jobs(store, s.id)
     return {"name": s.name, "id": s.id, "environment": s.env_name, "profile": s.profile,
             "model": s.model, "status": s.status, "phase": s.phase, "epoch": s.epoch,
             "epochs": s.epochs, "auto": s.auto, "review_diffs": s.review_diffs,
             "advance_at": s.advance_at, "max_cost_usd": s.max_cost_usd,
             "max_gpu_hours": s.max_gpu_hours,
-            "best_score": best, "baseline": s.baseline,
+            "best_score": rank.best.score if rank.best else None,
+            "best": _brief(rank.best), "leading": _brief(rank.leading),
+            "confirm": s.confirm, "baseline": s.baseline,
+            "baseline_runs": base.runs if base else 0,
+            "baseline_se": base.score_se if base else None,
             "metric": s.metric_name, "goal": s.goal,
             "cost_usd": round(ops.llm_cost(store, s.id), 6),
             "llm_calls": ops.llm_call_count(store, s.id),
@@ -72,6 +78,30 @@ def _status_dict(store: Any, s: Any, benched: list[Any] | None = None) -> dict[s
             "engine_pid": s.engine_pid, "message": s.message,
             "quarantined_hosts": sorted(h.name for h in (
                 _benched_hosts(store) if benched is None else benched))}
+
+
+def _brief(i: Any) -> dict[str, Any] | None:
+    """An idea as `status --json` names its best or leading one."""
+    if i is None:
+        return None
+    return {"id": i.id, "title": i.title, "score": i.score, "score_se": i.score_se,
+            "runs": i.runs, "confirmation": i.confirmation}
+
+
+def _best_text(r: dict[str, Any]) -> str:
+    """`best val_loss 2.0470 ± 0.0081 ×3 ✓ (#3)`, or the leading idea when none is confirmed."""
+    from engine import standing
+
+    def said(b: dict[str, Any]) -> str:
+        view = argparse.Namespace(**b)
+        return f"{standing.score_text(view)} {standing.mark(view)} (#{b['id']})".replace(
+            "  ", " ")
+
+    text = f"best {r['metric']} " + (said(r["best"]) if r["best"] else
+                                      "none confirmed yet" if r["confirm"] != "off" else "-")
+    if r["leading"]:
+        text += f", leading {said(r['leading'])} {r['leading']['confirmation'] or ''}".rstrip()
+    return text
 
 
 def _benched_hosts(store: Any) -> list[Any]:
@@ -103,7 +133,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         sys.stdout.write(
             f"{r['name']}: {r['status']} · epoch {r['epoch'] + 1}/{r['epochs']} · {r['phase']} · "
             f"{'auto' if r['auto'] else 'at the gates'} · "
-            f"best {r['metric']} {_fmt(r['best_score'])} (baseline {_fmt(r['baseline'])}) · "
+            f"{_best_text(r)} (baseline {_fmt(r['baseline'])}"
+            + (f" ×{r['baseline_runs']}" if r["baseline_runs"] > 1 else "") + ") · "
             f"${r['cost_usd']:.2f}"
             + (f" of ${r['max_cost_usd']:.2f}" if r["max_cost_usd"] is not None else "")
             + f" · {r['gpu_hours']:.4f} GPU h"
@@ -138,12 +169,19 @@ def cmd_ideas(args: argparse.Namespace) -> int:
                       **_verification_dict(checked.get(i.id, verification.UNKNOWN))}
                      for i in ideas])
         return 0
-    sys.stdout.write(f"{'id':>5} {'ep':>3} {'origin':<8} {'status':<16} {'score':>8} "
+    from engine import standing
+
+    sys.stdout.write(f"{'id':>5} {'ep':>3} {'origin':<8} {'status':<16} {'score':>23}   "
                      f"{'att':>3}  title\n")
     for i in ideas:
         q = " [quarantine]" if i.quarantine == "pending" else ""
+        twin = f" [≈ #{i.twin_of}]" if i.twin_of else ""
         sys.stdout.write(f"{i.id:>5} {i.epoch:>3} {i.origin:<8} {i.status:<16} "
-                         f"{_fmt(i.score):>8} {i.attempts:>3}  {i.title[:60]}{q}\n")
+                         f"{standing.score_text(i):>23} {standing.mark(i) or ' '} "
+                         f"{i.attempts:>3}  {i.title[:60]}{q}{twin}\n")
+    if any(i.confirmation for i in ideas):
+        sys.stdout.write("score: the mean of the idea's runs ± its standard error ×runs; "
+                         "✓ confirmed by repeats, ○ unconfirmed, ✗ refuted\n")
     return 0
 
 
@@ -165,7 +203,12 @@ def cmd_show(args: argparse.Namespace) -> int:
                  **_verification_dict(checked))
         _print_json(d)
         return 0
-    out = [f"idea {i.id} · epoch {i.epoch} · {i.origin} · {i.status} · score {_fmt(i.score)}"]
+    from engine import standing
+
+    out = [f"idea {i.id} · epoch {i.epoch} · {i.origin} · {i.status} · score "
+           f"{standing.score_text(i)}" + (f" · {standing.label(i)}" if i.confirmation else "")]
+    if i.twin_of:
+        out.append(f"near duplicate of idea {i.twin_of} (`ideaforge show {i.twin_of}`)")
     if i.reason:
         out.append(f"reason: {i.reason}")
     out += [line for line, _ in fmt.verification_lines(checked)]
@@ -180,7 +223,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if i.diff:
         out += ["", i.diff]
     for j in jobs:
-        out.append(f"job {j.id}: {j.state} exit {j.exit_code} {j.reason or ''} ({j.job_dir})")
+        out.append(f"job {j.id}: run {j.run} (seed {j.seed if j.seed is not None else '-'}) "
+                   f"{j.state} exit {j.exit_code} score {_fmt(j.score)} {j.reason or ''} "
+                   f"({j.job_dir})")
     if jobs:
         out.append(f"GPU hours: {gpu_hours:.4f} (its {len(jobs)} job(s))")
     sys.stdout.write("\n".join(out) + "\n")
@@ -192,7 +237,8 @@ def _ancestry(store: Any, idea_id: int) -> dict[str, Any]:
 
     i = ops.get_idea(store, idea_id)
     return {"id": i.id, "title": i.title, "score": i.score, "status": i.status,
-            "epoch": i.epoch, "origin": i.origin,
+            "epoch": i.epoch, "origin": i.origin, "runs": i.runs, "score_se": i.score_se,
+            "confirmation": i.confirmation,
             "parents": [_ancestry(store, p) for p in i.parents]}
 
 
@@ -211,9 +257,14 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         _print_json({"ancestry": tree, "descendants": descendants})
         return 0
 
+    from engine import standing
+
     def walk(node: dict[str, Any], depth: int) -> None:
+        view = argparse.Namespace(**node)
+        mark = standing.mark(view)
         sys.stdout.write(f"{'  ' * depth}{'└─ ' if depth else ''}#{node['id']} "
-                         f"[{_fmt(node['score'])}] {node['title'][:60]}\n")
+                         f"[{standing.score_text(view)}{' ' + mark if mark else ''}] "
+                         f"{node['title'][:60]}\n")
         for p in node["parents"]:
             walk(p, depth + 1)
 
@@ -334,8 +385,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "json":
         _print_json({"search": _status_dict(store, s), "ideas": rows})
     else:
-        cols = ["id", "epoch", "origin", "status", "score", "delta", "quarantine", "parents",
-                "attempts", "title", "reason", "text"]
+        cols = ["id", "epoch", "origin", "status", "score", "score_se", "runs", "confirmation",
+                "delta", "quarantine", "parents", "twin_of", "attempts", "title", "reason",
+                "text"]
         w = csv.DictWriter(sys.stdout, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for r in rows:

@@ -109,7 +109,7 @@ def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
         raise UsageError("--ideas-per-epoch must be at least 1")
     check_options(epochs=args.epochs, advance_at=args.advance_at, max_cost=args.max_cost,
                   max_gpu_hours=args.max_gpu_hours, confirm=args.confirm)
-    baseline_runs = args.baseline_runs or profile.baseline_runs
+    baseline_runs = profile.baseline_runs if args.baseline_runs is None else args.baseline_runs
     if baseline_runs < 1:
         raise UsageError(f"--baseline-runs {baseline_runs}: must be at least 1")
     if args.model == "catalog" and not (env.root / "catalog").is_dir():
@@ -128,7 +128,12 @@ def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
         from engine.executors.hosts import load as load_hosts
 
         load_hosts(hosts)  # a bad file fails here, before anything is stored
-    config = {"cpu_slots": args.cpu_slots, "llm": llm_cfg,
+    if not 0 < args.confirm_share <= 1:
+        raise UsageError(f"--confirm-share {args.confirm_share:g}: must be in (0, 1], the most "
+                         "of the search's compute that repeats may take, e.g. 0.3")
+    dedup = _dedup_options(args)
+    config = {"cpu_slots": args.cpu_slots, "llm": llm_cfg, "confirm_share": args.confirm_share,
+              "dedup": dedup,
               "hosts": str(Path(hosts).resolve()) if hosts else None}
     search = ops.create_search(
         store, name=name, env_name=env.name, env_path=str(env.root), env_version=env.version(),
@@ -146,6 +151,29 @@ def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
 
 #: Which ideas get repeat runs unless `--confirm` says otherwise (issue 13).
 DEFAULT_CONFIRM = "top-4"
+DEFAULT_CONFIRM_SHARE = 0.3
+
+
+def _dedup_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`config_json["dedup"]` from run's flags, checked before anything is stored."""
+    from engine.dedup import dedup_config
+
+    given = {"off": True if getattr(args, "no_dedup", False) else None,
+             "threshold": getattr(args, "dedup_threshold", None),
+             "embedding_model": getattr(args, "embedding_model", None),
+             "embedding_threshold": getattr(args, "embedding_threshold", None),
+             "api_base": getattr(args, "embedding_api_base", None)}
+    options = {k: v for k, v in given.items() if v is not None}
+    for name in ("threshold", "embedding_threshold"):
+        if name in options and not 0 < options[name] <= 1:
+            flag = "--dedup-threshold" if name == "threshold" else "--embedding-threshold"
+            raise UsageError(f"{flag} {options[name]:g}: must be in (0, 1], how alike two idea "
+                             "texts must be to count as one (e.g. 0.68)")
+    try:
+        dedup_config(options)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"near-duplicate settings: {exc}") from None
+    return options
 
 
 def check_options(*, epochs: int | None = None, advance_at: float | None = None,
@@ -201,6 +229,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     args.epochs, args.ideas_per_epoch, args.max_cost, args.max_gpu_hours = 3, 6, None, None
     args.advance_at, args.review_diffs, args.max_attempts = 1.0, False, 10
     args.name, args.confirm, args.baseline_runs = None, DEFAULT_CONFIRM, None
+    args.confirm_share = DEFAULT_CONFIRM_SHARE
     if not args.auto and not (sys.stdin.isatty() and sys.stdout.isatty()):
         _log().info("no terminal for the console: running the demo with --auto")
         args.auto = True
@@ -313,15 +342,25 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def _print_leaderboard(store: Any, search_id: int, top: int = 10) -> None:
     from engine.store import ops
 
+    from engine import standing
+
     s = ops.find_search(store, search_id)
-    ideas = [i for i in ops.list_ideas(store, search_id) if i.score is not None]
-    ideas.sort(key=lambda i: i.score if s.goal == "minimize" else -i.score)  # type: ignore[operator]
+    ideas = standing.ranked([i for i in ops.list_ideas(store, search_id)
+                             if i.score is not None], s.goal)
+    if s.confirm != "off":
+        # Confirmed ideas first: only they may be called the best (issue 13).
+        ideas.sort(key=lambda i: i.confirmation != "confirmed")
+    base = next((i for i in ideas if i.origin == "baseline"), None)
     sys.stdout.write(f"\nLeaderboard — {s.name} ({s.metric_name}, {s.goal}; baseline "
-                     f"{_fmt(s.baseline)})\n")
+                     f"{standing.score_text(base) if base else _fmt(s.baseline)})\n")
     for rank, i in enumerate(ideas[:top], 1):
         delta = "" if s.baseline is None else f" ({i.score - s.baseline:+.4f})"  # type: ignore[operator]
-        sys.stdout.write(f"{rank:>3}. #{i.id:<4} {_fmt(i.score)}{delta}  ep{i.epoch} "
-                         f"{i.origin:<8} {i.title[:60]}\n")
+        said = f" {standing.mark(i)} {i.confirmation}" if i.confirmation else ""
+        sys.stdout.write(f"{rank:>3}. #{i.id:<4} {standing.score_text(i)}{delta}{said}  "
+                         f"ep{i.epoch} {i.origin:<8} {i.title[:50]}\n")
+    if s.confirm != "off":
+        sys.stdout.write("     ×n: the mean of n runs ± its standard error; ✓ confirmed by "
+                         "repeats, ○ not yet, ✗ refuted (not built on)\n")
     failed = [i for i in ops.list_ideas(store, search_id) if i.status in
               ("failed", "implement_failed")]
     if failed:
@@ -368,6 +407,19 @@ def register(add: Any) -> None:
     r.add_argument("--confirm", default=DEFAULT_CONFIRM, metavar="off|top-K|all",
                    help="repeat runs before an idea is built on: the K leading unconfirmed "
                    f"ideas (default {DEFAULT_CONFIRM}), all of them, or none (off)")
+    r.add_argument("--confirm-share", type=float, default=DEFAULT_CONFIRM_SHARE,
+                   metavar="SHARE", help="the most of the search's compute (GPU × hours, a CPU "
+                   f"job counting one) that repeats may take (default {DEFAULT_CONFIRM_SHARE})")
+    r.add_argument("--dedup-threshold", type=float, metavar="X", help="how alike (0–1) an "
+                   "idea's text must be to an earlier one to count as its near duplicate "
+                   "(default 0.68)")
+    r.add_argument("--no-dedup", action="store_true", help="do not flag near-duplicate ideas")
+    r.add_argument("--embedding-model", help="compare ideas by embeddings from this litellm "
+                   "model (e.g. openai/text-embedding-3-small) instead of by their words")
+    r.add_argument("--embedding-threshold", type=float, metavar="X",
+                   help="cosine similarity of a near duplicate by embeddings (default 0.90)")
+    r.add_argument("--embedding-api-base", help="the embedding model's server (default: "
+                   "--api-base)")
     r.add_argument("--baseline-runs", type=int, help="measure the unmodified code this many "
                    "times at the start (default: the profile's baseline_runs, else 3)")
     r.add_argument("--cpu-slots", type=int, default=None)

@@ -26,7 +26,9 @@ flipped for metrics to minimize), looked at after every run of the idea:
   wrongly stopping a real idea costs one lost parent, a false elite costs every exploit batch it
   seeds, so the two errors are not priced alike;
 - refuted when the idea has had ``max_runs`` runs and is still undecided (nothing more will be
-  spent on it, so it must not be built on).
+  spent on it, so it must not be built on);
+- refuted when its repeats have pulled its mean gain to zero or below (its one lead was luck;
+  the repeat picker spends nothing more on it).
 
 Pure functions, standard library only; the engine feeds it scores and stores its verdicts.
 """
@@ -173,6 +175,11 @@ def decide(
     if n >= policy.max_runs:
         return Decision("refuted", gain, se, lower, upper, n,
                         f"not confirmed within {policy.max_runs} runs")
+    if n >= 2 and gain <= 0:
+        # Its repeats pulled its mean to the baseline's or below: the lead it had was luck,
+        # and no repeat is spent on it any more (`pick_repeats` takes leading ideas only).
+        return Decision("refuted", gain, se, lower, upper, n,
+                        f"its mean over {n} runs no longer beats the baseline (gain {gain:.4g})")
     return Decision("unconfirmed", gain, se, lower, upper, n,
                     f"gain {gain:.4g} ± {se:.2g} undecided: run it again")
 

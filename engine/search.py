@@ -377,8 +377,8 @@ class SearchEngine(ConfirmMixin, IdeasMixin, JobsMixin):
         parent: proposed now, it would fall back to exploring, or build on nothing."""
         if self.search.confirm == "off" or not any(b.kind == "exploit" for b in pending):
             return False
-        if self._winners() or not self._repeats_in_flight():
-            return False
+        if len(self._winners()) >= 2 or not self._repeats_in_flight():
+            return False  # two parents to choose from (or cross), or nothing more will come
         self._note_waiting(f"epoch {self.search.epoch}: the exploit batch waits for repeats "
                            "to confirm a parent")
         return True
@@ -441,11 +441,17 @@ class SearchEngine(ConfirmMixin, IdeasMixin, JobsMixin):
         if not self._baseline_first:
             super()._enqueue(epoch)
 
+    def _baseline_scored(self) -> bool:
+        """Whether the baseline is known: its idea has scored (a run of it did), or the
+        profile declares it and the search measures none."""
+        idea = ops.baseline_idea(self.store, self.search_id)
+        return idea.status == "scored" if idea is not None else self.search.baseline is not None
+
     def _failed_baseline(self) -> IdeaView | None:
         """The baseline idea if it finished without a score and none is measured yet."""
         if self._baseline_known:
             return None
-        if self.search.baseline is not None:
+        if self._baseline_scored():
             self._baseline_known = not self._baseline_first
             return None
         idea = ops.baseline_idea(self.store, self.search_id)
@@ -453,7 +459,7 @@ class SearchEngine(ConfirmMixin, IdeasMixin, JobsMixin):
 
     def _check_baseline(self) -> Outcome | None:
         """Release held idea jobs once the baseline has scored; stop if it failed."""
-        if self._baseline_first and self.search.baseline is not None:
+        if self._baseline_first and self._baseline_scored():
             self._baseline_first = False
             released = job_ops.release_held_jobs(self.store, self.search_id,
                                                  "the baseline is measured")
@@ -464,10 +470,14 @@ class SearchEngine(ConfirmMixin, IdeasMixin, JobsMixin):
 
     def _stop_on_failed_baseline(self, idea: IdeaView) -> Outcome:
         s = self.search
-        jobs = job_ops.list_jobs(self.store, self.search_id, idea_id=idea.id)
-        held = job_ops.hold_queued_jobs(self.store, self.search_id, idea.id,
+        # The run that failed (the baseline's other runs may not have started).
+        jobs = [j for j in job_ops.list_jobs(self.store, self.search_id, idea_id=idea.id)
+                if j.state == "failed"]
+        held = job_ops.hold_queued_jobs(self.store, self.search_id, None,
                                         "the baseline failed; `ideaforge resume` measures it "
                                         "again first")
+        # Its other runs wait too: they would fail alike, and a resume measures it first.
+        held = [j for j in held if job_ops.get_job(self.store, j).idea_id != idea.id]
         running = [j for j in job_ops.list_jobs(self.store, self.search_id, hq.ACTIVE)
                    if j.idea_id != idea.id]
         summary = (f"the baseline (the unmodified code, idea {idea.id}) failed on profile "

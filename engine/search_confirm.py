@@ -45,12 +45,16 @@ def parse_confirm(text: str) -> tuple[str, int]:
     raise ValueError(f"--confirm {text!r}: must be {CONFIRM_HELP}")
 
 
-def policy_for(confirm: str) -> cf.ConfirmationPolicy | None:
-    """The confirmation policy of a search's `confirm` setting; None when it is off."""
-    mode, k = parse_confirm(confirm)
+def policy_for(search: SearchView) -> cf.ConfirmationPolicy | None:
+    """The confirmation policy of a search (`confirm`, and `confirm_share` in its config);
+    None when repeats are off."""
+    mode, k = parse_confirm(search.confirm)
     if mode == "off":
         return None
-    return cf.ConfirmationPolicy(mode=mode, top_k=k or cf.ConfirmationPolicy.top_k)  # type: ignore[arg-type]
+    share = search.config.get("confirm_share")
+    return cf.ConfirmationPolicy(
+        mode=mode, top_k=k or cf.ConfirmationPolicy.top_k,  # type: ignore[arg-type]
+        gpu_share=cf.ConfirmationPolicy.gpu_share if share is None else float(share))
 
 
 def seed_for(search_id: int, run: int) -> int:
@@ -105,7 +109,7 @@ class ConfirmMixin:
 
     def _judge(self, idea: IdeaView, baseline: list[float]) -> None:
         """Store the idea's confirmation: None while it has not beaten the baseline once."""
-        policy = policy_for(self.search.confirm)
+        policy = policy_for(self.search)
         if policy is None or idea.quarantine not in (None, "accepted"):
             return
         scores = self._run_scores(idea.id)
@@ -119,6 +123,7 @@ class ConfirmMixin:
             why = f"run {voided[0].run} was void: {voided[0].log_tail.strip()[-120:]}"
         elif len(scores) == 1 and decision.gain <= 0:
             status, why = None, ""  # not a candidate: it did not beat the baseline
+
         else:
             status, why = decision.status, decision.reason
         if status == idea.confirmation:
@@ -146,7 +151,7 @@ class ConfirmMixin:
             return
         self._repeats_dirty = False
         s = self.search
-        policy = policy_for(s.confirm)
+        policy = policy_for(s)
         base_id = self._baseline_id()
         if policy is None or base_id is None:
             return
@@ -162,11 +167,12 @@ class ConfirmMixin:
         for idea in ops.list_ideas(self.store, self.search_id, None, ("scored",)):
             if (idea.confirmation == "unconfirmed" and idea.id not in busy
                     and idea.quarantine in (None, "accepted")):
-                candidates.append(cf.Candidate(str(idea.id), tuple(self._run_scores(idea.id)),
-                                               self._job_hours()))
+                candidates.append(cf.Candidate(str(idea.id), tuple(self._run_scores(idea.id))))
         if not candidates:
             return
-        spent, total = self._compute_hours(jobs, s.baseline_runs)
+        per_run = self._run_hours(jobs)
+        candidates = [cf.Candidate(c.idea_id, c.scores, per_run) for c in candidates]
+        spent, total = self._compute_hours(jobs, s.baseline_runs, per_run)
         picked = cf.pick_repeats(candidates, baseline, self.env.metric.goal, policy,
                                  repeat_hours=spent, total_hours=total,
                                  prior_sigma=self.profile.noise)
@@ -184,21 +190,26 @@ class ConfirmMixin:
                 self.progress(f"job {job_id} queued: run {run} of "
                               f"{'the baseline' if key == cf.BASELINE else f'idea {idea_id}'}")
 
-    def _job_hours(self) -> float:
-        """What one run costs, in slot-hours, before it has run: its time limit."""
+    def _run_hours(self, jobs: list[JobView]) -> float:
+        """What one run costs, in slot-hours (GPUs × wall time, a CPU job counting as one
+        slot): the mean of the search's finished runs, or the time limit before any."""
+        done = [(j.finished_at - j.started_at) * max(1, j.gpus_wanted) for j in jobs
+                if j.state == "finished" and j.started_at and j.finished_at]
+        if done:
+            return sum(done) / len(done) / 3600
         seconds = self.profile.time_limit or self.profile.timeout
         return seconds * max(1, self.profile.gpus) / 3600
 
-    def _compute_hours(self, jobs: list[JobView], baseline_runs: int) -> tuple[float, float]:
-        """(repeats', everything's) slot-hours: GPUs × wall time, a CPU job counting as one
-        slot; a job not finished counts its time limit. The baseline's first `baseline_runs`
-        runs are measurement, not repeats."""
+    def _compute_hours(self, jobs: list[JobView], baseline_runs: int,
+                       per_run: float) -> tuple[float, float]:
+        """(repeats', everything's) slot-hours; a job not finished counts `per_run`. The
+        baseline's first `baseline_runs` runs are measurement, not repeats."""
         base_id = self._baseline_id()
         now = time.time()
         repeat = total = 0.0
         for j in jobs:
             if j.state in ("queued", "held", *hq.ACTIVE):
-                hours = self._job_hours()
+                hours = per_run
             elif j.started_at is not None:
                 hours = ((j.finished_at or now) - j.started_at) * max(1, j.gpus_wanted) / 3600
             else:

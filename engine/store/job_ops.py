@@ -200,9 +200,10 @@ def job_metrics(store: Store, job_id: int, name: str | None = None) -> list[Metr
 # model calls, decisions, events
 
 
-def hold_queued_jobs(store: Store, search_id: int, keep_idea: int, reason: str) -> list[int]:
-    """Queued jobs of the search, except `keep_idea`'s, → `held` (never placed) in one
-    transaction with one event; their ideas stay queued. Returns the jobs held."""
+def hold_queued_jobs(store: Store, search_id: int, keep_idea: int | None,
+                     reason: str) -> list[int]:
+    """Queued jobs of the search, except `keep_idea`'s (None: all), → `held` (never placed) in
+    one transaction with one event; their ideas stay queued. Returns the jobs held."""
     return _move_jobs(store, search_id, "queued", "held", reason, f"held: {reason}",
                       but_idea=keep_idea)
 

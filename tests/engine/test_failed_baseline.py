@@ -49,7 +49,8 @@ def test_a_failing_baseline_stops_the_search_before_any_idea_runs(toy_env: Path,
     assert status["status"] == "failed" and status["epoch"] == 0
     assert "ideaforge resume t" in status["message"]
     jobs = _jobs(workspace)
-    assert [j["state"] for j in jobs if j["origin"] == "baseline"] == ["failed"]
+    # its first run failed; its other two runs (the noise estimate) wait with the idea jobs
+    assert [j["state"] for j in jobs if j["origin"] == "baseline"] == ["failed", "held", "held"]
     ran = [j for j in jobs if j["origin"] != "baseline" and j["started_at"] is not None]
     assert not ran, f"idea jobs launched after the baseline failed: {ran}"
     # A held job can be cancelled like a queued one: the idea that crashes anyway.
@@ -68,21 +69,22 @@ def test_a_failing_baseline_stops_the_search_before_any_idea_runs(toy_env: Path,
     assert status["status"] == "finished" and status["baseline"] == 5.0
     jobs = _jobs(workspace)
     rerun = [j for j in jobs if j["origin"] == "baseline" and j["state"] == "finished"]
-    assert len(rerun) == 1
+    assert sorted(j["run"] for j in rerun)[:3] == [1, 2, 3]
     ideas_started = [j["started_at"] for j in jobs if j["origin"] != "baseline"
                      and j["started_at"] is not None]
-    assert ideas_started and min(ideas_started) >= rerun[0]["finished_at"]
-    assert status["best_score"] == 3.5
+    assert ideas_started and min(ideas_started) >= min(j["finished_at"] for j in rerun)
+    assert min(b["score"] for b in (status["best"], status["leading"]) if b) < 5.0
     assert [j["state"] for j in _jobs(workspace) if j["idea_id"] == crash] == ["cancelled"]
 
 
 def test_proposal_batches_that_fail_alike_are_reported_once(toy_env: Path,
                                                            workspace: Path) -> None:
-    # A known baseline (no baseline job), and every idea crashes: epoch 1 has no winner to
+    # A known baseline (no baseline job without repeats), and every idea crashes: epoch 1 has no winner to
     # exploit and the catalog is used up, so both of its batches fail with the same words.
     _set_smoke(toy_env, f"python -c 'import {MISSING}' && python train.py", baseline=5.0)
     proc = cli("run", str(toy_env), "--name", "t", "--epochs", "2", "--ideas-per-epoch", "4",
-               "--auto", workspace=workspace, timeout=120)
-    assert proc.returncode == 1, proc.stderr
-    assert "epoch 1 produced no ideas (the catalog has no unused ideas left)" in proc.stderr
-    assert proc.stderr.count("no unused ideas left") == 1
+               "--auto", "--confirm", "off", workspace=workspace, timeout=120)
+    # The offline catalog is finite: used up, the search ends with what it has, said once.
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch 1: the catalog has no ideas left" in proc.stderr
+    assert proc.stderr.count("no ideas left") == 1

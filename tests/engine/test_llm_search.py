@@ -57,6 +57,8 @@ def test_model_driven_search_with_gate_retries_and_steering(toy_env: Path,
         env = base_env(OPENAI_API_KEY="sk-test-not-a-real-key")
         engine = start_cli("run", str(toy_env), "--name", "t", "--model", "openai/test",
                            "--api-base", srv.url, "--epochs", "2", "--ideas-per-epoch", "3",
+                           # every winner is a parent at once (repeats: test_confirm_search)
+                           "--confirm", "off",
                            "--llm-backoff", "0.01", workspace=workspace, env=env)
         try:
             def at_gate(epoch: int) -> bool:

@@ -51,9 +51,8 @@ def _fmt(score: float | None) -> str:
 
 
 def _status_dict(store: Any, s: Any, benched: list[Any] | None = None) -> dict[str, Any]:
-    from engine.store import console_queries, job_ops, ops
-
     from engine import standing
+    from engine.store import console_queries, job_ops, ops
 
     everything = ops.list_ideas(store, s.id)
     rank = standing.standing(everything, s.goal, s.confirm)

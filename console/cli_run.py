@@ -340,9 +340,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def _print_leaderboard(store: Any, search_id: int, top: int = 10) -> None:
-    from engine.store import ops
-
     from engine import standing
+    from engine.store import ops
 
     s = ops.find_search(store, search_id)
     ideas = standing.ranked([i for i in ops.list_ideas(store, search_id)

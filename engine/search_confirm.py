@@ -18,8 +18,8 @@ import time
 from typing import TYPE_CHECKING
 
 from engine import confirmation as cf
-from engine.store import job_ops, ops
 from engine.store import hosts_queries as hq
+from engine.store import job_ops, ops
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -195,10 +195,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     children = ops.children_of(store, i.id)
     checked = console_queries.verifications(store, [i.id]).get(i.id, verification.UNKNOWN)
     gpu_hours = console_queries.idea_gpu_hours(store, [i.id])[i.id]
+    own_se = _evaluator_se(store, i, jobs)
     if args.json:
         d = _idea_dict(i)
         d.update(children=children, attempts=[a.to_dict() for a in attempts],
-                 jobs=[j.to_dict() for j in jobs], gpu_hours=round(gpu_hours, 6),
+                 jobs=[{**j.to_dict(), "evaluator_se": own_se.get(j.id)} for j in jobs],
+                 gpu_hours=round(gpu_hours, 6),
                  **_verification_dict(checked))
         _print_json(d)
         return 0
@@ -222,13 +224,30 @@ def cmd_show(args: argparse.Namespace) -> int:
     if i.diff:
         out += ["", i.diff]
     for j in jobs:
+        se = (f" ± {own_se[j.id]:.4f} (stated by its "
+              f"{'evaluation' if j.evaluator else 'run, unverified'})" if j.id in own_se else "")
         out.append(f"job {j.id}: run {j.run} (seed {j.seed if j.seed is not None else '-'}) "
-                   f"{j.state} exit {j.exit_code} score {_fmt(j.score)} {j.reason or ''} "
+                   f"{j.state} exit {j.exit_code} score {_fmt(j.score)}{se} {j.reason or ''} "
                    f"({j.job_dir})")
     if jobs:
         out.append(f"GPU hours: {gpu_hours:.4f} (its {len(jobs)} job(s))")
     sys.stdout.write("\n".join(out) + "\n")
     return 0
+
+
+def _evaluator_se(store: Any, idea: Any, jobs: list[Any]) -> dict[int, float]:
+    """Per scored job, the standard error its evaluator stated for the score (a
+    `<metric>_se` line, environments/CONTRACT.md), when it stated one."""
+    from engine.store import job_ops, ops
+
+    name = ops.find_search(store, idea.search_id).metric_name + "_se"
+    out = {}
+    for j in jobs:
+        if j.score is not None:
+            points = job_ops.job_metrics(store, j.id, name)
+            if points:
+                out[j.id] = points[-1].value
+    return out
 
 
 def _ancestry(store: Any, idea_id: int) -> dict[str, Any]:

@@ -34,6 +34,10 @@ def test_a_lucky_idea_is_refuted_and_a_real_one_confirmed(workspace: Path) -> No
     assert lucky["confirmation"] == "refuted" and lucky["score"] < first["lucky"]
     assert real["confirmation"] == "confirmed" and real["runs"] >= 2
     assert real["score"] > base["score"] and real["score_se"] > 0
+    # a standard error the run states of its own score is shown with each run's score
+    shown = cli("show", str(real["id"]), workspace=workspace, check=True).stdout
+    assert "± 0.0500 (stated by its run, unverified)" in shown
+    assert all(j["evaluator_se"] == 0.05 for j in jobs["real"])
     # Only the confirmed idea is the best, in status and in the listing.
     status = json.loads(cli("status", "n", "--json", workspace=workspace, check=True).stdout)
     assert status["best"]["id"] == real["id"] and status["best_score"] == real["score"]

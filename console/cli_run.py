@@ -128,6 +128,8 @@ def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
         from engine.executors.hosts import load as load_hosts
 
         load_hosts(hosts)  # a bad file fails here, before anything is stored
+    if args.fix_attempts < 0:
+        raise UsageError(f"--fix-attempts {args.fix_attempts}: must be 0 (no repairs) or more")
     if not 0 < args.confirm_share <= 1:
         raise UsageError(f"--confirm-share {args.confirm_share:g}: must be in (0, 1], the most "
                          "of the search's compute that repeats may take, e.g. 0.3")
@@ -142,6 +144,7 @@ def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
         auto=args.auto, review_diffs=args.review_diffs, advance_at=args.advance_at,
         max_cost_usd=args.max_cost, max_gpu_hours=args.max_gpu_hours,
         max_attempts=args.max_attempts, confirm=args.confirm.strip().lower(),
+        fix_attempts=args.fix_attempts,
         baseline_runs=baseline_runs if args.confirm.strip().lower() != "off" else 1,
         metric_name=env.metric.name, goal=env.metric.goal,
         baseline=env.baseline_for(profile.name), config_json=json.dumps(config),
@@ -229,7 +232,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     args.epochs, args.ideas_per_epoch, args.max_cost, args.max_gpu_hours = 3, 6, None, None
     args.advance_at, args.review_diffs, args.max_attempts = 1.0, False, 10
     args.name, args.confirm, args.baseline_runs = None, DEFAULT_CONFIRM, None
-    args.confirm_share = DEFAULT_CONFIRM_SHARE
+    args.confirm_share, args.fix_attempts = DEFAULT_CONFIRM_SHARE, 0  # the catalog: no coder
     if not args.auto and not (sys.stdin.isatty() and sys.stdout.isatty()):
         _log().info("no terminal for the console: running the demo with --auto")
         args.auto = True
@@ -279,11 +282,14 @@ def _resume_options(args: argparse.Namespace, store: Any, search: Any) -> dict[s
     given = {"auto": args.auto, "review_diffs": args.review_diffs,
              "advance_at": args.advance_at, "max_cost_usd": args.max_cost,
              "max_gpu_hours": args.max_gpu_hours, "epochs": args.epochs,
-             "confirm": args.confirm and args.confirm.strip().lower()}
+             "confirm": args.confirm and args.confirm.strip().lower(),
+             "fix_attempts": args.fix_attempts}
     options = {k: v for k, v in given.items() if v is not None}
     check_options(epochs=args.epochs, advance_at=args.advance_at, max_cost=args.max_cost,
                   max_gpu_hours=args.max_gpu_hours, confirm=args.confirm)
     name = search.name
+    if args.fix_attempts is not None and args.fix_attempts < 0:
+        raise UsageError(f"--fix-attempts {args.fix_attempts}: must be 0 (no repairs) or more")
     if args.epochs is not None and args.epochs < search.epoch + 1:
         raise UsageError(f"--epochs {args.epochs}: search {name!r} is already in epoch "
                          f"{search.epoch + 1}; give {search.epoch + 1} or more")
@@ -406,6 +412,9 @@ def register(add: Any) -> None:
     r.add_argument("--confirm", default=DEFAULT_CONFIRM, metavar="off|top-K|all",
                    help="repeat runs before an idea is built on: the K leading unconfirmed "
                    f"ideas (default {DEFAULT_CONFIRM}), all of them, or none (off)")
+    r.add_argument("--fix-attempts", type=int, default=2, metavar="N",
+                   help="how often the coder may repair an idea whose patched code crashed, "
+                   "shown its traceback (default 2; 0: never)")
     r.add_argument("--confirm-share", type=float, default=DEFAULT_CONFIRM_SHARE,
                    metavar="SHARE", help="the most of the search's compute (GPU × hours, a CPU "
                    f"job counting one) that repeats may take (default {DEFAULT_CONFIRM_SHARE})")
@@ -445,6 +454,8 @@ def register(add: Any) -> None:
     x.add_argument("--epochs", type=int, help="the number of epochs in all (more extends "
                    "the search, a finished one too)")
     x.add_argument("--confirm", metavar="off|top-K|all", help="which ideas get repeat runs "
+                   "from now on")
+    x.add_argument("--fix-attempts", type=int, metavar="N", help="crash repairs per idea "
                    "from now on")
 
     x = add("stop", cmd_stop, "stop a search (running jobs keep running unless --cancel-jobs)")

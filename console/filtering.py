@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 STATUSES = ("proposed", "approved", "rejected", "implementing", "implement_failed",
-            "implemented", "diff_review", "queued", "running", "scored", "failed", "skipped",
-            "superseded")
+            "implemented", "diff_review", "checking", "repairing", "queued", "running", "scored",
+            "failed", "skipped", "superseded")
 ORIGINS = ("baseline", "seed", "exploit", "explore", "human", "catalog")
 CONFIRMATIONS = ("confirmed", "unconfirmed", "refuted")
 

@@ -26,6 +26,8 @@ STATUS_STYLE: dict[str, str] = {
     "implement_failed": "red",
     "implemented": "cyan",
     "diff_review": "bold yellow",
+    "checking": "blue",  # its pre-flight check runs
+    "repairing": "magenta",  # back with its coder after a crash
     "queued": "blue",
     "running": "bold blue",
     "scored": "green",

@@ -122,6 +122,7 @@ class Environment:
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     ship: tuple[str, ...] = ()  # globs of files shipped although they look like credentials
     evaluation: Evaluation | None = None  # None: a legacy environment, results unverified
+    preflight: str | None = None  # the cheap profile a patch is checked on before a GPU job
     protected_regions: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     # -- files ---------------------------------------------------------------------------
@@ -411,10 +412,17 @@ def _validate(root: Path, toml_path: Path, data: dict[str, Any]) -> Environment:
             if problem:
                 raise fail(f"protected_regions.{rel}", problem)
         protected_regions[rel] = tuple(names)
+    preflight = want(data, "preflight", str, "", None)
+    if preflight is not None and preflight not in profiles:
+        raise fail("preflight", f"names no profile of this environment ({preflight!r}); give "
+                   f"one of: {', '.join(sorted(profiles))}, e.g. the CPU smoke profile")
+    if preflight is not None and profiles[preflight].gpus:
+        raise fail("preflight", f"profile {preflight!r} wants {profiles[preflight].gpus} GPUs: "
+                   "a pre-flight check must run without one (CPU, seconds)")
     env = Environment(
         root=root, name=name, description=description, metric=metric, context=context,
         protected=protected, protected_lines=protected_lines, rules=rules, profiles=profiles,
-        raw=data, ship=ship, protected_regions=protected_regions,
+        raw=data, ship=ship, protected_regions=protected_regions, preflight=preflight,
     )
     if "evaluate" not in data:
         return env

@@ -219,8 +219,10 @@ def explore_prompt(env: Environment, n: int, population: Sequence[ScoredIdea],
 
 def implement_prompt(env: Environment, idea_text: str,
                      previous_attempts: Sequence[tuple[str, str]] = (), *,
-                     budget_chars: int = 3 * _ATTEMPT_CHARS) -> list[dict[str, str]]:
-    """Ask the coder for one diff that implements `idea_text` (with earlier failures to fix)."""
+                     budget_chars: int = 3 * _ATTEMPT_CHARS,
+                     crash: tuple[str, str] | None = None) -> list[dict[str, str]]:
+    """Ask the coder for one diff that implements `idea_text` (with earlier failures to fix).
+    `crash`: (the diff that ran, the end of its log) when that diff crashed: a repair."""
     first = env.context[0] if env.context else "train.py"
     parts = [
         f"# Codebase: {env.name}",
@@ -230,6 +232,8 @@ def implement_prompt(env: Environment, idea_text: str,
         f"# Metric\n{_metric_line(env)}",
         f"# Idea to implement\n{idea_text.strip()}",
     ]
+    if crash is not None:
+        parts.append(_crash_section(*crash))
     if previous_attempts:
         parts.append(_attempts_section(previous_attempts, budget_chars))
     parts.append(
@@ -349,6 +353,20 @@ def _steering_section(steering: Sequence[str]) -> str:
     more = f"\n({omitted} earlier rejections omitted)" if omitted else ""
     return ("# The researcher's feedback\nThe researcher rejected these ideas (idea: reason):\n"
             f"{body}{more}\nAvoid ideas similar to these and respect the reasons given.")
+
+
+#: How much of a crashed job's log a repair prompt quotes (its end: the traceback).
+CRASH_LOG_CHARS = 6000
+
+
+def _crash_section(diff: str, log_tail: str) -> str:
+    """The change that crashed and how: what a repair prompt adds."""
+    tail = log_tail.strip()[-CRASH_LOG_CHARS:] or "(the run printed nothing)"
+    return ("# Your change crashed\nThis change implemented the idea, and the patched code "
+            f"crashed when it ran:\n\n```diff\n{diff.strip()}\n```\n\nThe end of its output:"
+            f"\n\n```\n{tail}\n```\n\nFind the cause and answer with the complete corrected "
+            "change against the original code above (not a change on top of this one). Keep "
+            "the idea; fix only what makes it crash.")
 
 
 def _attempts_section(attempts: Sequence[tuple[str, str]], budget_chars: int) -> str:

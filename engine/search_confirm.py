@@ -101,7 +101,9 @@ class ConfirmMixin:
         if idea_id is None:
             return []
         jobs = job_ops.list_jobs(self.store, self.search_id, ("finished",), idea_id=idea_id)
-        return [j.score for j in sorted(jobs, key=lambda j: j.run) if j.score is not None]
+        # A pre-flight check's score is never a run's: it ran another, cheaper profile.
+        return [j.score for j in sorted(jobs, key=lambda j: j.run)
+                if j.score is not None and j.kind == "run"]
 
     def _baseline_id(self) -> int | None:
         idea = ops.baseline_idea(self.store, self.search_id)

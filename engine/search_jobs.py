@@ -18,7 +18,7 @@ from engine import scheduler
 from engine.environments import load as load_environment
 from engine.executors.base import LOG_TAIL_BYTES, JobStatus, LaunchSpec, job_time_limit
 from engine.executors.fleet import Fleet, HostView, JobReport, WatchItem, as_fleet
-from engine.metrics import Evaluation, judge, reported_score
+from engine.metrics import Evaluation, Verdict, judge, reported_score
 from engine.outcome import EXIT_ERROR
 from engine.scheduler import HostSlots, RunningJob, Waiting
 from engine.search_confirm import seed_for
@@ -47,12 +47,31 @@ class JobsMixin:
     executor: Executor
     progress: Callable[[str], None]
     _settle_runs: Callable[[int], None]
+    _after_job: Callable[[JobView, Verdict], None]
 
     def _enqueue(self, epoch: int) -> None:
-        for idea in ops.list_ideas(self.store, self.search_id, epoch, ("implemented",)):
+        """Queue every implemented idea (of any epoch up to this one: a repaired idea of an
+        earlier epoch too): its pre-flight check first when the environment names one."""
+        check = self._preflight_profile()
+        for idea in ops.list_ideas(self.store, self.search_id, None, ("implemented",)):
+            if idea.epoch > epoch:
+                continue
+            if check is not None and idea.origin != "baseline":
+                job_ops.enqueue_preflight(self.store, idea.id, profile=check.name,
+                                          seed=seed_for(self.search_id, 1),
+                                          executor=self.executor.name)
+                continue
             job_ops.enqueue_job(self.store, idea.id, profile=self.profile.name,
                                 gpus_wanted=self.profile.gpus, executor=self.executor.name,
                                 seed=seed_for(self.search_id, 1))
+
+    def _preflight_profile(self) -> Profile | None:
+        """The environment's pre-flight profile, unless the search runs that profile itself
+        (a smoke search: its job is as cheap as a check)."""
+        name = self.env.preflight
+        if name is None or name == self.profile.name:
+            return None
+        return self.env.profile(name)
 
     def _jobs_fleet(self) -> Fleet:
         """The executor as the job methods see it: one or many hosts, watched in batches."""
@@ -137,7 +156,8 @@ class JobsMixin:
         idea = ops.get_idea(self.store, job.idea_id)
         gpus = _gpu_list(job.gpus)
         spec = LaunchSpec(job_id=job.id, search_id=self.search_id, idea_id=idea.id,
-                          env=self.env, profile=self.profile, diff=idea.diff, gpus=gpus,
+                          env=self.env, profile=self.env.profile(job.profile), diff=idea.diff,
+                          gpus=gpus,
                           workspace_id=self.store.workspace_id(), queued_at=job.queued_at,
                           secret=self.store.job_secret(job.id, job.queued_at),
                           eval_seed=self.store.eval_seed(self.search_id), seed=job.seed)
@@ -299,6 +319,7 @@ class JobsMixin:
         if job.host != "local":
             hq.record_host_success(self.store, job.host)
         if job.search_id == self.search_id:
+            self._after_job(job, verdict)  # a pre-flight's verdict, a crash to repair
             self._settle_runs(idea.id)  # the idea's mean, error and confirmation
         elif idea.origin == "baseline" and verdict.score is not None and job.run == 1:
             ops.update_search(self.store, job.search_id, baseline=verdict.score,
@@ -318,6 +339,9 @@ class JobsMixin:
                            f"{reason[:300]}")
         self.progress(f"job {job.id} failed on {job.host}: {reason[:120]}; " +
                       (f"retrying as job {new}" if new else "no attempts left"))
+        if new is None and job.kind == "preflight":
+            ops.transition_idea(self.store, job.idea_id, "checking", "failed",
+                                reason=f"pre-flight check: {reason[:300]}")
 
     def _host_failure(self, host: str, reason: str) -> None:
         fleet = self._jobs_fleet()
@@ -335,7 +359,7 @@ class JobsMixin:
         """A job's time limit: its profile's timeout, plus its evaluation stage's (other
     searches' jobs included)."""
         if job.search_id == self.search_id:
-            return job_time_limit(self.env, self.profile)
+            return job_time_limit(self.env, self.env.profile(job.profile))
         env = self._env_of(job, env_path)
         try:
             return job_time_limit(env, env.profile(job.profile)) if env else \

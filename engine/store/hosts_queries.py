@@ -249,7 +249,7 @@ def retry_job(store: Store, job_id: int, *, reason: str, log_tail: str, max_atte
                   .where(Idea.id == job.idea_id, col(Idea.status).in_(["queued", "running"]))
                   .values(status="queued", updated_at=now()))
         new = Job(search_id=job.search_id, idea_id=job.idea_id, attempt=job.attempt + 1,
-                  run=job.run, seed=job.seed, profile=job.profile,
+                  run=job.run, seed=job.seed, profile=job.profile, kind=job.kind,
                   gpus_wanted=job.gpus_wanted, executor=job.executor)
         s.add(new)
         s.flush()

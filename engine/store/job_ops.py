@@ -45,15 +45,28 @@ def enqueue_run(store: Store, idea_id: int, run: int, *, seed: int | None, profi
         return _add_job(s, idea, run, seed, profile, gpus_wanted, executor, why)
 
 
+def enqueue_preflight(store: Store, idea_id: int, *, profile: str, seed: int | None,
+                      executor: str = "local") -> int | None:
+    """Idea implemented → checking, and a pre-flight job (run 0, never ranked) that runs its
+    patch on the environment's cheap profile before any GPU job, atomically."""
+    with store.session() as s:
+        idea = s.get(Idea, idea_id)
+        if idea is None or not _cas(s, Idea, idea_id, {"status": "implemented"},
+                                    {"status": "checking"}):
+            return None
+        return _add_job(s, idea, 0, seed, profile, 0, executor, "", kind="preflight")
+
+
 def _add_job(s: Session, idea: Idea, run: int, seed: int | None, profile: str,
-             gpus_wanted: int, executor: str, why: str) -> int:
+             gpus_wanted: int, executor: str, why: str, kind: str = "run") -> int:
     last = s.exec(select(func.max(Job.attempt))
                   .where(Job.idea_id == idea.id, Job.run == run)).one()
     job = Job(search_id=idea.search_id, idea_id=idea.id, attempt=int(last or 0) + 1, run=run,
-              seed=seed, profile=profile, gpus_wanted=gpus_wanted, executor=executor)
+              seed=seed, profile=profile, gpus_wanted=gpus_wanted, executor=executor, kind=kind)
     s.add(job)
     s.flush()
-    said = f"run {run} of idea {idea.id}" if run > 1 else f"idea {idea.id}"
+    said = (f"the pre-flight check of idea {idea.id} (profile {profile})" if kind == "preflight"
+            else f"run {run} of idea {idea.id}" if run > 1 else f"idea {idea.id}")
     _event(s, "job", f"job {job.id} queued for {said}" + (f" ({why})" if why else ""),
            search_id=idea.search_id, idea_id=idea.id, job_id=job.id)
     assert job.id is not None

@@ -16,6 +16,8 @@ History:
 7. repeats and confirmation: `job.run`, `job.seed`, `job.score`; `idea.runs`,
    `idea.score_se`, `idea.confirmation`, `idea.twin_of`; `search.confirm`,
    `search.baseline_runs`. Scored jobs of older searches get their idea's score and run 1.
+8. pre-flight and crash repair: `job.kind` (run | preflight), `patch_attempt.kind`
+   (implement | repair) and `patch_attempt.job_id`, `search.fix_attempts`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
-CURRENT = 7
+CURRENT = 8
 
 
 def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
@@ -80,8 +82,15 @@ def _to_7(conn: Connection) -> None:
                          "NULL")
 
 
+def _to_8(conn: Connection) -> None:
+    _add_column(conn, "job", "kind", "VARCHAR NOT NULL DEFAULT 'run'")
+    _add_column(conn, "patch_attempt", "kind", "VARCHAR NOT NULL DEFAULT 'implement'")
+    _add_column(conn, "patch_attempt", "job_id", "INTEGER")
+    _add_column(conn, "search", "fix_attempts", "INTEGER NOT NULL DEFAULT 0")
+
+
 STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4, 5: _to_5,
-                                                  6: _to_6, 7: _to_7}
+                                                  6: _to_6, 7: _to_7, 8: _to_8}
 
 
 def upgrade(engine: Engine, found: int) -> None:

@@ -40,6 +40,7 @@ class Search(SQLModel, table=True):
     max_gpu_hours: float | None = None  # no job of the search starts once this is spent
     max_attempts: int = 10
     confirm: str = "off"  # off | top-K (e.g. top-4) | all: which ideas get repeat runs
+    fix_attempts: int = 0  # crash repairs the coder may make per idea (issue 14)
     baseline_runs: int = 1  # how often the unmodified code is measured at the start
     metric_name: str
     goal: str
@@ -115,6 +116,8 @@ class PatchAttempt(SQLModel, table=True):
     outcome: str  # ok | failed
     error: str | None = None
     repairs: str = ""  # newline-separated mechanical repairs
+    kind: str = "implement"  # implement | repair (an answer to a crash: `job_id`'s log)
+    job_id: int | None = None  # repair: the crashed job whose traceback the coder was shown
     created_at: float = Field(default_factory=now)
 
 
@@ -123,6 +126,7 @@ class Job(SQLModel, table=True):
     search_id: int = Field(foreign_key="search.id", index=True)
     idea_id: int = Field(foreign_key="idea.id", index=True)
     attempt: int = 1
+    kind: str = "run"  # run | preflight (the patch checked on a cheap profile: never ranked)
     run: int = 1  # which run of the idea: 1 is the first, 2… are repeats (a retry keeps it)
     seed: int | None = None  # IDEAFORGE_SEED: the same for a retry, new for each run
     score: float | None = None  # this run's score, when it has one

@@ -315,7 +315,8 @@ def children_of(store: Store, idea_id: int) -> list[int]:
 
 def add_attempt(store: Store, idea_id: int, *, model: str, answer: str, diff: str | None,
                 outcome: str, error: str | None, repairs: Sequence[str] = (),
-                move: tuple[str, str] | None = None, reason: str | None = None) -> int:
+                move: tuple[str, str] | None = None, reason: str | None = None,
+                kind: str = "implement", job_id: int | None = None) -> int:
     """Append an attempt (never rewrites one); returns its number.
 
     `move=(from, to)` also moves the idea in the same transaction (storing the diff when the
@@ -324,7 +325,7 @@ def add_attempt(store: Store, idea_id: int, *, model: str, answer: str, diff: st
     try:
         return _add_attempt(store, idea_id, model=model, answer=answer, diff=diff,
                             outcome=outcome, error=error, repairs=repairs, move=move,
-                            reason=reason)
+                            reason=reason, kind=kind, job_id=job_id)
     except _Rollback:
         return 0
 
@@ -335,17 +336,19 @@ class _Rollback(Exception):
 
 def _add_attempt(store: Store, idea_id: int, *, model: str, answer: str, diff: str | None,
                  outcome: str, error: str | None, repairs: Sequence[str],
-                 move: tuple[str, str] | None, reason: str | None) -> int:
+                 move: tuple[str, str] | None, reason: str | None, kind: str = "implement",
+                 job_id: int | None = None) -> int:
     with store.session() as s:
         last = s.exec(select(func.max(PatchAttempt.number))
                       .where(PatchAttempt.idea_id == idea_id)).one()
         number = int(last or 0) + 1
         s.add(PatchAttempt(idea_id=idea_id, number=number, model=model, answer=answer,
                            diff=diff, outcome=outcome, error=error,
-                           repairs="\n".join(repairs)))
+                           repairs="\n".join(repairs), kind=kind, job_id=job_id))
         idea = s.get(Idea, idea_id)
+        said = f"repair of job {job_id}" if kind == "repair" else f"attempt {number}"
         _event(s, "implement",
-               f"idea {idea_id} attempt {number}: {outcome}" + (f" — {error}" if error else ""),
+               f"idea {idea_id} {said}: {outcome}" + (f" — {error}" if error else ""),
                search_id=idea.search_id if idea else None, idea_id=idea_id)
         if move is not None:
             changes: dict[str, Any] = {"status": move[1]}
@@ -461,7 +464,7 @@ def baseline_idea(store: Store, search_id: int) -> IdeaView | None:
 SEARCH_OPTIONS = {"auto": "--auto", "review_diffs": "--review-diffs",
                   "advance_at": "--advance-at", "max_cost_usd": "--max-cost",
                   "max_gpu_hours": "--max-gpu-hours", "epochs": "--epochs",
-                  "confirm": "--confirm"}
+                  "confirm": "--confirm", "fix_attempts": "--fix-attempts"}
 
 
 def change_search_options(store: Store, search_id: int, options: dict[str, Any],

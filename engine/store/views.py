@@ -54,6 +54,7 @@ class SearchView(View):
     max_gpu_hours: float | None = None
     confirm: str = "off"
     baseline_runs: int = 1
+    fix_attempts: int = 0
 
     @property
     def config(self) -> dict[str, Any]:
@@ -95,6 +96,8 @@ class AttemptView(View):
     error: str | None
     repairs: str
     created_at: float
+    kind: str = "implement"
+    job_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,7 @@ class JobView(View):
     run: int = 1
     seed: int | None = None
     score: float | None = None
+    kind: str = "run"
 
 
 @dataclass(frozen=True)

@@ -467,9 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--workspace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return sp
 
-    from console import cli_hosts, cli_run
+    from console import cli_hosts, cli_run, cli_stats
 
     cli_run.register(add)
+    cli_stats.register(add)
     x = add("status", cmd_status, "searches and their progress")
     x.add_argument("search", nargs="?")
     x.add_argument("--json", action="store_true")

@@ -1,9 +1,9 @@
 """The ideaforge console: a Textual app over a workspace database.
 
-Modes (the number keys): 0 searches, 1 the ideas board, 2 jobs and hosts, 3 lineage; details are
-pushed screens, confirmations are modal. Every read happens in a thread worker through
-`engine.store.console_queries`; every decision is a row written with `ops.add_decision` that the
-engine applies. Closing the console never stops a search.
+Modes (the number keys): 0 searches, 1 the ideas board, 2 jobs and hosts, 3 lineage, 4 execution
+statistics; details are pushed screens, confirmations are modal. Every read happens in a thread
+worker through `engine.store.console_queries`; every decision is a row written with
+`ops.add_decision` that the engine applies. Closing the console never stops a search.
 
 Entry points: `run_console()` (what `ideaforge` and `ideaforge console` call) and
 `python -m console --workspace DIR [SEARCH]`.
@@ -65,6 +65,12 @@ def _lineage() -> Screen[Any]:
     return LineageScreen()
 
 
+def _stats() -> Screen[Any]:
+    from console.screens.stats import StatsScreen
+
+    return StatsScreen()
+
+
 class IdeaforgeApp(App[int]):
     TITLE = "ideaforge"
     CSS_PATH = "app.tcss"
@@ -73,6 +79,7 @@ class IdeaforgeApp(App[int]):
         "ideas": _ideas,
         "jobs": _jobs,
         "lineage": _lineage,
+        "stats": _stats,
     }
     BINDINGS: ClassVar[list[BindingType]] = commands.bindings("app")
     COMMANDS = App.COMMANDS | {commands.RegistryCommands}

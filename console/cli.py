@@ -219,14 +219,16 @@ def cmd_show(args: argparse.Namespace) -> int:
         out.append(f"children: {', '.join(map(str, children))}")
     out += ["", i.text, ""]
     for a in attempts:
-        out.append(f"attempt {a.number} ({a.model}): {a.outcome}" +
+        what = f", a repair after job {a.job_id} crashed" if a.kind == "repair" else ""
+        out.append(f"attempt {a.number} ({a.model}{what}): {a.outcome}" +
                    (f" — {a.error}" if a.error else ""))
     if i.diff:
         out += ["", i.diff]
     for j in jobs:
         se = (f" ± {own_se[j.id]:.4f} (stated by its "
               f"{'evaluation' if j.evaluator else 'run, unverified'})" if j.id in own_se else "")
-        out.append(f"job {j.id}: run {j.run} (seed {j.seed if j.seed is not None else '-'}) "
+        run = "pre-flight check" if j.kind == "preflight" else f"run {j.run}"
+        out.append(f"job {j.id}: {run} (seed {j.seed if j.seed is not None else '-'}) "
                    f"{j.state} exit {j.exit_code} score {_fmt(j.score)}{se} {j.reason or ''} "
                    f"({j.job_dir})")
     if jobs:

@@ -71,6 +71,12 @@ class JobsMixin:
         name = self.env.preflight
         if name is None or name == self.profile.name:
             return None
+        if not getattr(self, "_cpu_slots", 1):
+            if not getattr(self, "_said_no_preflight", False):
+                self._said_no_preflight = True
+                self.progress("no host has a CPU slot (cpu_slots = 0 everywhere): patches run "
+                              "without their pre-flight check")
+            return None
         return self.env.profile(name)
 
     def _jobs_fleet(self) -> Fleet:
@@ -85,6 +91,7 @@ class JobsMixin:
         """Watch every active job (one batched read per host), then place queued jobs."""
         fleet = self._jobs_fleet()
         views = {h.name: h for h in fleet.host_views()}
+        self._cpu_slots = sum(v.cpu_slots for v in views.values())
         by_host: dict[str, list[JobView]] = {name: [] for name in views}
         for job in job_ops.list_jobs(self.store, self.search_id, hq.ACTIVE):
             by_host.setdefault(job.host, []).append(job)

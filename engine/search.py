@@ -149,6 +149,7 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
         self.executor.prepare(self.env, self.profile)
         self._warn_if_evaluator_changed(s.evaluator)
         self._remeasure_failed_baseline()
+        self._resume_checks()
         while True:
             self._apply_decisions()
             if self._stop:

@@ -71,6 +71,20 @@ class RepairMixin:
             self.progress(f"idea {idea.id} crashed on job {job.id}: back to its coder with "
                           "the traceback")
 
+    def _resume_checks(self) -> None:
+        """On start: an idea still `checking` whose pre-flight ended while no engine drove the
+        search (another search's engine settled it) gets that verdict now."""
+        from engine.metrics import Verdict
+
+        for idea in ops.list_ideas(self.store, self.search_id, None, ("checking",)):
+            jobs = [j for j in job_ops.list_jobs(self.store, self.search_id, idea_id=idea.id)
+                    if j.kind == "preflight"]
+            if jobs and jobs[-1].state in ("finished", "failed", "cancelled"):
+                last = jobs[-1]
+                self._after_preflight(last, Verdict(
+                    last.state, "scored" if last.state == "finished" else "failed", last.score,
+                    last.reason, None, last.reason or last.state), idea)
+
     def _after_preflight(self, job: JobView, verdict: Verdict, idea: IdeaView) -> None:
         if verdict.job_state == "finished":
             new = job_ops.enqueue_job(self.store, idea.id, profile=self.profile.name,

@@ -291,6 +291,12 @@ def report(results: dict, cases: list[Case]) -> None:
         ("model calls (propose / implement / repair)",
          lambda s, r: f"{r['chat_calls']} ({r['calls']['propose']} / {r['calls']['implement']}"
                       f" / {r['calls']['repair']})"),
+        ("`stats --json` total: crashed / in pre-flight / fixed / scored",
+         lambda s, r: "{crashed} / {crashed_in_preflight} / {fixed} / {scored}".format(
+             **r["stats"]["total"])),
+        ("`stats --json` total: wasted GPU-seconds / GPU-seconds",
+         lambda s, r: f"{3600 * r['stats']['total']['wasted_gpu_hours']:.1f} / "
+                      f"{3600 * r['stats']['total']['gpu_hours']:.1f}"),
         ("wall time of the search (s)", lambda s, r: f"{r['wall_s']:.0f}"),
     ]
     for label, fn in rows:

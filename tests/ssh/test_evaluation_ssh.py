@@ -33,7 +33,7 @@ def test_a_host_scores_only_through_its_evaluation_stage(lab: Lab, tmp_path: Pat
     hosts = lab.hosts_toml(sleep=0.1, job_prefix=wrap)
     ws = tmp_path / "ws"
     engine = lab.track(start_cli("run", str(env_dir), "--name", "g", "--hosts", str(hosts),
-                                 "--auto", "--epochs", "1", "--ideas-per-epoch", str(len(KEEP)),
+                                 "--auto", "--confirm", "off", "--epochs", "1", "--ideas-per-epoch", str(len(KEEP)),
                                  workspace=ws, env=base_env()))
     finish(engine, timeout=180)
     ideas = {}

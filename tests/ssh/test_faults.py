@@ -27,7 +27,7 @@ timeout = 60
 def run(lab: Lab, env_dir: Path, ws: Path, hosts: Path, name: str, profile: str, ideas: int
         ) -> subprocess.Popen[str]:
     return lab.track(start_cli("run", str(env_dir), "--name", name, "--hosts", str(hosts),
-                               "--auto", "--profile", profile, "--epochs", "1",
+                               "--auto", "--confirm", "off", "--profile", profile, "--epochs", "1",
                                "--ideas-per-epoch", str(ideas), workspace=ws, env=base_env()))
 
 

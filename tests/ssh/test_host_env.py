@@ -53,7 +53,7 @@ def make_venv(where: Path) -> Path:
 
 def run_search(lab: Lab, toy: Path, hosts: Path, ws: Path) -> tuple[list[dict], str]:
     engine = lab.track(start_cli("run", str(toy), "--name", "probe", "--hosts", str(hosts),
-                                 "--auto", "--profile", "probe", "--epochs", "1",
+                                 "--auto", "--confirm", "off", "--profile", "probe", "--epochs", "1",
                                  "--ideas-per-epoch", "1", workspace=ws, env=base_env()))
     try:
         out, _ = engine.communicate(timeout=120)

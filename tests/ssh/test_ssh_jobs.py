@@ -24,7 +24,7 @@ def run(lab: Lab, toy: Path, ws: Path, hosts: Path, name: str, profile: str, ide
         ) -> subprocess.Popen[str]:
     # The engine holds model keys; none of them may reach a host, the database or a log.
     env = base_env(OPENAI_API_KEY=SECRET, ANTHROPIC_API_KEY=SECRET, HF_TOKEN=SECRET)
-    return lab.track(start_cli("run", str(toy), "--name", name, "--hosts", str(hosts), "--auto",
+    return lab.track(start_cli("run", str(toy), "--name", name, "--hosts", str(hosts), "--auto", "--confirm", "off",
                                "--profile", profile, "--epochs", "1", "--ideas-per-epoch",
                                str(ideas), workspace=ws, env=env))
 

@@ -12,31 +12,21 @@ from typing import TYPE_CHECKING
 
 from engine.outcome import EXIT_BUDGET, EXIT_ERROR, Outcome
 from engine.search_confirm import seed_for
+from engine.search_parts import EngineParts
 from engine.store import console_queries, job_ops, ops
 from engine.store import hosts_queries as hq
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from engine.environments import Environment, Profile
-    from engine.executors.base import Executor
     from engine.executors.fleet import HostView
-    from engine.store import Store
-    from engine.store.views import IdeaView, SearchView
+    from engine.store.views import IdeaView
 
 #: How many lines of a failed baseline's log the search's last message quotes.
 BASELINE_TAIL_LINES = 12
 
 
-class BaselineMixin:
-    store: Store
-    search_id: int
-    env: Environment
-    profile: Profile
-    executor: Executor
-    progress: Callable[[str], None]
-    search: SearchView
-    _fatal: tuple[int, str] | None
+class BaselineMixin(EngineParts):
     _baseline_first: bool
     _baseline_known: bool
     _note_waiting: Callable[[str], None]

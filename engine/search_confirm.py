@@ -18,15 +18,12 @@ import time
 from typing import TYPE_CHECKING
 
 from engine import confirmation as cf
+from engine.search_parts import EngineParts
 from engine.store import hosts_queries as hq
 from engine.store import job_ops, ops
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
 
-    from engine.environments import Environment, Profile
-    from engine.executors.base import Executor
-    from engine.store import Store
     from engine.store.views import IdeaView, JobView, SearchView
 
 #: What `--confirm` accepts, for its error message.
@@ -62,14 +59,7 @@ def seed_for(search_id: int, run: int) -> int:
     return (search_id * 1_000_003 + run * 7_919) % 2_147_483_647
 
 
-class ConfirmMixin:
-    store: Store
-    search_id: int
-    env: Environment
-    profile: Profile
-    executor: Executor
-    progress: Callable[[str], None]
-    search: SearchView
+class ConfirmMixin(EngineParts):
 
     # ------------------------------------------------------------------ settling runs
     def _settle_runs(self, idea_id: int) -> None:

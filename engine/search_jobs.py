@@ -22,6 +22,7 @@ from engine.metrics import Evaluation, Verdict, judge, reported_score
 from engine.outcome import EXIT_ERROR
 from engine.scheduler import HostSlots, RunningJob, Waiting
 from engine.search_confirm import seed_for
+from engine.search_parts import EngineParts
 from engine.store import hosts_queries as hq
 from engine.store import job_ops, ops
 from engine.store.views import JobView
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from engine.environments import Environment, Profile
-    from engine.executors.base import Executor
-    from engine.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +38,7 @@ log = logging.getLogger(__name__)
 LOCAL_MAX_ATTEMPTS = 2
 
 
-class JobsMixin:
-    store: Store
-    search_id: int
-    env: Environment
-    profile: Profile
-    executor: Executor
-    progress: Callable[[str], None]
+class JobsMixin(EngineParts):
     _settle_runs: Callable[[int], None]
     _after_job: Callable[[JobView, Verdict], None]
 

@@ -24,16 +24,14 @@ from engine import ideation
 from engine.patching import prepare_patch
 from engine.protection import DiffRules
 from engine.search_confirm import seed_for
+from engine.search_parts import EngineParts
 from engine.store import job_ops, ops
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from engine.environments import Environment, Profile
-    from engine.executors.base import Executor
     from engine.metrics import Verdict
-    from engine.store import Store
-    from engine.store.views import IdeaView, JobView, SearchView
+    from engine.store.views import IdeaView, JobView
 
 #: Coder answers per repair until one gives a diff that applies.
 ANSWERS_PER_REPAIR = 3
@@ -44,17 +42,7 @@ def repairable(verdict: Verdict) -> bool:
     return verdict.job_state == "failed" and (verdict.reason or "").startswith("crashed:")
 
 
-class RepairMixin:
-    store: Store
-    search_id: int
-    env: Environment
-    profile: Profile
-    executor: Executor
-    llm: Any
-    progress: Callable[[str], None]
-    search: SearchView
-    tasks: dict[str, Any]
-    _fatal: tuple[int, str] | None
+class RepairMixin(EngineParts):
     _start: Callable[[str, Any], None]
 
     # ------------------------------------------------------------------ after a job

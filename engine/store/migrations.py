@@ -34,6 +34,8 @@ CURRENT = 8
 
 
 def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
+    if table not in inspect(conn).get_table_names():
+        return  # made whole by create_all() after the upgrade
     present = {c["name"] for c in inspect(conn).get_columns(table)}
     if column not in present:
         conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")

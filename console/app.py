@@ -387,7 +387,13 @@ def run_console(workspace: Path, search: str | None = None,
 
     `attach_engine` is called once the console is up (in a worker thread); when it returns a
     `subprocess.Popen` (see `console.launch.start_engine`), the console says when it ends.
+    Returns 2 without opening anything when there is no terminal to draw on.
     """
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # Textual without a terminal neither draws nor reads keys: it would spin for ever.
+        sys.stderr.write("the console needs a terminal; use `ideaforge status/ideas/show` "
+                         "or run it in a terminal\n")
+        return 2
     app = console_app(workspace, search, attach_engine)
     with _logs_off_the_terminal(Path(workspace)):
         result = app.run()

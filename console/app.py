@@ -115,6 +115,7 @@ class IdeaforgeApp(App[int]):
         self._last_error: tuple[str, float] = ("", 0.0)
         self.worker_errors: list[BaseException] = []  # every failure reported (tests read it)
         self.engines: list[subprocess.Popen[bytes]] = []
+        self.engine_searches: dict[int, str] = {}  # engine pid → its search's name
         self.lineage_request: int | None = None
         self.details: dict[int, tuple[object, Any, Any]] = {}  # idea id → detail fetched
         self._detail_screen: IdeaDetailScreen | None = None  # installed on the first open
@@ -177,25 +178,34 @@ class IdeaforgeApp(App[int]):
         assert self.attach_engine is not None
         started = self.attach_engine()
         if isinstance(started, subprocess.Popen):
-            self.call_from_thread(self.follow_engine, started, "the engine")
+            search = None if self._initial_search is None else str(self._initial_search)
+            self.call_from_thread(self.follow_engine, started, "the engine", search=search)
 
     def follow_engine(self, proc: subprocess.Popen[bytes], what: str,
-                      log: Path | None = None) -> None:
-        """Say how an engine this console started ends (a thread waits for it)."""
+                      log: Path | None = None, search: str | None = None) -> None:
+        """Say how an engine this console started ends (a thread waits for it). `search`:
+        its search's name, for what `run_console` says when the console closes first."""
         from console.launch import describe_exit, log_tail
 
         self.engines.append(proc)
+        if search is not None:
+            self.engine_searches[proc.pid] = search
 
         def wait() -> None:
             code = proc.wait()
             tail = log_tail(log) if code not in (0, 5) else ""
-            self.call_from_thread(
-                self.notify, f"{what} (pid {proc.pid}) {describe_exit(code)}"
-                + (f"\n{tail}" if tail else ""), markup=False,
-                severity="information" if code in (0, 5) else "error", timeout=12)
+            try:
+                self.call_from_thread(
+                    self.notify, f"{what} (pid {proc.pid}) {describe_exit(code)}"
+                    + (f"\n{tail}" if tail else ""), markup=False,
+                    severity="information" if code in (0, 5) else "error", timeout=12)
+            except RuntimeError:
+                pass  # the console has closed meanwhile
 
-        self.run_worker(wait, thread=True, exit_on_error=False, name="follow an engine",
-                        group="engines")
+        # A daemon thread, not a thread worker: a worker runs in the event loop's executor,
+        # which the interpreter joins at exit, so quitting the console would hang until the
+        # engine ends (it outlives the console on purpose).
+        threading.Thread(target=wait, name=f"follow engine {proc.pid}", daemon=True).start()
 
     def on_unmount(self) -> None:
         if self._store is not None:
@@ -335,7 +345,7 @@ class IdeaforgeApp(App[int]):
             self.call_from_thread(self.notify, f"engine started for {search.name} (pid "
                                   f"{proc.pid}); its log: {log}", timeout=8, markup=False)
             self.call_from_thread(self.follow_engine, proc, f"the engine of {search.name}",
-                                  log)
+                                  log, search.name)
 
         self.run_worker(start, thread=True, exit_on_error=False, name="resume the search")
 
@@ -397,7 +407,31 @@ def run_console(workspace: Path, search: str | None = None,
     app = console_app(workspace, search, attach_engine)
     with _logs_off_the_terminal(Path(workspace)):
         result = app.run()
+    _say_engines_go_on(app, Path(workspace))
     return int(result or 0)
+
+
+def _say_engines_go_on(app: IdeaforgeApp, workspace: Path) -> None:
+    """After the console has given the terminal back: the engines it started that still run
+    (a demo's, a resumed search's), how to come back to them and how to stop them."""
+    running = [p for p in app.engines if p.poll() is None]
+    if not running:
+        return
+    default = Path(os.environ.get("IDEAFORGE_WORKSPACE") or ".ideaforge").expanduser()
+    where = "" if default.resolve() == app.workspace else \
+        f" --workspace {shlex.quote(str(app.workspace))}"
+    for proc in running:
+        name = app.engine_searches.get(proc.pid)
+        if name is None:
+            sys.stdout.write(f"an engine started from the console goes on in the background "
+                             f"(pid {proc.pid}); see `ideaforge{where} status`\n")
+            continue
+        ref = shlex.quote(name)
+        sys.stdout.write(
+            f"search {name} goes on in the background (engine pid {proc.pid}).\n"
+            f"  come back to it:  ideaforge{where} console {ref}\n"
+            f"  stop it:          ideaforge{where} stop {ref}\n")
+    sys.stdout.flush()
 
 
 @contextmanager

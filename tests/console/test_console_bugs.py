@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.conftest import REPO
 from tests.console.builders import build
+from tests.console.test_tmux import Tmux
 
 
 def _cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -28,3 +33,56 @@ def test_console_without_a_terminal_says_so_and_exits_2(tmp_path: Path) -> None:
     assert "the console needs a terminal" in done.stderr
     assert "ideaforge status" in done.stderr
     assert done.stdout == ""
+
+
+# ---------------------------------------------------------------- bug 1: q at the demo's gate
+def test_quitting_the_demo_console_returns_and_says_the_search_goes_on(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    tmux = Tmux(tmp_path)
+    try:
+        tmux.start(f"{shlex.quote(sys.executable)} -m console.cli --workspace "
+                   f"{shlex.quote(str(ws))} demo")
+        tmux.wait_for("wait for a decision", 60)  # the gate, the catalog's ideas on the board
+        tmux.keys("q")
+        deadline = time.monotonic() + 8
+        while not (tmp_path / "exit").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        shown = tmux.screen()
+        assert (tmp_path / "exit").exists(), f"the demo never returned; the screen:\n{shown}"
+        assert (tmp_path / "exit").read_text().strip() == "exit=0"
+        assert "goes on in the background (engine pid" in shown, shown
+        pid = int(shown.split("engine pid ")[1].split(")")[0])
+        os.kill(pid, 0)  # the engine still runs: quitting the console does not stop a search
+        name = shown.split("stop it:")[1].split()[-1]
+        assert f"ideaforge --workspace {ws} console {name}" in shown
+        assert _cli("--workspace", str(ws), "stop", "--cancel-jobs", name,
+                    timeout=30).returncode == 0
+        deadline = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(pid), "the engine did not stop"
+    finally:
+        tmux.kill()
+        for pid in _engine_pids(ws):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)  # the engine this test started, should stop fail
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is not running: it waits for nobody (its parent, the demo, has exited)
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[1].startswith("Z"))
+
+
+def _engine_pids(ws: Path) -> list[int]:
+    import sqlite3
+
+    db = ws / "ideaforge.db"
+    if not db.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return [r[0] for r in conn.execute("select engine_pid from search") if r[0]]

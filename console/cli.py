@@ -33,9 +33,20 @@ def _workspace(args: argparse.Namespace) -> Path:
     return workspace_path(getattr(args, "workspace", None))
 
 
-def _store(args: argparse.Namespace, create: bool = False):
+def _store(args: argparse.Namespace, create: bool = False, read: bool = False):
+    """The workspace's store. `read`: the command only reads, so the database is opened
+    read-only (an archived, read-only copy can be browsed); a database that needs an upgrade
+    is opened writable when it can be, as before."""
     from engine.store import Store
+    from engine.store.db import NeedsUpgrade
 
+    if read:
+        try:
+            return Store(_workspace(args), read_only=True)
+        except NeedsUpgrade:
+            ws = _workspace(args).expanduser().resolve()
+            if not (os.access(ws, os.W_OK) and os.access(ws / "ideaforge.db", os.W_OK)):
+                raise
     return Store(_workspace(args), create=create)
 
 
@@ -105,15 +116,20 @@ def _best_text(r: dict[str, Any]) -> str:
 
 def _benched_hosts(store: Any) -> list[Any]:
     """Hosts in quarantine (read once per command, shared by every search's row)."""
-    from engine.store.hosts_queries import host_states
+    from engine.store.hosts_queries import HostState, host_states
 
+    if store.read_only:  # the table is made on first use; read-only, a missing one is empty
+        from sqlalchemy import inspect
+
+        if not inspect(store.engine).has_table(str(HostState.__tablename__)):
+            return []
     return [h for h in host_states(store).values() if h.quarantined()]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from engine.store import ops
 
-    store = _store(args)
+    store = _store(args, read=True)
     searches = [ops.find_search(store, args.search)] if args.search else ops.list_searches(store)
     benched = _benched_hosts(store)
     rows = [_status_dict(store, s, benched) for s in searches]
@@ -159,7 +175,7 @@ def _verification_dict(v: Any) -> dict[str, Any]:
 def cmd_ideas(args: argparse.Namespace) -> int:
     from engine.store import console_queries, ops, verification
 
-    store = _store(args)
+    store = _store(args, read=True)
     s = ops.find_search(store, args.search)
     ideas = ops.list_ideas(store, s.id, args.epoch)
     if args.json:
@@ -188,7 +204,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from console import fmt
     from engine.store import console_queries, job_ops, ops, verification
 
-    store = _store(args)
+    store = _store(args, read=True)
     i = ops.get_idea(store, args.idea)
     attempts = ops.list_attempts(store, i.id)
     jobs = job_ops.list_jobs(store, idea_id=i.id)
@@ -265,7 +281,7 @@ def _ancestry(store: Any, idea_id: int) -> dict[str, Any]:
 def cmd_lineage(args: argparse.Namespace) -> int:
     from engine.store import ops
 
-    store = _store(args)
+    store = _store(args, read=True)
     tree = _ancestry(store, args.idea)
     descendants: list[int] = []
     frontier = [args.idea]
@@ -398,7 +414,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from engine.patching import apply_to_copy
     from engine.store import ops
 
-    store = _store(args)
+    store = _store(args, read=True)
     s = ops.find_search(store, args.search)
     ideas = ops.list_ideas(store, s.id)
     rows = [_idea_dict(i, s.baseline) for i in ideas]

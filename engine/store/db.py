@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
@@ -29,6 +31,10 @@ DB_NAME = "ideaforge.db"
 
 class StoreError(RuntimeError):
     """The workspace database cannot be used; the message names the problem and the fix."""
+
+
+class NeedsUpgrade(StoreError):
+    """Opened read-only, the database is from an older ideaforge: it needs one writable open."""
 
 
 def _on_connect(dbapi_conn, _record) -> None:
@@ -55,16 +61,26 @@ def _on_begin(conn) -> None:
 class Store:
     """One workspace database. Sessions live inside one call (see `engine.store.ops`)."""
 
-    def __init__(self, workspace: str | Path, *, create: bool = True) -> None:
+    def __init__(self, workspace: str | Path, *, create: bool = True,
+                 read_only: bool = False) -> None:
+        """`read_only`: open the file with SQLite's `mode=ro` — nothing is written, created
+        or upgraded, so an archived (read-only) copy of a workspace can be browsed."""
         self.workspace = Path(workspace).expanduser().resolve()
         self.path = self.workspace / DB_NAME
+        self.read_only = read_only
         self._workspace_id: str | None = None
         self._job_key: str | None = None
-        if not self.path.exists() and not create:
+        if not self.path.exists() and (not create or read_only):
             raise StoreError(
                 f"no ideaforge workspace at {self.workspace} (missing {DB_NAME}); "
                 "start a search there first, or pass --workspace DIR"
             )
+        if not create and not read_only and not (
+                os.access(self.workspace, os.W_OK) and os.access(self.path, os.W_OK)):
+            read_only = self.read_only = True  # e.g. an archived copy: browse it, write nothing
+        if read_only:
+            self._open_read_only()
+            return
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(
             f"sqlite:///{self.path}", connect_args={"timeout": 30, "check_same_thread": False}
@@ -84,6 +100,34 @@ class Store:
         event.listen(self.read_engine, "connect", _read_only)
         event.listen(self.read_engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         self._prepare_schema()
+
+    def _open_read_only(self) -> None:
+        # A WAL database needs its -shm file: when the folder is read-only and no writer left
+        # a -wal behind, SQLite cannot make one, so the file is opened as immutable (it holds
+        # the whole database, and nobody can be writing it without that folder).
+        wal = self.path.with_name(DB_NAME + "-wal")
+        frozen = not os.access(self.workspace, os.W_OK) and (
+            not wal.exists() or wal.stat().st_size == 0)
+        url = (f"sqlite:///file:{quote(str(self.path))}?"
+               f"{'immutable=1' if frozen else 'mode=ro'}&uri=true")
+        self.engine = create_engine(url, connect_args={"timeout": 30,
+                                                       "check_same_thread": False})
+        for listener in (lambda c, r: c.execute("PRAGMA busy_timeout=30000"),
+                         lambda c, r: setattr(c, "isolation_level", None), _read_only):
+            event.listen(self.engine, "connect", listener)
+        event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        self.read_engine = self.engine
+        found = self.schema_version()
+        if found > migrations.CURRENT:
+            raise StoreError(
+                f"{self.path} was written by a newer ideaforge (schema {found}, this one knows "
+                f"up to {migrations.CURRENT}); upgrade ideaforge (pip install -U ideaforge)")
+        if found < migrations.CURRENT:
+            raise NeedsUpgrade(
+                f"{self.path} is from an older ideaforge (schema {found}, now "
+                f"{migrations.CURRENT}) and cannot be upgraded read-only: open it once where it "
+                "is writable (any command, e.g. `ideaforge status`), or browse it with the "
+                "ideaforge that wrote it — the database was not changed")
 
     def _prepare_schema(self) -> None:
         # One write transaction (BEGIN IMMEDIATE): two processes opening a new workspace at

@@ -1,0 +1,97 @@
+"""Issue 15's bugs of the CLI and the store, each through the real `ideaforge` command on real
+SQLite files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, base_env, cli
+
+
+def _workspace_with_a_search(ws: Path) -> None:
+    from engine.store import Store, ops
+    from engine.store.ops import NewIdea
+
+    store = Store(ws)
+    s = ops.create_search(store, name="s", env_name="toy", env_path="/x", env_version="v",
+                          profile="smoke", model="catalog", epochs=1, ideas_per_epoch=2,
+                          metric_name="score", goal="minimize")
+    first = ops.add_idea(store, s.id, 0, NewIdea(text="Use RoPE. It helps.", origin="model"))
+    ops.add_idea(store, s.id, 0, NewIdea(text="Combine it", origin="model", parents=(first,)))
+    store.close()
+
+
+def _chmod_tree(root: Path, write: bool) -> None:
+    for p in [root, *root.rglob("*")]:
+        mode = p.stat().st_mode
+        p.chmod(mode | 0o200 if write else mode & ~0o222)
+
+
+def _unprivileged() -> list[str]:
+    """A prefix that runs a command without the power to write read-only files: as root, the
+    capabilities that bypass file modes are dropped (no other user can run this venv)."""
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: a read-only file cannot be enforced")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
+
+
+def _ro_cli(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*_unprivileged(), sys.executable, "-m", "console.cli",
+                           "--workspace", str(ws), *args], cwd=REPO, env=base_env(),
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture
+def read_only_copy(tmp_path: Path):
+    _workspace_with_a_search(tmp_path / "ws")
+    ro = tmp_path / "archive"
+    shutil.copytree(tmp_path / "ws", ro)
+    _chmod_tree(ro, write=False)
+    yield ro
+    _chmod_tree(ro, write=True)
+
+
+def test_bug2_a_read_only_copy_can_be_browsed_and_is_never_written(read_only_copy: Path
+                                                                   ) -> None:
+    db = read_only_copy / "ideaforge.db"
+    before = (db.stat().st_mtime_ns, hashlib.sha256(db.read_bytes()).hexdigest())
+    # the capability drop really takes write access away
+    assert _ro_cli(read_only_copy, "approve", "1").returncode != 0
+    for args in (["status"], ["show", "1"], ["export", "s"], ["lineage", "2"], ["stats"]):
+        proc = _ro_cli(read_only_copy, *args)
+        assert proc.returncode == 0, (args, proc.stderr)
+    assert json.loads(_ro_cli(read_only_copy, "status", "--json").stdout)[0]["name"] == "s"
+    assert "Use RoPE" in _ro_cli(read_only_copy, "ideas", "s").stdout
+    assert sorted(p.name for p in read_only_copy.iterdir()) == ["ideaforge.db"]
+    assert (db.stat().st_mtime_ns, hashlib.sha256(db.read_bytes()).hexdigest()) == before
+
+
+def test_bug2_an_old_read_only_workspace_says_it_needs_one_writable_open(tmp_path: Path
+                                                                        ) -> None:
+    ws = tmp_path / "old"
+    _workspace_with_a_search(ws)
+    con = sqlite3.connect(ws / "ideaforge.db")
+    con.execute("UPDATE meta SET value='7' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    _chmod_tree(ws, write=False)
+    try:
+        proc = _ro_cli(ws, "status")
+    finally:
+        _chmod_tree(ws, write=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "older ideaforge" in proc.stderr and "writable" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    # writable, the same command upgrades it as before
+    assert cli("status", workspace=ws).returncode == 0

@@ -114,8 +114,6 @@ def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
         raise UsageError(f"--baseline-runs {baseline_runs}: must be at least 1")
     if args.model == "catalog" and not (env.root / "catalog").is_dir():
         raise UsageError(f"--model catalog needs {env.root}/catalog/; give an LLM with --model")
-    store = _store(args, create=True)
-    name = args.name or _next_name(store, env.name)
     llm_cfg = {k: v for k, v in (("concurrency", getattr(args, "concurrency", None)),
                                  ("max_retries", getattr(args, "llm_retries", None)),
                                  ("timeout_s", getattr(args, "llm_timeout", None)),
@@ -137,6 +135,9 @@ def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
     config = {"cpu_slots": args.cpu_slots, "llm": llm_cfg, "confirm_share": args.confirm_share,
               "dedup": dedup,
               "hosts": str(Path(hosts).resolve()) if hosts else None}
+    # Every check above comes first: bad input never leaves a workspace database behind.
+    store = _store(args, create=True)
+    name = args.name or _next_name(store, env.name)
     search = ops.create_search(
         store, name=name, env_name=env.name, env_path=str(env.root), env_version=env.version(),
         profile=profile.name, model=args.model, coder_model=args.coder_model,

@@ -302,6 +302,13 @@ def load(name_or_path: str | os.PathLike[str]) -> Environment:
     toml_path = root / "environment.toml"
     try:
         data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise EnvironmentError_(f"{toml_path}: not UTF-8 text (byte {exc.start}); an "
+                                "environment.toml is a TOML text file — write one as the "
+                                "shipped environments do") from None
+    except OSError as exc:
+        raise EnvironmentError_(f"{toml_path}: cannot be read ({exc.strerror}); check the "
+                                "path and its permissions") from None
     except tomllib.TOMLDecodeError as exc:
         raise EnvironmentError_(f"{toml_path}: not valid TOML ({exc}); fix the syntax") from None
     return _validate(root, toml_path, data)

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DatabaseError
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from engine.store import migrations
@@ -70,6 +71,9 @@ class Store:
         self.read_only = read_only
         self._workspace_id: str | None = None
         self._job_key: str | None = None
+        if self.workspace.exists() and not self.workspace.is_dir():
+            raise StoreError(f"--workspace {self.workspace} is a file, not a folder; pass the "
+                             "folder that holds (or will hold) ideaforge.db")
         if not self.path.exists() and (not create or read_only):
             raise StoreError(
                 f"no ideaforge workspace at {self.workspace} (missing {DB_NAME}); "
@@ -78,6 +82,15 @@ class Store:
         if not create and not read_only and not (
                 os.access(self.workspace, os.W_OK) and os.access(self.path, os.W_OK)):
             read_only = self.read_only = True  # e.g. an archived copy: browse it, write nothing
+        try:
+            self._open(create, read_only)
+        except DatabaseError as exc:
+            self.close()
+            raise StoreError(
+                f"{self.path} cannot be used as an ideaforge database ({exc.orig}); move it "
+                "away or restore it from a backup — it was not changed") from None
+
+    def _open(self, create: bool, read_only: bool) -> None:
         if read_only:
             self._open_read_only()
             return
@@ -201,5 +214,6 @@ class Store:
             yield s
 
     def close(self) -> None:
-        self.engine.dispose()
-        self.read_engine.dispose()
+        for engine in (getattr(self, "engine", None), getattr(self, "read_engine", None)):
+            if engine is not None:
+                engine.dispose()

@@ -95,3 +95,38 @@ def test_bug2_an_old_read_only_workspace_says_it_needs_one_writable_open(tmp_pat
     assert len(proc.stderr.strip().splitlines()) == 1
     # writable, the same command upgrades it as before
     assert cli("status", workspace=ws).returncode == 0
+
+
+def _refused(proc: subprocess.CompletedProcess[str], *words: str) -> None:
+    """Exit 2 with one line that names what is wrong."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def test_bug11_bad_input_is_refused_in_one_line_and_nothing_is_stored(
+        tmp_path: Path, toy_env: Path) -> None:
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "environment.toml").write_bytes(bytes(range(128, 256)) * 4)
+    ws = tmp_path / "ws"
+    _refused(cli("run", str(junk), "--model", "catalog", workspace=ws),
+             str(junk / "environment.toml"), "UTF-8")
+    bad_hosts = tmp_path / "hosts.toml"
+    bad_hosts.write_text("[[host]\nname = \n")
+    _refused(cli("run", str(toy_env), "--model", "catalog", "--hosts", str(bad_hosts),
+                 workspace=ws), "hosts.toml")
+    assert not ws.exists()  # neither refusal made a workspace
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine\n")
+    _refused(cli("status", workspace=a_file), str(a_file), "is a file")
+
+    ws.mkdir()
+    db = ws / "ideaforge.db"
+    db.write_bytes(b"this is not SQLite" * 100)
+    for args in (["status"], ["approve", "1"]):
+        _refused(cli(*args, workspace=ws), str(db), "backup")
+    assert db.read_bytes() == b"this is not SQLite" * 100

@@ -399,6 +399,10 @@ def run_console(workspace: Path, search: str | None = None,
     `subprocess.Popen` (see `console.launch.start_engine`), the console says when it ends.
     Returns 2 without opening anything when there is no terminal to draw on.
     """
+    if Path(workspace).expanduser().exists() and not Path(workspace).expanduser().is_dir():
+        sys.stderr.write(f"{workspace} is a file, not a workspace folder; give a folder "
+                         "with --workspace\n")
+        return 2
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         # Textual without a terminal neither draws nor reads keys: it would spin for ever.
         sys.stderr.write("the console needs a terminal; use `ideaforge status/ideas/show` "

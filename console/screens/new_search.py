@@ -13,12 +13,16 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from console.launch import SOURCE_ROOT
 
+#: Listed first when shipped: the demo's environment, the one the README starts with.
+FIRST_ENVIRONMENT = "nanogpt"
+
 
 def shipped_environments() -> list[str]:
     root = SOURCE_ROOT / "environments"
     if not root.is_dir():
         return []
-    return sorted(p.parent.name for p in root.glob("*/environment.toml"))
+    return sorted((p.parent.name for p in root.glob("*/environment.toml")),
+                  key=lambda name: (name != FIRST_ENVIRONMENT, name))
 
 
 class NewSearchScreen(ModalScreen[str | None]):
@@ -30,20 +34,32 @@ class NewSearchScreen(ModalScreen[str | None]):
         Binding("ctrl+s", "start", "Start", priority=True),
     ]
 
-    def __init__(self, workspace: Path) -> None:
+    def __init__(self, workspace: Path, last_env: tuple[str, str] | None = None) -> None:
+        """`last_env`: (name, folder) of the environment of the workspace's most recent
+        search, the form's default (the first listed without one)."""
         super().__init__()
         self.workspace = workspace
+        self.last_env = last_env
 
     def compose(self) -> ComposeResult:
         envs = shipped_environments()
+        chosen: str | None = envs[0] if envs else None
+        folder = ""
+        if self.last_env:
+            name, path = self.last_env[0], Path(self.last_env[1]).expanduser()
+            shipped = path.resolve().parent == SOURCE_ROOT / "environments"
+            if (shipped or not path.is_dir()) and name in envs:
+                chosen = name
+            elif (path / "environment.toml").is_file():
+                chosen, folder = None, str(path)
         with Vertical(id="dialog"):
             yield Static("Start a search", id="title")
             with VerticalScroll(id="form-scroll"), Grid(id="form"):
                 yield Label("environment")
-                yield Select([(e, e) for e in envs], value=envs[0] if envs else Select.BLANK,
+                yield Select([(e, e) for e in envs], value=chosen or Select.NULL,
                              allow_blank=True, id="env")
                 yield Label("…or a folder")
-                yield Input(placeholder="path to a folder with environment.toml",
+                yield Input(folder, placeholder="path to a folder with environment.toml",
                             id="env-path")
                 yield Label("name")
                 yield Input(placeholder="(default: ENV-N)", id="name")
@@ -86,7 +102,7 @@ class NewSearchScreen(ModalScreen[str | None]):
         env = self._value("env-path")
         if not env:
             chosen = self.query_one("#env", Select).value
-            env = "" if chosen is Select.BLANK else str(chosen)
+            env = "" if chosen is Select.NULL else str(chosen)
         if not env:
             return "choose an environment, or give a folder"
         if "/" in env and not (Path(env).expanduser() / "environment.toml").is_file():
@@ -121,7 +137,11 @@ class NewSearchScreen(ModalScreen[str | None]):
             self.query_one("#problem", Static).update(args)
             return
         env, options, name = args
-        proc, log = run_search(self.workspace, env, options, name or None)
+        try:
+            proc, log = run_search(self.workspace, env, options, name or None)
+        except OSError as exc:  # e.g. the workspace is a file, or its logs cannot be written
+            self.query_one("#problem", Static).update(f"could not start the engine: {exc}")
+            return
         follow = getattr(self.app, "follow_engine", None)
         if follow is not None:
             follow(proc, f"the new search on {env}", log)

@@ -143,7 +143,10 @@ class SearchesScreen(ConsoleScreen):
     async def action_new_search(self) -> None:
         from console.screens.new_search import NewSearchScreen
 
-        started = await self.app.push_screen_wait(NewSearchScreen(self.console.workspace))
+        latest = max(self.summaries.values(), key=lambda s: s.search.id, default=None)
+        started = await self.app.push_screen_wait(NewSearchScreen(
+            self.console.workspace,
+            (latest.search.env_name, latest.search.env_path) if latest else None))
         if started:
             self.notify(started, title="new search", timeout=8)
             self._marker = None

@@ -86,3 +86,66 @@ def _engine_pids(ws: Path) -> list[int]:
         return []
     with contextlib.closing(sqlite3.connect(db)) as conn:
         return [r[0] for r in conn.execute("select engine_pid from search") if r[0]]
+
+
+# ---------------------------------------------------------------- bug 3: a workspace that is a file
+def test_console_refuses_a_workspace_that_is_a_file(tmp_path: Path) -> None:
+    afile = tmp_path / "notes.txt"
+    afile.write_text("not a workspace\n")
+    done = _cli("console", "--workspace", str(afile), stdin=subprocess.DEVNULL, timeout=20)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.strip() == f"{afile} is a file, not a workspace folder; give a folder " \
+        "with --workspace"
+
+
+async def test_new_search_form_says_why_it_could_not_start(tmp_path: Path) -> None:
+    from textual.widgets import Select
+
+    from console.app import IdeaforgeApp
+    from console.screens.new_search import NewSearchScreen
+    from tests.console.helpers import until
+
+    afile = tmp_path / "notes.txt"
+    afile.write_text("not a workspace\n")
+    app = IdeaforgeApp(afile, None, keys={}, poll_s=0.1)
+    async with app.run_test(size=(150, 48)) as pilot:
+        await pilot.press("0", "n")
+        form = await until(pilot, lambda: isinstance(app.screen, NewSearchScreen)
+                           and app.screen, 10, "the form")
+        # no search in this workspace: the first environment listed, the demo's
+        assert form.query_one("#env", Select).value == "nanogpt"
+        await pilot.press("ctrl+s")
+        problem = str(form.query_one("#problem").content)
+        assert problem.startswith("could not start the engine:") and "notes.txt" in problem
+        assert app.screen is form and not app.engines
+
+
+async def test_new_search_form_defaults_to_the_latest_search_environment(
+        tmp_path: Path) -> None:
+    from textual.widgets import Input, Select
+
+    from console.app import IdeaforgeApp
+    from console.screens.new_search import NewSearchScreen
+    from engine.store import Store, ops
+    from tests.console.helpers import until
+
+    mine = tmp_path / "myenv"
+    mine.mkdir()
+    (mine / "environment.toml").write_text("")
+    store = Store(tmp_path / "ws")
+    for name, env, path in (("old", "grpo", "/elsewhere/grpo"), ("new", "myenv", str(mine))):
+        ops.create_search(store, name=name, env_name=env, env_path=path, env_version="v",
+                          profile="smoke", model="catalog", epochs=1, ideas_per_epoch=1,
+                          metric_name="score", goal="minimize", status="finished")
+    store.close()
+    app = IdeaforgeApp(tmp_path / "ws", None, keys={}, poll_s=0.1)
+    async with app.run_test(size=(150, 48)) as pilot:
+        await pilot.press("0")
+        await until(pilot, lambda: len(getattr(app.screen, "summaries", ())) == 2, 10,
+                    "the searches")
+        await pilot.press("n")
+        form = await until(pilot, lambda: isinstance(app.screen, NewSearchScreen)
+                           and app.screen, 10, "the form")
+        assert form.query_one("#env-path", Input).value == str(mine)
+        assert form.query_one("#env", Select).value is Select.NULL
+        await pilot.press("escape")

@@ -135,6 +135,14 @@ def _create(args: argparse.Namespace, env_ref: str) -> tuple[Any, Any]:
     config = {"cpu_slots": args.cpu_slots, "llm": llm_cfg, "confirm_share": args.confirm_share,
               "dedup": dedup,
               "hosts": str(Path(hosts).resolve()) if hosts else None}
+    if args.model != "catalog":
+        # Unknown model or missing key: said now, offline, so a failed start stores no search
+        # (the same check the engine's client makes again when it starts).
+        from engine import llm as llm_mod
+
+        llm_mod.LlmClient(llm_mod.LlmConfig(
+            model=args.model, coder_model=args.coder_model, api_base=args.api_base,
+            max_cost_usd=args.max_cost, prices=_load_prices(), **llm_cfg)).check()
     # Every check above comes first: bad input never leaves a workspace database behind.
     store = _store(args, create=True)
     name = args.name or _next_name(store, env.name)

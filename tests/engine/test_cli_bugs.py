@@ -130,3 +130,13 @@ def test_bug11_bad_input_is_refused_in_one_line_and_nothing_is_stored(
     for args in (["status"], ["approve", "1"]):
         _refused(cli(*args, workspace=ws), str(db), "backup")
     assert db.read_bytes() == b"this is not SQLite" * 100
+
+
+def test_bug5_a_failed_start_stores_no_search(tmp_path: Path, toy_env: Path) -> None:
+    ws = tmp_path / "ws"
+    env = {k: v for k, v in base_env().items() if not k.endswith("_API_KEY")}
+    unknown = cli("run", str(toy_env), "--model", "no-such-model-xyz", workspace=ws, env=env)
+    assert unknown.returncode == 1 and "unknown model 'no-such-model-xyz'" in unknown.stderr
+    no_key = cli("run", str(toy_env), "--model", "openai/gpt-4o-mini", workspace=ws, env=env)
+    assert no_key.returncode == 1 and "export OPENAI_API_KEY=" in no_key.stderr, no_key.stderr
+    assert not ws.exists()  # no search `created` left behind, so the next run is not `-2`

@@ -98,7 +98,7 @@ class SearchesScreen(ConsoleScreen):
             cells = _cells(summary)
             if sid in self.summaries:  # in place, so the cursor stays where it is
                 for (key, _), value in zip(COLUMNS, cells, strict=True):
-                    table.update_cell(str(sid), key, value)
+                    table.update_cell(str(sid), key, value, update_width=True)
             else:
                 table.add_row(*cells, key=str(sid))
         self.summaries = fresh

@@ -9,10 +9,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from console.app import IdeaforgeApp
 from tests.conftest import REPO
-from tests.console.builders import build
+from tests.console.builders import Built, build
 from tests.console.test_tmux import Tmux
 
 
@@ -149,3 +151,28 @@ async def test_new_search_form_defaults_to_the_latest_search_environment(
         assert form.query_one("#env-path", Input).value == str(mine)
         assert form.query_one("#env", Select).value is Select.NULL
         await pilot.press("escape")
+
+
+# ---------------------------------------------------------------- bug 13: cells that grow
+async def test_searches_list_widens_a_column_when_a_cell_grows(
+        make_app: Callable[..., IdeaforgeApp], built: Built) -> None:
+    from textual.widgets import DataTable
+
+    from console.screens.searches import SearchesScreen
+    from engine.store import ops
+    from tests.console.helpers import until
+
+    app = make_app(None)
+    async with app.run_test(size=(200, 40)) as pilot:
+        await pilot.press("0")
+        screen = await until(pilot, lambda: isinstance(app.screen, SearchesScreen)
+                             and len(app.screen.summaries) == 2 and app.screen, 10, "searches")
+        table = screen.query_one(DataTable)
+        phase = "waiting for the last jobs of the epoch"
+        assert table.columns["phase"].content_width < len(phase)
+        ops.update_search(built.store, built.search_id, phase=phase, event="phase changed")
+        await until(pilot, lambda: screen.summaries[built.search_id].search.phase == phase,
+                    10, "the new phase")
+        await pilot.pause()
+        # the column is as wide as its new cell: the phase is shown whole, not cut short
+        assert table.columns["phase"].content_width >= len(phase)

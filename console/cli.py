@@ -390,8 +390,13 @@ def cmd_go(args: argparse.Namespace) -> int:
 
     store = _store(args)
     s = ops.find_search(store, args.search)
-    ops.add_decision(store, s.id, "go")
-    sys.stdout.write(f"gate of {s.name!r} released: undecided ideas are skipped\n")
+    ops.add_decision(store, s.id, "go")  # refused (exit 2) when no engine would apply it
+    if s.status == "running":
+        sys.stdout.write(f"gate of {s.name!r} released: undecided ideas are skipped\n")
+    else:
+        sys.stdout.write(f"search {s.name!r} is {s.status}: its gate is released when it "
+                         f"resumes (`ideaforge resume {s.name}`); undecided ideas are then "
+                         "skipped\n")
     return 0
 
 

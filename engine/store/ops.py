@@ -391,9 +391,21 @@ def llm_call_count(store: Store, search_id: int) -> int:
                           .where(LlmCall.search_id == search_id)).one())
 
 
+class DecisionRefused(StoreError):
+    """A decision no engine will ever apply (e.g. `go` on a finished search): nothing stored."""
+
+
 def add_decision(store: Store, search_id: int, action: str, idea_id: int | None = None,
                  text: str | None = None, source: str = "cli") -> int:
     with store.session() as s:
+        if action == "go":
+            search = s.get(Search, search_id)
+            if search is not None and search.status in ("finished", "imported"):
+                # A later `resume --epochs N` would take it for its next gate and skip that
+                # epoch's ideas unasked; refused here, in the transaction that would store it.
+                raise DecisionRefused(
+                    f"search {search.name!r} is {search.status}: it has no gate to release "
+                    "(`go` applies to a search waiting at a gate, or one to resume)")
         row = Decision(search_id=search_id, idea_id=idea_id, action=action, text=text,
                        source=source)
         s.add(row)

@@ -140,3 +140,17 @@ def test_bug5_a_failed_start_stores_no_search(tmp_path: Path, toy_env: Path) -> 
     no_key = cli("run", str(toy_env), "--model", "openai/gpt-4o-mini", workspace=ws, env=env)
     assert no_key.returncode == 1 and "export OPENAI_API_KEY=" in no_key.stderr, no_key.stderr
     assert not ws.exists()  # no search `created` left behind, so the next run is not `-2`
+
+
+def test_bug6_go_on_a_finished_search_is_refused_and_leaves_no_decision(tmp_path: Path
+                                                                       ) -> None:
+    from engine.store import Store, ops
+
+    ws = tmp_path / "ws"
+    _workspace_with_a_search(ws)
+    store = Store(ws)
+    ops.update_search(store, ops.find_search(store, "s").id, status="finished")
+    proc = cli("go", "s", workspace=ws)
+    _refused(proc, "'s' is finished", "no gate")
+    assert "released" not in proc.stdout
+    assert ops.pending_decisions(store, ops.find_search(store, "s").id) == []

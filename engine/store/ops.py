@@ -7,6 +7,7 @@ event row, so two processes can never both win a transition.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -182,10 +183,30 @@ def _insert_idea(s: Session, search_id: int, epoch: int, idea: NewIdea,
     return row.id
 
 
+#: A sentence ends at . ! or ? followed by a capital (or the line's end) ...
+_SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z\"'(\[]|\s*$)")
+#: ... unless the period closes an abbreviation or an initial ("Su et al. 2021", "e.g. Adam",
+#: "J. Smith"): cut there, a title read "RoPE, Su et al".
+_ABBREVIATION = re.compile(r"(?:\bet al|\be\.g|\bi\.e|\bvs|\betc|\bcf|\bapprox|\bFig|\bEq"
+                           r"|\bNo|\bDr|\bMr|\bMs|(?<![\w.])[A-Z])$")
+TITLE_CHARS = 80
+
+
 def _title(text: str) -> str:
-    body = text.replace("[Experiment]", "").strip()
-    first = body.split("\n", 1)[0].split(". ", 1)[0].strip()
-    return first[:80]
+    """An idea's first sentence, or its first ~80 characters cut on a word with "…"."""
+    line = text.replace("[Experiment]", "").strip().split("\n", 1)[0].strip()
+    for end in _SENTENCE_END.finditer(line):
+        if end.group() == "." and _ABBREVIATION.search(line[:end.start()]):
+            continue
+        line = line[:end.start() + (end.group() != ".")].strip()
+        break
+    if len(line) <= TITLE_CHARS:
+        return line
+    cut = line[:TITLE_CHARS]
+    word = cut.rfind(" ")
+    if word > TITLE_CHARS // 2:
+        cut = cut[:word]
+    return cut.rstrip(" ,;:(-") + "…"
 
 
 def add_idea(store: Store, search_id: int, epoch: int, idea: NewIdea,

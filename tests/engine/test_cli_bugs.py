@@ -154,3 +154,40 @@ def test_bug6_go_on_a_finished_search_is_refused_and_leaves_no_decision(tmp_path
     _refused(proc, "'s' is finished", "no gate")
     assert "released" not in proc.stdout
     assert ops.pending_decisions(store, ops.find_search(store, "s").id) == []
+
+
+ROPE = ("[Experiment] Rotary position embeddings (RoPE, Su et al. 2021; GPT-NeoX, LLaMA) "
+        "instead of learned absolute position embeddings: queries and keys are rotated.\n"
+        "[Code Changes] ...")
+RELU2 = ("[Experiment] Squared ReLU (So et al. 2021, \"Primer\"). Cheaper than GELU.\n"
+         "[Code Changes] ...")
+
+
+def test_bug7_titles_end_at_a_sentence_or_a_word_and_combined_ideas_quote_them(
+        tmp_path: Path, toy_env: Path) -> None:
+    import random
+
+    from engine import catalog, environments
+    from engine.store import Store, ops
+    from engine.store.ops import NewIdea
+
+    ws = tmp_path / "ws"
+    _workspace_with_a_search(ws)
+    store = Store(ws)
+    sid = ops.find_search(store, "s").id
+    diff = {stem: (toy_env / "catalog" / f"{stem}.diff").read_text()
+            for stem in ("bonus_a", "bonus_b")}
+    for text, stem in ((ROPE, "bonus_a"), (RELU2, "bonus_b")):
+        ops.add_idea(store, sid, 0, NewIdea(text=text, origin="catalog", diff=diff[stem]))
+    titles = {i["id"]: i["title"] for i in
+              json.loads(cli("ideas", "s", "--json", workspace=ws, check=True).stdout)}
+    assert titles[3] == ("Rotary position embeddings (RoPE, Su et al. 2021; GPT-NeoX, LLaMA) "
+                         "instead of…")
+    assert titles[4] == 'Squared ReLU (So et al. 2021, "Primer")'
+    assert titles[1] == "Use RoPE"
+    assert all(len(t) <= 81 for t in titles.values())
+
+    winners = [i for i in ops.list_ideas(store, sid) if i.diff]
+    (combined,) = catalog.propose(environments.load(toy_env), "exploit", 1, random.Random(0),
+                                  set(), winners)[:1]
+    assert titles[3] in combined.text and titles[4] in combined.text

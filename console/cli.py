@@ -126,6 +126,12 @@ def _benched_hosts(store: Any) -> list[Any]:
     return [h for h in host_states(store).values() if h.quarantined()]
 
 
+def _epoch_label(epoch: int, epochs: int) -> str:
+    """`epoch 2 (of 0–2)`: epochs count from 0, as in the console (its search header says the
+    same words), `ideas --epoch N` and the JSON's "epoch"."""
+    return f"epoch {epoch} (of 0–{epochs - 1})"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from engine.store import ops
 
@@ -146,7 +152,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in rows:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(r["ideas"].items()))
         sys.stdout.write(
-            f"{r['name']}: {r['status']} · epoch {r['epoch'] + 1}/{r['epochs']} · {r['phase']} · "
+            f"{r['name']}: {r['status']} · {_epoch_label(r['epoch'], r['epochs'])} · {r['phase']} · "
             f"{'auto' if r['auto'] else 'at the gates'} · "
             f"{_best_text(r)} (baseline {_fmt(r['baseline'])}"
             + (f" ×{r['baseline_runs']}" if r["baseline_runs"] > 1 else "") + ") · "
@@ -381,7 +387,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     s = ops.find_search(store, args.search)
     text = _read_text(args.text_file, "[Experiment] \n[Code Changes] \n")
     ops.add_decision(store, s.id, "add", text=text)
-    sys.stdout.write(f"idea added to {s.name!r} (epoch {s.epoch + 1}); the engine picks it up\n")
+    sys.stdout.write(f"idea added to {s.name!r} ({_epoch_label(s.epoch, s.epochs)}); the engine "
+                     "picks it up\n")
     return 0
 
 

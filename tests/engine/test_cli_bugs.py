@@ -191,3 +191,16 @@ def test_bug7_titles_end_at_a_sentence_or_a_word_and_combined_ideas_quote_them(
     (combined,) = catalog.propose(environments.load(toy_env), "exploit", 1, random.Random(0),
                                   set(), winners)[:1]
     assert titles[3] in combined.text and titles[4] in combined.text
+
+
+def test_bug10_status_numbers_epochs_as_the_console_and_the_json_do(tmp_path: Path) -> None:
+    from engine.store import Store, ops
+
+    ws = tmp_path / "ws"
+    _workspace_with_a_search(ws)
+    store = Store(ws)
+    ops.update_search(store, ops.find_search(store, "s").id, epochs=3, epoch=2)
+    (row,) = json.loads(cli("status", "--json", workspace=ws, check=True).stdout)
+    assert row["epoch"] == 2
+    # console/widgets/search_header.py's epoch_label says the same words
+    assert "· epoch 2 (of 0–2) ·" in cli("status", workspace=ws, check=True).stdout

@@ -236,6 +236,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _drive(store, search, args.cpu_slots)
 
 
+#: What `demo` does, said in its help and when it starts. The search ends when the catalog is
+#: used up, so it runs fewer than 3 × 6 ideas; the help's count is checked by a test against
+#: environments/nanogpt/catalog/ (loading the environment for --help would slow every command).
+DEMO_PLAN = ("3 epochs of up to 6 ideas on nanogpt's smoke profile: the catalog's {n} ideas "
+             "and, once two are confirmed, their combinations")
+DEMO_CATALOG_IDEAS = 11
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     args.profile, args.model, args.coder_model, args.api_base = "smoke", "catalog", None, None
     args.epochs, args.ideas_per_epoch, args.max_cost, args.max_gpu_hours = 3, 6, None, None
@@ -245,6 +253,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.auto and not (sys.stdin.isatty() and sys.stdout.isatty()):
         _log().info("no terminal for the console: running the demo with --auto")
         args.auto = True
+    from engine import environments
+    from engine.catalog import load_catalog
+
+    n = len(load_catalog(environments.load("nanogpt")))
+    _log().info("demo: %s", DEMO_PLAN.format(n=n))
     store, search = _create(args, "nanogpt")
     if not args.auto:
         # The engine runs as its own process; the console attaches to it through the
@@ -397,7 +410,8 @@ def _print_lineage_forest(store: Any, search_id: int) -> None:
 
 def register(add: Any) -> None:
     """The parsers of demo, run, resume and stop; `add(name, fn, help)` makes a sub-parser."""
-    d = add("demo", cmd_demo, "3 epochs × 6 ideas of nanogpt smoke with the offline catalog")
+    d = add("demo", cmd_demo, DEMO_PLAN.format(n=DEMO_CATALOG_IDEAS))
+    d.description = DEMO_PLAN.format(n=DEMO_CATALOG_IDEAS) + " (no LLM, no GPU)"
     d.add_argument("--auto", action="store_true", help="no review gates")
     d.add_argument("--cpu-slots", type=int, default=None)
 

@@ -204,3 +204,18 @@ def test_bug10_status_numbers_epochs_as_the_console_and_the_json_do(tmp_path: Pa
     assert row["epoch"] == 2
     # console/widgets/search_header.py's epoch_label says the same words
     assert "· epoch 2 (of 0–2) ·" in cli("status", workspace=ws, check=True).stdout
+
+
+def test_bug8_demo_says_what_it_will_run(tmp_path: Path) -> None:
+    from engine import environments
+    from engine.catalog import load_catalog
+
+    n = len(load_catalog(environments.load("nanogpt")))
+    plan = (f"3 epochs of up to 6 ideas on nanogpt's smoke profile: the catalog's {n} ideas "
+            "and, once two are confirmed, their combinations")
+    assert plan in " ".join(cli("demo", "--help", workspace=tmp_path).stdout.split())
+    # the start message comes first: a workspace that is a file stops it right after
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    proc = cli("demo", "--auto", workspace=a_file)
+    assert proc.returncode == 2 and f"demo: {plan}" in proc.stderr, proc.stderr

@@ -342,7 +342,10 @@ class IdeaDetailScreen(ConsoleScreen):
                      style=fmt.verdict_style(b.score, s.baseline if s else None,
                                              s.goal if s else "minimize", b.confirmation))
             t.append(f"{b.status:<16}", style=fmt.STATUS_STYLE.get(b.status, ""))
-            t.append(f"{b.title}" + (f"  ({b.kind})" if b.kind else ""))
+            # "exploit" is every link's default (a combined catalog idea's too): it says
+            # nothing of the relative, whose origin (catalog, explore, human…) does.
+            label = b.kind if b.kind and b.kind != "exploit" else b.origin
+            t.append(f"{b.title}" + (f"  ({label})" if label else ""))
             # A twin may also be a parent: option ids must differ, the idea is the number.
             return Option(t, id=f"{b.id}{suffix}")
         opts = ([line("parent", b) for b in d.parents] + [line("child", b) for b in d.children]

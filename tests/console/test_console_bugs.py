@@ -176,3 +176,40 @@ async def test_searches_list_widens_a_column_when_a_cell_grows(
         await pilot.pause()
         # the column is as wide as its new cell: the phase is shown whole, not cut short
         assert table.columns["phase"].content_width >= len(phase)
+
+
+# ---------------------------------------------------------------- bug 10: catalog parents
+async def test_lineage_pane_labels_catalog_parents_by_their_origin(
+        tmp_path: Path, pinned: None) -> None:
+    from textual.widgets import OptionList
+
+    from console.screens.idea_detail import IdeaDetailScreen
+    from engine.store import Store, ops
+    from tests.console.helpers import until
+
+    store = Store(tmp_path / "ws")
+    sid = ops.create_search(store, name="cat", env_name="nanogpt", env_path="/envs/nanogpt",
+                            env_version="v", profile="smoke", model="catalog", epochs=2,
+                            ideas_per_epoch=2, metric_name="val_loss", goal="minimize",
+                            status="running").id
+    a, b = (ops.add_idea(store, sid, 0, ops.NewIdea(text=f"[Experiment] {t}.", origin="catalog",
+                                                    catalog_stem=t.lower())) for t in ("RoPE",
+                                                                                       "SwiGLU"))
+    # as engine/catalog.py combines two catalog ideas
+    child = ops.add_idea(store, sid, 1, ops.NewIdea(
+        text="[Experiment] RoPE + SwiGLU.", origin="exploit", parents=(a, b),
+        parent_kind="exploit", title=f"combine #{a} + #{b}"))
+    store.close()
+    app = IdeaforgeApp(tmp_path / "ws", "cat", keys={}, poll_s=0.1)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.search_id is not None, 10, "the board")
+        app.open_idea(child)
+        screen = await until(pilot, lambda: isinstance(app.screen, IdeaDetailScreen)
+                             and app.screen, 10, "the detail")
+        await pilot.press("]")  # the next pane: lineage
+        pane = await until(pilot, lambda: screen.query("#pane-lineage").first(OptionList),
+                           10, "the lineage pane")
+        await until(pilot, lambda: pane.option_count == 2, 10, "the parents")
+        lines = [str(pane.get_option_at_index(i).prompt) for i in range(2)]
+        assert all(line.startswith("parent") and line.endswith("(catalog)") for line in lines), \
+            lines

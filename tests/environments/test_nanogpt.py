@@ -171,6 +171,7 @@ def test_two_processes_train_the_same_model_as_one(runs):
     assert two.outcome == "scored", two.train_output + two.eval_output
     assert "2 process(es), 1 micro-batch(es)" in two.train_output
     assert two.train_output.count("checkpoint of step") == 1  # only rank 0 writes
+    assert "terminate called" not in two.train_output  # issue 15, bug 12: no abort at exit
     assert two.score == pytest.approx(one.score, abs=1e-4)
 
 

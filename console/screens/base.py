@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 class ConsoleScreen(ReportsWorkerErrors, Screen[None]):
     #: The registry scope whose commands bind on this screen (see `console.commands`).
     SCOPE: ClassVar[str] = ""
+    #: How long a screen shown again waits before it polls (its frame comes first).
+    RECHECK_S: ClassVar[float] = 0.1
 
     def __init__(self) -> None:
         super().__init__()
@@ -47,5 +49,8 @@ class ConsoleScreen(ReportsWorkerErrors, Screen[None]):
         self.resumed()
 
     def resumed(self) -> None:
-        """The screen is shown again (override to delay the first poll): polls at once."""
-        self._tick()
+        """The screen is shown again (override to poll otherwise): it still shows its rows,
+        so the check for anything newer waits until that frame is drawn. Polled at once, the
+        worker's queries competed with the repaint: `esc` from a detail took ~165 ms where a
+        key takes ~60 (the detail screen waits the same way, `IdeaDetailScreen.resumed`)."""
+        self.set_timer(self.RECHECK_S, self._tick)

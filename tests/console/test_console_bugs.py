@@ -213,3 +213,32 @@ async def test_lineage_pane_labels_catalog_parents_by_their_origin(
         lines = [str(pane.get_option_at_index(i).prompt) for i in range(2)]
         assert all(line.startswith("parent") and line.endswith("(catalog)") for line in lines), \
             lines
+
+
+# ---------------------------------------------------------------- bug 14: esc from a detail
+async def test_back_from_a_detail_draws_the_board_before_it_polls(
+        make_app: Callable[..., IdeaforgeApp], built: Built) -> None:
+    """`esc` took ~165 ms (a key ~60): the board polled the database at once on its return,
+    and that worker competed with the repaint. The board's frame comes first now, its check
+    for anything newer follows."""
+    from console.screens.idea_detail import IdeaDetailScreen
+    from console.screens.ideas import IdeasScreen
+    from tests.console.helpers import board, until
+
+    app = make_app(poll_s=30.0)  # no timer tick during the test: only the return polls
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: board(pilot)._rows, 10, "the board")
+        ideas = app.screen
+        assert isinstance(ideas, IdeasScreen)
+        polls: list[float] = []
+        real_poll = ideas.poll
+        ideas.poll = lambda: polls.append(time.monotonic()) or real_poll()  # type: ignore
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, IdeaDetailScreen), 10, "the detail")
+        await pilot.pause(0.2)
+        polls.clear()
+        ideas.RECHECK_S = 1.0  # however slow this machine's frame, the poll comes after it
+        await pilot.press("escape")  # returns once the app is idle: the frame is drawn
+        assert app.screen is ideas
+        assert not polls, "the board polled before its frame was drawn"
+        await until(pilot, lambda: polls, 3, "the board's re-check after the frame")

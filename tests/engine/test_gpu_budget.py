@@ -6,6 +6,7 @@ fake `nvidia-smi` reports (the only fake: there is no GPU here)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -112,8 +113,14 @@ def test_a_spent_gpu_budget_stops_new_jobs_and_resume_goes_on(toy_env: Path, wor
     jobs = job_rows(workspace)
     assert all(j.state == "finished" and j.gpus == "0" for j in jobs)
     assert_hours_match_rows(workspace, jobs)
-    shown = cli("show", str(jobs[-1].idea_id), workspace=workspace, check=True).stdout
-    assert "GPU hours: 0.000" in shown
+    idea_id = jobs[-1].idea_id
+    shown = cli("show", str(idea_id), workspace=workspace, check=True).stdout
+    hours = json.loads(cli("show", str(idea_id), "--json", workspace=workspace,
+                           check=True).stdout)["gpu_hours"]
+    mine = len([j for j in jobs if j.idea_id == idea_id])  # its first run and any repeats
+    said = re.search(r"GPU hours: (\d+\.\d{4}) \(its (\d+) job\(s\)\)", shown)
+    assert said and int(said.group(2)) == mine
+    assert float(said.group(1)) == pytest.approx(hours, abs=1e-4)
 
 
 @pytest.mark.parametrize(("value", "words"), [

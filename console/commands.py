@@ -27,6 +27,7 @@ SCOPES: dict[str, str] = {
     "detail": "Idea detail",
     "jobs": "Jobs and hosts (2)",
     "lineage": "Lineage (3)",
+    "compare": "Compare (c on the board)",
 }
 
 
@@ -107,6 +108,15 @@ REGISTRY: tuple[Command, ...] = (
     _c("back", "escape", "back", "Back",
        "Back: clear marks or the filter, close a pane, leave a view", "ideas", "detail",
        "lineage", "jobs", palette=False, key_display="esc"),
+    _c("compare", "c", "compare", "Compare",
+       "Overlay the marked ideas' curves (or the highlighted one's) with the baseline's",
+       "ideas"),
+    # compare
+    _c("compare.metric", "m", "metric(1)", "Metric", "Show the next metric", "compare"),
+    _c("compare.metric.prev", "M", "metric(-1)", "Metric-", "Show the previous metric",
+       "compare", show=False),
+    _c("compare.close", "escape", "close", "Back", "Back to the board", "compare",
+       palette=False, key_display="esc"),
     # idea detail
     _c("pane.next", "right_square_bracket", "pane(1)", "Pane+",
        "Next pane (idea, lineage, diff, attempts, log, curves)", "detail", key_display="]"),

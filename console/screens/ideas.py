@@ -355,6 +355,17 @@ class IdeasScreen(ConsoleScreen):
         self.query_one(SearchHeader).set_view_line(self._view_line())
         self._bindings_changed()
 
+    def action_compare(self) -> None:
+        """The marked ideas' curves (else the highlighted one's) beside the baseline's."""
+        from console.screens.compare import CompareScreen
+
+        ids = list(self.board.marked) or [r.id for r in self.board.targets()]
+        if self.search is None or not ids:
+            self.notify("mark ideas with space first, then press c to compare their curves",
+                        severity="warning")
+            return
+        self.app.push_screen(CompareScreen(self.search, ids))
+
     def action_epoch(self, step: int) -> None:
         if self.search is None:
             return

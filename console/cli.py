@@ -9,7 +9,6 @@ researcher; 130 interrupted (Ctrl-C; the search resumes with `ideaforge resume`)
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -418,42 +417,6 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------ export
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from engine import environments
-    from engine.patching import apply_to_copy
-    from engine.store import ops
-
-    store = _store(args, read=True)
-    s = ops.find_search(store, args.search)
-    ideas = ops.list_ideas(store, s.id)
-    rows = [_idea_dict(i, s.baseline) for i in ideas]
-    if args.format == "json":
-        _print_json({"search": _status_dict(store, s), "ideas": rows})
-    else:
-        cols = ["id", "epoch", "origin", "status", "score", "score_se", "runs", "confirmation",
-                "delta", "quarantine", "parents", "twin_of", "attempts", "title", "reason",
-                "text"]
-        w = csv.DictWriter(sys.stdout, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, "parents": " ".join(map(str, r["parents"]))})
-    if args.patched:
-        env = environments.load(s.env_path)
-        out = Path(args.patched)
-        out.mkdir(parents=True, exist_ok=True)
-        n = 0
-        for i in ideas:
-            if i.diff:
-                apply_to_copy(env.root, i.diff, out / f"idea-{i.id}")
-                (out / f"idea-{i.id}" / "IDEA.txt").write_text(i.text + "\n")
-                n += 1
-        _log().info("wrote %d patched copies of %s under %s", n, env.name, out)
-    return 0
-
-
 def cmd_console(args: argparse.Namespace) -> int:
     from console.app import run_console
 
@@ -497,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--workspace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return sp
 
-    from console import cli_hosts, cli_run, cli_stats
+    from console import cli_export, cli_hosts, cli_run, cli_stats
 
     cli_run.register(add)
     cli_stats.register(add)
@@ -532,10 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = x.add_mutually_exclusive_group(required=True)
     g.add_argument("--accept", action="store_true")
     g.add_argument("--discard", action="store_true")
-    x = add("export", cmd_export, "export a search as JSON or CSV")
-    x.add_argument("search")
-    x.add_argument("--format", choices=["json", "csv"], default="json")
-    x.add_argument("--patched", help="also write each implemented idea's patched environment")
+    cli_export.register(add)
     x = add("console", cmd_console, "open the console (the default)")
     x.add_argument("search", nargs="?")
     x = add("import-legacy", cmd_import_legacy, "import the reference code's JSON output as a "

@@ -82,7 +82,7 @@ class IdeaforgeApp(App[int]):
         "stats": _stats,
     }
     BINDINGS: ClassVar[list[BindingType]] = commands.bindings("app")
-    COMMANDS = App.COMMANDS | {commands.RegistryCommands}
+    COMMANDS = App.COMMANDS | {commands.RegistryCommands, commands.IdeaJump}
 
     #: How long an open waits for an idea's detail that was not fetched ahead.
     OPEN_WAIT_S: ClassVar[float] = 0.1

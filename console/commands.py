@@ -7,6 +7,7 @@ the command palette's entries and the help screen, so the three can never disagr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -210,3 +211,21 @@ class RegistryCommands(Provider):
 
     async def _run(self, node: object, command: Command) -> None:
         await node.run_action(command.action.removeprefix("app."))  # type: ignore[attr-defined]
+
+
+def idea_ref(query: str) -> int | None:
+    """The idea a palette query names: `12`, `#12` (spaces around allowed), else None."""
+    found = re.fullmatch(r"\s*#?\s*(\d{1,12})\s*", query)
+    return int(found.group(1)) if found else None
+
+
+class IdeaJump(Provider):
+    """Typing `12` or `#12` in the palette offers "Go to idea #12" (its detail screen)."""
+
+    async def search(self, query: str) -> Hits:
+        idea_id = idea_ref(query)
+        open_idea = getattr(self.app, "open_idea", None)
+        if idea_id is None or open_idea is None:
+            return
+        yield Hit(1.0, f"Go to idea #{idea_id}", partial(open_idea, idea_id),
+                  help="open the idea's detail (any search of this workspace)")

@@ -70,6 +70,9 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
         self._wake = asyncio.Event()
         self._task_failures: dict[str, int] = {}
         self._waiting_note: str | None = None
+        #: (epoch, gate phase) the console asked to hold shut once every idea is decided,
+        #: until the researcher says go (a `hold` decision; the CLI's decisions do not hold).
+        self._held: tuple[int, str] | None = None
         #: After a failed baseline: idea jobs wait until a new baseline run has scored.
         self._baseline_first = False
         self._baseline_known = False
@@ -229,8 +232,14 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
         if action == "stop":
             self._stop = "stopped by the researcher"
             return "stopping"
+        if action == "hold":
+            s = self.search
+            self._held = (s.epoch, "review_diffs" if s.phase == "review_diffs"
+                          else "review_ideas")
+            return "gate held until go"
         if action == "go":
             s = self.search
+            self._held = None
             n = 0
             for idea in ops.list_ideas(st, self.search_id, s.epoch, ("proposed", "diff_review")):
                 n += ops.transition_idea(st, idea.id, idea.status, "skipped",
@@ -278,6 +287,8 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
                 self._note_waiting(f"epoch {e}: waiting for decisions on {len(waiting)} ideas "
                                    f"(ideaforge approve/reject/edit, or the console)")
                 return None
+            if self._holds(s, "ideas"):
+                return None
             self._set_phase("implement", f"epoch {e}: ideas reviewed")
         elif s.phase == "implement":
             if self._implement(e):
@@ -291,6 +302,8 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
                 waiting = []
             if waiting:
                 self._note_waiting(f"epoch {e}: waiting for decisions on {len(waiting)} diffs")
+                return None
+            if self._holds(s, "diffs"):
                 return None
             self._set_phase("run", f"epoch {e}: diffs reviewed")
         elif s.phase == "run":
@@ -325,6 +338,14 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
         self._wake.set()  # the next phase can start at once
         self._waiting_note = None
         self.progress(message)
+
+    def _holds(self, s: SearchView, what: str) -> bool:
+        """Every idea at the gate is decided, but the console asked to wait for go."""
+        if s.auto or self._held != (s.epoch, s.phase):
+            return False
+        self._note_waiting(f"epoch {s.epoch}: every {what[:-1]} decided; the gate waits for go "
+                           "(g in the console, or ideaforge go)")
+        return True
 
     def _note_waiting(self, note: str) -> None:
         if note != self._waiting_note:

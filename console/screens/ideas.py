@@ -7,7 +7,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.message import Message
 from textual.widgets import Input
@@ -36,6 +36,13 @@ FIRST_FRAME_WAIT_S = 0.5
 
 #: How long the cursor rests on a row before its detail is fetched ahead.
 PREFETCH_REST_S = 0.1
+
+#: Decisions at a gate: from the console they hold the gate shut until go (see `_with_hold`).
+GATE_ACTIONS = ("approve", "reject", "edit")
+
+#: Keys that say why when they cannot apply (see `on_key`).
+WHY_NOT = frozenset({"approve", "reject", "edit", "go", "add_idea", "stop_search",
+                     "resume_search"})
 
 SORT_LABELS = {"default": "newest epoch first", "id": "id", "score": "score (best first)",
                "status": "status", "origin": "origin", "epoch": "epoch"}
@@ -81,12 +88,13 @@ class IdeasScreen(ConsoleScreen):
         self.filter = filtering.Filter()
         self.filter_text = ""
         self.epoch: int | None = None
-        self.sort = "default"
+        self.sort: str | None = None  # the user's choice; None: by the search's state
         self.reverse = False
         self._marker: tuple[int, int, int] | None = None
         self._applicable: frozenset[str] = frozenset()
         self._rest_since = 0.0
         self._prefetched: int | None = None
+        self._held_at: tuple[int, int, str] | None = None  # the gate this console held
 
     def compose(self) -> ComposeResult:
         yield SearchHeader(id="header")
@@ -127,7 +135,15 @@ class IdeasScreen(ConsoleScreen):
         return BoardQuery(search_id=search.id,
                           epoch=f.epoch if f.epoch is not None else self.epoch,
                           statuses=f.statuses, origins=f.origins, ids=f.ids, words=f.words,
-                          confirmations=f.confirmations, sort=self.sort, reverse=self.reverse, goal=search.goal)
+                          confirmations=f.confirmations, sort=self._sort_of(search),
+                          reverse=self.reverse, goal=search.goal)
+
+    def _sort_of(self, search: SearchView | None) -> str:
+        """The user's sort, else by score (best first) once a search is finished: what is
+        left to read of it is its results; the newest epoch first while it runs."""
+        if self.sort is not None:
+            return self.sort
+        return "score" if search is not None and search.status == "finished" else "default"
 
     def open_search(self) -> None:
         ref = self.console.search_ref
@@ -203,7 +219,11 @@ class IdeasScreen(ConsoleScreen):
     def _take_summary(self, summary: SearchSummary) -> None:
         self.summary = summary
         self.search = summary.search
-        self.board.set_context(summary.search.baseline, summary.search.goal)
+        best = summary.best_idea.id if summary.best_idea is not None else None
+        self.board.set_context(summary.search.baseline, summary.search.goal, best)
+        shown = self.board.query_
+        if shown is not None and shown.sort != self._sort_of(summary.search):
+            self._requery()  # the search finished while open: its board sorts by score
         self.query_one(SearchHeader).show(summary, self._view_line())
         self._bindings_changed()
 
@@ -256,7 +276,8 @@ class IdeasScreen(ConsoleScreen):
         parts = ["all epochs" if self.epoch is None and self.filter.epoch is None
                  else f"epoch {self.filter.epoch if self.filter.epoch is not None else self.epoch}"]
         parts.append(f"{self.board.total} ideas")
-        parts.append(f"sorted by {SORT_LABELS[self.sort]}{' (reversed)' if self.reverse else ''}")
+        parts.append(f"sorted by {SORT_LABELS[self._sort_of(self.search)]}"
+                     f"{' (reversed)' if self.reverse else ''}")
         if self.filter_text:
             parts.append(f"filter “{self.filter_text}”")
         if self.board.marked:
@@ -338,6 +359,50 @@ class IdeasScreen(ConsoleScreen):
                     and self.search.status != "finished" and not engine_alive(self.search))
         return True
 
+    def on_key(self, event: events.Key) -> None:
+        """A key of this board that cannot apply now says why, instead of doing nothing."""
+        for binding in self._bindings.key_to_bindings.get(event.key, ()):
+            name = binding.action.split("(", 1)[0]
+            if name in WHY_NOT and not self.check_action(name, ()):
+                event.stop()
+                event.prevent_default()
+                self.notify(self.why_not(name), title=f"{event.key}: {binding.description}",
+                            severity="warning")
+                return
+
+    def why_not(self, action: str) -> str:
+        """Why `action` cannot apply now, in words (for the status line)."""
+        s = self.search
+        if s is None:
+            return "no search is open: press 0 to pick one"
+        if s.status == "imported":
+            return "this search is imported read-only: it takes no decisions"
+        if action in ("approve", "reject", "edit"):
+            rows = self.board.targets()
+            if not rows:
+                return "no idea is highlighted"
+            row = rows[0]
+            if len(rows) == 1 and row.pending:
+                return f"#{row.id} already has a decision on its way ({row.pending})"
+            allowed = {"approve": "a proposed idea or a diff under review",
+                       "reject": "a proposed or approved idea, or a diff under review",
+                       "edit": "a proposed or approved idea"}[action]
+            which = f"#{row.id} is {row.status}" if len(rows) == 1 else "no marked idea fits"
+            done = {"approve": "approved", "reject": "rejected", "edit": "edited"}[action]
+            return f"{which}: only {allowed} can be {done}"
+        if action == "go":
+            if s.status == "finished":
+                return "the search is finished: it has no gate to release"
+            return f"no gate to release: the search is in phase {s.phase}"
+        if action == "add_idea":
+            return "the search is finished: it takes no new ideas"
+        if action == "stop_search":
+            return "no engine runs this search: nothing to stop (R resumes it)"
+        if action == "resume_search":
+            return ("the search is finished: nothing to resume" if s.status == "finished"
+                    else "an engine already runs this search")
+        return "it does not apply here"
+
     # ------------------------------------------------------------------ actions
     def action_open(self) -> None:
         self.board.open_current()
@@ -376,7 +441,7 @@ class IdeasScreen(ConsoleScreen):
 
     def action_sort(self) -> None:
         keys = list(first_frame.SORT_KEYS)
-        self.sort = keys[(keys.index(self.sort) + 1) % len(keys)]
+        self.sort = keys[(keys.index(self._sort_of(self.search)) + 1) % len(keys)]
         self._requery()
 
     def action_sort_reverse(self) -> None:
@@ -418,6 +483,7 @@ class IdeasScreen(ConsoleScreen):
     def action_approve(self) -> None:
         rows = [r for r in self.board.targets() if r.status in fmt.APPROVABLE]
         self._decide([("approve", r.id, None) for r in rows], f"approve → {_ids(rows)}")
+        self._next_undecided()
 
     @work(exclusive=True, group="dialog")
     async def action_reject(self) -> None:
@@ -435,6 +501,7 @@ class IdeasScreen(ConsoleScreen):
             return
         self._decide([("reject", r.id, reason or None) for r in rows],
                      f"reject → {_ids(rows)}" + (f" ({reason})" if reason else ""))
+        self._next_undecided()
 
     @work(exclusive=True, group="dialog")
     async def action_edit(self) -> None:
@@ -474,9 +541,9 @@ class IdeasScreen(ConsoleScreen):
         waiting = (self.summary.ideas.get("diff_review" if diffs else "proposed", 0)
                    if self.summary else 0)
         what = "diff(s)" if diffs else "idea(s)"
-        if await self.app.push_screen_wait(ConfirmScreen(
-                "Release the gate?", f"{waiting} undecided {what} will be skipped; decided "
-                "ones go on.", yes="Go")):
+        body = (f"{waiting} undecided {what} will be skipped; decided ones go on." if waiting
+                else f"Every {what[:-3]} is decided: the search goes on with them.")
+        if await self.app.push_screen_wait(ConfirmScreen("Release the gate?", body, yes="Go")):
             self._decide([("go", None, None)], "gate released")
 
     @work(exclusive=True, group="dialog")
@@ -496,9 +563,31 @@ class IdeasScreen(ConsoleScreen):
             if idea_id is not None:  # shown at once; the engine's answer replaces it
                 self.board.update_row(idea_id, pending=action)
         self.board.clear_marks()
+        decisions = self._with_hold(decisions)
         if not engine_alive(self.search):
             note += " — no engine is attached: it applies when the search resumes (R)"
         self._send(self.search.id, decisions, note)
+
+    def _with_hold(self, decisions: list[tuple[str, int | None, str | None]]
+                   ) -> list[tuple[str, int | None, str | None]]:
+        """Decisions at a gate go with a `hold`: once every idea is decided the engine waits
+        for go (g) instead of releasing the gate by itself. Sent once per gate, and again with
+        a batch that may decide the last waiting ideas (an engine restarted since forgets)."""
+        s = self.search
+        if s is None or not at_gate(s) or not any(a in GATE_ACTIONS for a, _, _ in decisions):
+            return decisions
+        gate = (s.id, s.epoch, s.phase)
+        waiting = (self.summary.ideas.get("diff_review" if s.phase == "review_diffs"
+                                          else "proposed", 0) if self.summary else 0)
+        deciding = sum(1 for a, _, _ in decisions if a in GATE_ACTIONS)
+        if gate == self._held_at and deciding < waiting:
+            return decisions
+        self._held_at = gate
+        return [("hold", None, None), *decisions]
+
+    def _next_undecided(self) -> None:
+        """After a decision the cursor goes on to the next idea that awaits one."""
+        self.board.next_row(lambda r: r.status in fmt.APPROVABLE and not r.pending)
 
     @work(thread=True, group="decide", exit_on_error=False, name="send decisions")
     def _send(self, search_id: int, decisions: list[tuple[str, int | None, str | None]],

@@ -95,6 +95,7 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
         "idea-board--cursor",
         "idea-board--marked",
         "idea-board--placeholder",
+        "idea-board--best",
     }
 
     DEFAULT_CSS = """
@@ -104,6 +105,7 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
     IdeaBoard:focus > .idea-board--cursor { background: $accent 70%; }
     IdeaBoard > .idea-board--marked { background: $warning 20%; }
     IdeaBoard > .idea-board--placeholder { color: $text-muted; }
+    IdeaBoard > .idea-board--best { text-style: bold; color: $success; }
     """
 
     class Highlighted(Message):
@@ -140,6 +142,7 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
         self.marked: dict[int, str] = {}  # idea id → status when marked
         self.baseline: float | None = None
         self.goal = "minimize"
+        self.best_id: int | None = None  # the search's best idea: starred and bold
         self.loaded_once = False
         self.first_rows_painted_at: float | None = None  # perf_counter(); the bench reads it
         self.placeholder = "loading…"
@@ -171,9 +174,9 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
         self.scroll_to(y=0, animate=False)
         self._request(0, follow=None)
 
-    def set_context(self, baseline: float | None, goal: str) -> None:
-        if (baseline, goal) != (self.baseline, self.goal):
-            self.baseline, self.goal = baseline, goal
+    def set_context(self, baseline: float | None, goal: str, best: int | None = None) -> None:
+        if (baseline, goal, best) != (self.baseline, self.goal, self.best_id):
+            self.baseline, self.goal, self.best_id = baseline, goal, best
             self._cache.clear()
             self.refresh()
 
@@ -329,6 +332,17 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
             self._last_highlight = key
             self.post_message(self.Highlighted(self, row))
 
+    def next_row(self, keep: Callable[[BoardRow], bool]) -> bool:
+        """Move the cursor to the next loaded row below it that `keep` accepts, else the
+        first above it; False (the cursor stays) when no loaded row is accepted."""
+        order = sorted(self._rows)
+        after = [i for i in order if i > self.cursor] + [i for i in order if i < self.cursor]
+        for index in after:
+            if keep(self._rows[index]):
+                self._move_to(index)
+                return True
+        return False
+
     def action_cursor(self, step: int) -> None:
         self._move_to(self.cursor + step)
 
@@ -408,6 +422,9 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
             base = base + self.get_component_rich_style("idea-board--marked")
         if is_cursor:
             base = base + self.get_component_rich_style("idea-board--cursor")
+        is_best = row.id == self.best_id
+        if is_best:  # the best at a glance: ★, bold, in the success colour
+            base = base + self.get_component_rich_style("idea-board--best", partial=True)
         status = row.status + (f" {PENDING_ARROW.get(row.pending, '→' + row.pending)}"
                                if row.pending else "")
         verdict_style = fmt.verdict_style(row.score, self.baseline, self.goal,
@@ -427,7 +444,8 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
         # error of the mean and the number of runs (a mean of several runs only).
         score = (fmt.score(row.score) + (fmt.UNVERIFIED_MARK if row.verified == UNVERIFIED
                                          else " ") + (fmt.mark(row.confirmation) or " "))
-        texts = ["●" if is_marked else "", str(row.id), str(row.epoch), row.origin, status,
+        star = "●" if is_marked else "★" if is_best else ""
+        texts = [star, str(row.id), str(row.epoch), row.origin, status,
                  score, fmt.spread(row.score_se, row.runs), fmt.delta(row.score, self.baseline),
                  str(row.attempts) if row.attempts else "", row.host or "", title]
         looks = ["bold yellow", "", "dim", "", fmt.STATUS_STYLE.get(row.status, ""),

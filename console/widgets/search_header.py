@@ -101,6 +101,10 @@ class SearchHeader(Static):
         if self.summary and self.summary.pending_decisions:
             return Text(f"{self.summary.pending_decisions} decision(s) on their way to the "
                         "engine", style="cyan")
+        if at_gate(s) and alive:  # all decided; the engine waits for go (issue 15)
+            what = "idea" if s.phase == "review_ideas" else "diff"
+            return Text(f"⏸ gate: every {what} is decided — g go releases it",
+                        style="bold yellow")
         if s.message:
             return Text(s.message, style="dim")
         return None

@@ -17,7 +17,7 @@ from console.screens.add_idea import AddIdeaScreen
 from console.screens.confirm import ConfirmScreen
 from console.screens.prompt import PromptScreen
 from tests.conftest import base_env, cli, start_cli, wait_for
-from tests.console.helpers import board, cursor_to, loaded_rows, until
+from tests.console.helpers import board, cursor_to, header_text, loaded_rows, until
 from tests.console.model import KnobModel
 from tests.support.openai_server import OpenAIServer
 
@@ -83,7 +83,13 @@ async def test_decisions_made_in_the_console_steer_a_live_engine(
                 app.screen.query_one(TextArea).load_text(HUMAN)
                 await pilot.press("ctrl+s")
 
-                # The gate opens once every idea is decided: epoch 1 proposes.
+                # Every idea is decided: the gate stays shut until g (issue 15), then
+                # epoch 1 proposes.
+                await until(pilot, lambda: "every idea is decided" in header_text(pilot), 60,
+                            "the held gate", state=lambda: header_text(pilot))
+                await pilot.press("g")
+                await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, "confirm")
+                await pilot.press("y")
                 await until(pilot, lambda: proposed(1), 120, "epoch 1 proposals")
                 await pilot.press("home", "space", "space", "a")  # a batch of two
                 await pilot.press("g")

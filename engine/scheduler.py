@@ -50,6 +50,9 @@ class HostSlots:
     max_jobs: int | None = None
     ready: bool = True  # reachable, not quarantined, environment prepared
     labels: frozenset[str] = frozenset()
+    #: Another scheduler (Slurm) places the jobs on its own GPUs: any job fits while
+    #: `max_jobs` allows, and it gets a GPU count, not indices to lease.
+    elastic: bool = False
 
     def free(self) -> list[int]:
         return [g for g in self.gpus if g not in self.busy]
@@ -70,6 +73,7 @@ class Placement:
     job_id: int
     host: str
     gpus: tuple[int, ...]
+    lease: bool = True  # False on an elastic host: `gpus` only counts them (0..n-1)
 
 
 @dataclass(frozen=True)
@@ -153,11 +157,14 @@ def plan(hosts: Sequence[HostSlots], queue: Sequence[Waiting], now: float, *,
     for w in order(queue, now, aging_s):
         eligible = [h for h in work if h.slots.ready
                     and (w.hosts is None or h.name in w.hosts)]
+        if any(h.slots.elastic for h in eligible):
+            _place_elastic(w, eligible, out)
+            continue
         if w.gpus == 0:
             _place_cpu(w, eligible, out)
             continue
         if not any(len(h.slots.gpus) >= w.gpus for h in eligible):
-            if not any(len(h.slots.gpus) >= w.gpus for h in work
+            if not any(len(h.slots.gpus) >= w.gpus or h.slots.elastic for h in work
                        if w.hosts is None or h.name in w.hosts):
                 out.unplaceable.append(w.job_id)
             continue  # eligible hosts that could fit it are down or not ready: wait
@@ -185,6 +192,14 @@ def _place_cpu(w: Waiting, eligible: list[_Host], out: Plan) -> None:
     best.cpu_running += 1
     best.jobs += 1
     out.placements.append(Placement(w.job_id, best.name, ()))
+
+
+def _place_elastic(w: Waiting, eligible: list[_Host], out: Plan) -> None:
+    fits = [h for h in eligible if h.slots.elastic and h.room_for_job()]
+    if fits:
+        best = min(fits, key=lambda h: (h.jobs - (h.slots.max_jobs or 0), h.name))
+        best.jobs += 1
+        out.placements.append(Placement(w.job_id, best.name, tuple(range(w.gpus)), lease=False))
 
 
 def _reserve(w: Waiting, eligible: list[_Host], now: float, out: Plan) -> None:

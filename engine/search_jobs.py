@@ -128,7 +128,7 @@ class JobsMixin(EngineParts):
                 busy=frozenset(set(leases.get(v.name, {})) | v.foreign_busy),
                 cpu_slots=v.cpu_slots, cpu_running=sum(j.gpus_wanted == 0 for j in on_host),
                 max_jobs=v.max_jobs, ready=v.ready and v.gpus is not None,
-                labels=frozenset(v.labels)))
+                labels=frozenset(v.labels), elastic=v.elastic))
         waiting = [Waiting(q.job.id, q.job.gpus_wanted, q.job.queued_at,
                            self._limit_of(q.job, q.env_path), q.mine) for q in queued]
         policy = getattr(fleet, "policy", None)
@@ -147,7 +147,7 @@ class JobsMixin(EngineParts):
                                    message=f"job {job_id}: no host has {job.gpus_wanted} GPUs")
         for p in plan.mine(waiting):
             job_dir = fleet.job_dir(p.host, self.search_id, p.job_id)
-            if hq.claim_placement(self.store, p.job_id, p.host, p.gpus, job_dir):
+            if hq.claim_placement(self.store, p.job_id, p.host, p.gpus, job_dir, p.lease):
                 self._launch(job_ops.get_job(self.store, p.job_id))
 
     def _launch(self, job: JobView) -> None:
@@ -177,7 +177,9 @@ class JobsMixin(EngineParts):
         where = f" on {job.host}" if job.host != "local" else ""
         if job_ops.update_job(self.store, job.id, expect_state="launching", state="running",
                               message=f"job {job.id} started for idea {idea.id}{where}" +
-                              (f" on GPUs {','.join(map(str, gpus))}" if gpus else "")):
+                              (f" with {len(gpus)} GPU(s)" if gpus and getattr(
+                                  self._jobs_fleet(), "places_gpus", False) else
+                               f" on GPUs {','.join(map(str, gpus))}" if gpus else "")):
             ops.transition_idea(self.store, idea.id, "queued", "running")
             self.progress(f"job {job.id} running{where}: idea {idea.id} {idea.title[:50]}")
 
@@ -217,7 +219,7 @@ class JobsMixin(EngineParts):
             if now - (job.started_at or job.queued_at) < 60:
                 return
             status = JobStatus("lost")
-        if status.state == "running":
+        if status.state in ("running", "pending"):  # pending: in Slurm's queue
             if status.heartbeat_at and status.heartbeat_at != job.heartbeat_at:
                 job_ops.update_job(self.store, job.id, heartbeat_at=status.heartbeat_at,
                                    pid=status.pid, log_tail=tail)

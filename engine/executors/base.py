@@ -54,7 +54,7 @@ class LaunchSpec:
 
 @dataclass(frozen=True)
 class JobStatus:
-    state: str  # starting | running | finished | lost
+    state: str  # starting | pending (in Slurm's queue) | running | finished | lost
     exit_code: int | None = None
     timed_out: bool = False
     cancelled: bool = False
@@ -62,6 +62,7 @@ class JobStatus:
     pid: int | None = None
     orphans: int = 0  # lost only: processes the job left that still run (they hold its GPUs)
     record: dict[str, Any] | None = None  # finished: the runner's `exit` record as written
+    note: str | None = None  # Slurm: "pending (Resources)", "running on node7", its job id
 
 
 @dataclass(frozen=True)

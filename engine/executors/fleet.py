@@ -36,6 +36,7 @@ class HostView:
     ready: bool = True  # environment copied and set up, not quarantined
     problem: str | None = None  # why it is not ready, one line
     setup_failed: bool = False
+    elastic: bool = False  # Slurm places the jobs: no GPU indices here (scheduler.HostSlots)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.executors import slurm_config
+from engine.executors.slurm_config import SlurmConfig
+
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 DEFAULT_WORKDIR = "~/.ideaforge-host"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -98,6 +101,7 @@ class HostsFile:
     path: Path
     hosts: tuple[HostConfig, ...]
     policy: Policy = Policy()
+    slurm: SlurmConfig | None = None  # `[slurm]`: jobs go through Slurm's queue instead
 
     def get(self, name: str) -> HostConfig:
         for h in self.hosts:
@@ -169,8 +173,14 @@ def load(path: str | os.PathLike[str], *, check_files: bool = True) -> HostsFile
     except tomllib.TOMLDecodeError as exc:
         raise HostsError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
     top = _Checker(path, "top level")
-    top.known(data, {"defaults", "hosts", "jump_hosts", "scheduling"})
+    top.known(data, {"defaults", "hosts", "jump_hosts", "scheduling", "slurm"})
     policy = _policy(_Checker(path, "[scheduling]"), top.get(data, "scheduling", dict, {}))
+    if "slurm" in data:
+        if "hosts" in data:
+            raise top.fail("slurm", "and [[hosts]] are both set: a search runs either on SSH "
+                           "hosts or through Slurm; keep one of them")
+        slurm = slurm_config.parse(_Checker(path, "[slurm]"), top.get(data, "slurm", dict))
+        return HostsFile(path, (), policy, slurm)
     defaults = top.get(data, "defaults", dict, {})
     _Checker(path, "[defaults]").known(defaults, DEFAULT_FIELDS)
     jumps_t = top.get(data, "jump_hosts", dict, {})

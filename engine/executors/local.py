@@ -98,6 +98,18 @@ class LocalExecutor:
         killed mid-launch and restarted) either adopts the running job or finishes the launch
         that never happened — never a second run.
         """
+        job_dir = self.write_attempt(spec)
+        if job_dir is None:
+            return str(self.job_dir(spec.search_id, spec.job_id))
+        with open(job_dir / "runner.err", "ab") as err:
+            subprocess.Popen([self.python, runner.__file__, str(job_dir)], cwd=job_dir,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                             start_new_session=True, env=self._env())
+        return str(job_dir)
+
+    def write_attempt(self, spec: LaunchSpec) -> Path | None:
+        """The attempt directory, ready for its runner; None when a runner started already
+        (adopt it). Shared with the Slurm executor, which starts the runner through sbatch."""
         job_dir = self.job_dir(spec.search_id, spec.job_id)
         # The version is hashed once per environment object (the engine keeps one for its
         # life), not once per job: a large repository would cost a full read per launch.
@@ -117,7 +129,7 @@ class LocalExecutor:
         runner._write(str(job_dir / "launch_key"), key)
         if (job_dir / "started").exists():
             log.info("job %d: already started, adopting it", spec.job_id)
-            return str(job_dir)
+            return None
         if not (job_dir / "spec.json").exists():
             # spec.json is written last: without it the copy may be partial, so redo it.
             work = job_dir / "env"
@@ -129,11 +141,7 @@ class LocalExecutor:
                 body["evaluate"] = evaluate_spec(spec.env, spec.profile, self._payload(spec),
                                                  spec.eval_seed)
             runner._write(str(job_dir / "spec.json"), json.dumps(body, indent=1))
-        with open(job_dir / "runner.err", "ab") as err:
-            subprocess.Popen([self.python, runner.__file__, str(job_dir)], cwd=job_dir,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                             start_new_session=True, env=self._env())
-        return str(job_dir)
+        return job_dir
 
     def _payload(self, spec: LaunchSpec) -> tuple[dict[str, str], dict[str, str]]:
         payload = self._evaluators.get(id(spec.env))

@@ -420,7 +420,13 @@ def connect(cfg: HostConfig, *, accept_new: bool = False) -> RemoteHost:
 
 
 def executor_from_hosts(path: Path, store: Any) -> Any:
-    """The SSH executor over every host of `path` (hosts.toml)."""
+    """The SSH executor over every host of `path` (hosts.toml); the Slurm executor when the
+    file has a `[slurm]` table instead."""
+    hosts = load(path)
+    if hosts.slurm is not None:
+        from engine.executors.slurm import executor_from_config
+
+        return executor_from_config(hosts, store)
     from engine.executors.sshfleet import SshFleet  # it imports this module: import it late
 
-    return SshFleet(load(path), store)
+    return SshFleet(hosts, store)

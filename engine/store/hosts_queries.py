@@ -171,12 +171,13 @@ def orphan_jobs(store: Store, executor: str, own_search: int, live_within_s: flo
         return [JobView.of(r) for r in s.exec(q).all()]
 
 
-def claim_placement(store: Store, job_id: int, host: str, gpus: Sequence[int], job_dir: str
-                    ) -> bool:
-    """Lease the GPUs and move the job queued → launching on `host`, all or nothing."""
+def claim_placement(store: Store, job_id: int, host: str, gpus: Sequence[int], job_dir: str,
+                    lease: bool = True) -> bool:
+    """Lease the GPUs and move the job queued → launching on `host`, all or nothing.
+    `lease` False (Slurm places the job): `gpus` are only counted, nothing is leased."""
     try:
         with store.session() as s:
-            for gpu in gpus:
+            for gpu in gpus if lease else ():
                 s.add(GpuLease(host=host, gpu=gpu, job_id=job_id))
             s.flush()
             result = s.execute(

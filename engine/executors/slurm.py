@@ -1,0 +1,375 @@
+"""The Slurm executor: jobs go through a Slurm cluster's own queue (ideaforge on a login node).
+
+Slurm places the jobs on its nodes and GPUs; ideaforge leases nothing and only keeps at most
+`max_queued` of its jobs in Slurm's queue. Each job is one batch job of one node that runs the
+same runner as local jobs (`engine/executors/runner.py`) in the job's attempt directory, on
+storage the compute nodes share (`[slurm] workdir`); `CUDA_VISIBLE_DEVICES` is Slurm's. That
+directory stays the ground truth: `exit` says how the job ended, whatever Slurm says.
+
+- Exactly once: every batch job carries a tag (`--comment`: workspace, job id, launch key).
+  Before `sbatch`, the queue is searched for that tag, so an engine that died between `sbatch`
+  and its database write adopts the job it submitted instead of submitting it again.
+- One `squeue` per poll for all jobs (plus at most one `sacct` for jobs that left the queue
+  without an `exit`; without accounting it fails, which is fine).
+- A job gone from Slurm without `exit` (node failure, preemption, Slurm's own time limit,
+  out of memory, cancelled by hand) is lost: the engine runs it again, within its attempts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.environments import Environment, Profile
+from engine.executors import attempt_dir, runner, slurm_cli
+from engine.executors.base import JobStatus, LaunchSpec, job_environment, job_time_limit
+from engine.executors.fleet import HostView, JobReport, LaunchOutcome, WatchItem
+from engine.executors.hosts import HostsFile
+from engine.executors.local import LocalExecutor
+from engine.executors.slurm_cli import QueueRow, SlurmError
+from engine.executors.slurm_config import SlurmConfig
+from engine.patching import PatchError
+
+log = logging.getLogger(__name__)
+
+HOST = "slurm"  # the one "host" the engine sees: the whole cluster
+TAG = "ideaforge"
+#: A job just submitted may not show in squeue yet; nor may `exit` on shared storage the
+#: moment Slurm says the job ended (attribute caches): both get this long.
+SETTLE_S = 30.0
+#: How long before Slurm's own limit the runner gets TERM (--signal): a clean stop.
+SIGNAL_LEAD_S = 60
+
+
+class SlurmJobDirs(LocalExecutor):
+    """Attempt directories as the local executor writes them, minus the GPU indices: inside
+    the allocation the job sees the GPUs Slurm gave it."""
+
+    def __init__(self, root: Path, cfg: SlurmConfig, grace_s: float) -> None:
+        super().__init__(root, cpu_slots=1, gpus=[], python=cfg.python or sys.executable,
+                         grace_s=grace_s)
+        self.cfg = cfg
+
+    def _spec(self, spec: LaunchSpec, job_dir: Path) -> dict[str, object]:
+        body = super()._spec(spec, job_dir)
+        env = dict(body["env"])  # type: ignore[call-overload]
+        env.pop("CUDA_VISIBLE_DEVICES", None)
+        per = self.cfg.cpus_per_gpu or 1
+        env["OMP_NUM_THREADS"] = str(per * max(1, spec.profile.gpus))
+        body["env"] = env
+        return body
+
+
+class SlurmFleet:
+    """The Fleet (engine/executors/fleet.py) of one Slurm cluster, seen as one host."""
+
+    name = "slurm"
+    places_gpus = True  # jobs get a GPU count; Slurm picks the GPUs
+
+    def __init__(self, hosts: HostsFile, store: Any) -> None:
+        assert hosts.slurm is not None
+        self.cfg: SlurmConfig = hosts.slurm
+        self.policy = hosts.policy
+        self.workspace_id: str = store.workspace_id()
+        if self.cfg.workdir:
+            base = Path(self.cfg.workdir).expanduser() / self.workspace_id
+        else:
+            base = Path(store.workspace) / "slurm"
+        self.base = base
+        self.dirs = SlurmJobDirs(base, self.cfg, hosts.policy.kill_grace_s)
+        self._rows: dict[int, QueueRow] | None = None  # ideaforge job id → its queue row
+        self._polled_at = 0.0
+        self.down_since: float | None = None
+        self.error: str | None = None
+        self._keys: dict[str, str] = {}  # job dir → its launch key (tag)
+        self._gone: dict[int, float] = {}  # job id → when it was first missed in squeue
+        self._sacct: dict[str, str] = {}  # Slurm id → state, for jobs squeue forgot
+        self._runner: Path | None = None
+        self.calls = {"squeue": 0, "sacct": 0, "sbatch": 0, "scancel": 0}
+        self.settle_s = SETTLE_S
+
+    # -- the engine's view ---------------------------------------------------------------
+    def prepare(self, env: Environment, profile: Profile) -> None:
+        """The profile's setup, once per environment version, here on the login node (its
+        data dir must be on the shared storage the jobs read)."""
+        self.dirs.prepare(env, profile)
+
+    def host_views(self) -> list[HostView]:
+        self.refresh()
+        return [HostView(HOST, (), cpu_slots=self.cfg.max_queued, max_jobs=self.cfg.max_queued,
+                         reachable=self.down_since is None, down_since=self.down_since,
+                         unreachable_after=self.cfg.unreachable_after,
+                         ready=self._rows is not None, problem=self.error, elastic=True)]
+
+    def job_dir(self, host: str, search_id: int, job_id: int) -> str:
+        return str(self.dirs.job_dir(search_id, job_id))
+
+    def log_copy(self, host: str, search_id: int, job_id: int) -> Path | None:
+        return None  # the log is on storage this machine reads
+
+    def refresh(self, force: bool = False) -> None:
+        """ONE squeue call for every job, at most every `poll_interval` (unless forced)."""
+        now = time.monotonic()
+        if not force and self._rows is not None and now - self._polled_at < self.cfg.poll_interval:
+            return
+        self._polled_at = now
+        try:
+            rows = self._queue()
+        except SlurmError as exc:
+            if self.down_since is None:
+                self.down_since = time.time()
+                log.warning("slurm: %s", exc)
+            self.error = str(exc)
+            self._rows = None
+            return
+        self.down_since, self.error = None, None
+        self._rows = {}
+        for row in rows:
+            tag = self._parse_tag(row.comment)
+            if tag is not None:
+                self._rows[tag[0]] = row
+
+    def _queue(self) -> list[QueueRow]:
+        self.calls["squeue"] += 1
+        return slurm_cli.squeue()
+
+    def _tag(self, job_id: int, key: str) -> str:
+        return f"{TAG}:{self.workspace_id}:{job_id}:{key[:16]}"
+
+    def _parse_tag(self, comment: str) -> tuple[int, str] | None:
+        parts = comment.split(":")
+        if len(parts) != 4 or parts[0] != TAG or parts[1] != self.workspace_id \
+                or not parts[2].isdigit():
+            return None
+        return int(parts[2]), parts[3]
+
+    # -- launching -----------------------------------------------------------------------
+    def launch(self, host: str, spec: LaunchSpec, job_dir: str) -> LaunchOutcome | None:
+        """Submit the job once. None: Slurm did not answer; the engine asks again later."""
+        try:
+            written = self.dirs.write_attempt(spec)
+        except (PatchError, OSError, RuntimeError, ValueError) as exc:
+            log.warning("job %d: launch failed: %s", spec.job_id, exc)
+            return LaunchOutcome(error=f"{type(exc).__name__}: {exc}")
+        path = Path(job_dir)
+        if written is None or (path / "slurm_job").exists():
+            return LaunchOutcome()  # its runner started, or it was submitted: adopt it
+        key = (path / "launch_key").read_text().strip()
+        self._keys[job_dir] = key
+        try:
+            mine = [r for r in self._queue() if r.comment == self._tag(spec.job_id, key)]
+            if mine:
+                log.info("job %d: Slurm job %s has its tag; adopting it", spec.job_id,
+                         mine[0].slurm_id)
+                self._record(path, mine[0].slurm_id)
+                return LaunchOutcome()
+            script = self._script(path)
+            options = self._options(spec, path, key)
+            self.calls["sbatch"] += 1
+            slurm_id = slurm_cli.sbatch(options, str(script), self._submit_env())
+        except SlurmError as exc:
+            if exc.unreachable:
+                self.down_since = self.down_since or time.time()
+                self.error = str(exc)
+                return None
+            return LaunchOutcome(error=f"Slurm refused the job: {exc}")
+        except OSError as exc:
+            return LaunchOutcome(error=f"{type(exc).__name__}: {exc}")
+        self._record(path, slurm_id)
+        log.info("job %d: submitted as Slurm job %s", spec.job_id, slurm_id)
+        return LaunchOutcome()
+
+    def _record(self, path: Path, slurm_id: str) -> None:
+        runner._write(str(path / "slurm_job"),
+                      json.dumps({"id": slurm_id, "submitted": time.time()}))
+
+    def _options(self, spec: LaunchSpec, path: Path, key: str) -> list[str]:
+        gpus = spec.profile.gpus
+        limit = job_time_limit(spec.env, spec.profile) + self.policy.kill_grace_s \
+            + self.cfg.time_margin_s
+        lead = int(max(10, min(SIGNAL_LEAD_S, self.cfg.time_margin_s / 2)))
+        out = [f"--job-name={TAG}-{spec.job_id}", f"--comment={self._tag(spec.job_id, key)}",
+               "--nodes=1", "--ntasks=1", f"--time={max(1, math.ceil((limit + lead) / 60))}",
+               f"--signal=B:TERM@{lead}", f"--output={path / 'slurm.out'}",
+               f"--chdir={path}", "--no-requeue", "--open-mode=append"]
+        if gpus:
+            out.append(f"--gres=gpu:{gpus}")
+            if self.cfg.mem_per_gpu:
+                out.append(f"--mem-per-gpu={self.cfg.mem_per_gpu}")
+        if self.cfg.cpus_per_gpu:
+            out.append(f"--cpus-per-task={self.cfg.cpus_per_gpu * max(1, gpus)}")
+        return out + self.cfg.sbatch_options()
+
+    def _script(self, path: Path) -> Path:
+        """The batch script: it becomes the runner (exec), so Slurm's signals reach it."""
+        script = path / "job.sbatch"
+        runner_py = self._runner_copy()
+        runner._write(str(script), "#!/bin/bash\n# ideaforge job: the runner does the rest\n"
+                      f"exec {shlex.quote(self.dirs.python)} {shlex.quote(str(runner_py))} "
+                      f"{shlex.quote(str(path))}\n")
+        return script
+
+    def _runner_copy(self) -> Path:
+        """runner.py and attempt_dir.py on the shared storage (content-hashed folder), so the
+        compute nodes need nothing of ideaforge's installation."""
+        if self._runner is not None and self._runner.exists():
+            return self._runner
+        sources = [Path(runner.__file__), Path(attempt_dir.__file__)]
+        digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
+        folder = self.base / f"runner-{digest}"
+        if not (folder / "runner.py").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            for src in sources:
+                runner._write(str(folder / src.name), src.read_text())
+        self._runner = folder / "runner.py"
+        return self._runner
+
+    def _submit_env(self) -> dict[str, str]:
+        """sbatch's environment, which the job inherits (--export=ALL): no secrets, and no
+        GPU selection of the login node's."""
+        env = job_environment(dict(os.environ))
+        env.pop("CUDA_VISIBLE_DEVICES", None)
+        env["PATH"] = self.dirs._path()
+        return env
+
+    # -- watching ------------------------------------------------------------------------
+    def watch(self, host: str, items: Sequence[WatchItem]) -> dict[int, JobReport] | None:
+        if self._rows is None:
+            return None  # squeue failed: nothing is known, nothing is concluded
+        statuses = {item.job_id: self._status(item) for item in items}
+        gone = [sid for sid in (self._slurm_id(i.job_dir) for i in items
+                                if statuses[i.job_id] is None) if sid and sid not in self._sacct]
+        if gone:
+            self._ask_sacct(gone)
+        out = {}
+        for item in items:
+            status = statuses[item.job_id] or self._vanished(item)
+            got = self.dirs.read_output(item.job_dir, item.metrics_offset)
+            out[item.job_id] = JobReport(status, item.metrics_offset, got.metrics_offset,
+                                         got.metric_lines, got.bad_lines, item.log_offset,
+                                         log_tail=got.log_tail)
+        return out
+
+    def _status(self, item: WatchItem) -> JobStatus | None:
+        """What the attempt directory and squeue say; None: the job left Slurm's queue (or
+        ended there) without an `exit`."""
+        path = Path(item.job_dir)
+        if (path / "exit").exists():
+            return attempt_dir_status(path)
+        row = (self._rows or {}).get(item.job_id)
+        if row is not None and row.comment != self._tag(item.job_id, self._key(item.job_dir)):
+            row = None  # another copy of this workspace's job
+        if row is None or not (row.state in slurm_cli.PENDING or row.state in slurm_cli.RUNNING):
+            submitted = self._submitted(item.job_dir)
+            if row is None and submitted and time.time() - submitted < self.settle_s:
+                return JobStatus("pending", note="submitted")
+            return None
+        self._gone.pop(item.job_id, None)
+        if row.state in slurm_cli.PENDING:
+            return JobStatus("pending", note=f"Slurm job {row.slurm_id} pending ({row.reason})")
+        beat = _heartbeat(path)
+        return JobStatus("running", heartbeat_at=beat,
+                         note=f"Slurm job {row.slurm_id} running on {row.nodes} "
+                         f"for {row.elapsed}")
+
+    def _vanished(self, item: WatchItem) -> JobStatus:
+        """No `exit`, and Slurm no longer runs the job: lost, once `exit` has had time to
+        show; cancelled when ideaforge asked for it."""
+        path = Path(item.job_dir)
+        row = (self._rows or {}).get(item.job_id)
+        sid = self._slurm_id(item.job_dir)
+        said = row.state if row is not None else self._sacct.get(sid or "", "")
+        if said in slurm_cli.PENDING or said in slurm_cli.RUNNING:
+            return JobStatus("pending", note=f"Slurm job {sid}: {said} (accounting)")
+        first = self._gone.setdefault(item.job_id, time.monotonic())
+        if time.monotonic() - first < self.settle_s and not (path / "cancel").exists():
+            return JobStatus("running", note=f"Slurm job {sid} ended ({said or 'gone'}); "
+                             "waiting for its exit record")
+        if (path / "exit").exists():
+            return attempt_dir_status(path)
+        note = f"Slurm job {sid} ended {said or 'out of the queue'} without an exit record"
+        if (path / "cancel").exists():
+            return JobStatus("finished", exit_code=None, cancelled=True, note=note)
+        log.warning("job %d: %s", item.job_id, note)
+        return JobStatus("lost", note=note)
+
+    def _ask_sacct(self, slurm_ids: list[str]) -> None:
+        self.calls["sacct"] += 1
+        try:
+            self._sacct.update(slurm_cli.sacct(slurm_ids))
+        except SlurmError as exc:
+            log.debug("slurm: sacct: %s", exc)  # no accounting: the files decide
+            for sid in slurm_ids:
+                self._sacct.setdefault(sid, "")
+
+    def _key(self, job_dir: str) -> str:
+        key = self._keys.get(job_dir)
+        if key is None:
+            try:
+                key = self._keys[job_dir] = (Path(job_dir) / "launch_key").read_text().strip()
+            except OSError:
+                return ""
+        return key
+
+    def _slurm_id(self, job_dir: str) -> str | None:
+        info = attempt_dir.read_json(os.path.join(job_dir, "slurm_job"))
+        return str(info["id"]) if info and info.get("id") else None
+
+    def _submitted(self, job_dir: str) -> float | None:
+        info = attempt_dir.read_json(os.path.join(job_dir, "slurm_job"))
+        return float(info["submitted"]) if info and info.get("submitted") else None
+
+    # -- cancelling ----------------------------------------------------------------------
+    def cancel(self, host: str, job_dir: str) -> str:
+        """The runner stops the job (the `cancel` file, and TERM through Slurm); a job still
+        waiting in the queue is removed from it. What happened: requested | finished |
+        missing."""
+        path = Path(job_dir)
+        if not path.is_dir():
+            return "missing"
+        if (path / "exit").exists():
+            return "finished"
+        (path / "cancel").touch()
+        sid = self._slurm_id(job_dir)
+        if sid is None:
+            return "requested"
+        row = next((r for r in (self._rows or {}).values() if r.slurm_id == sid), None)
+        self.calls["scancel"] += 1
+        try:
+            if row is not None and row.state in slurm_cli.RUNNING:
+                slurm_cli.scancel(sid, "--batch", "--signal=TERM")
+            else:
+                slurm_cli.scancel(sid)
+        except SlurmError as exc:
+            log.warning("slurm: scancel %s: %s", sid, exc)
+        return "requested"
+
+
+def attempt_dir_status(path: Path) -> JobStatus:
+    info = json.loads((path / "exit").read_text())
+    return JobStatus("finished", exit_code=info.get("code"),
+                     timed_out=bool(info.get("timed_out")),
+                     cancelled=bool(info.get("cancelled")), record=info)
+
+
+def _heartbeat(path: Path) -> float | None:
+    try:
+        return float((path / "hb").read_text() or 0)
+    except (OSError, ValueError):
+        return None
+
+
+def executor_from_config(hosts: HostsFile, store: Any) -> SlurmFleet:
+    if shutil.which("sbatch") is None:
+        log.warning("slurm: sbatch is not on PATH; jobs will wait until it is")
+    return SlurmFleet(hosts, store)

@@ -1,0 +1,43 @@
+"""A real one-node Slurm cluster (tests/slurm/cluster.py), started once for these tests.
+
+Skipped, with the reason, where Slurm is not installed or the tests do not run as root; .ci/run
+installs `slurm-wlm` and `munge`, so CI runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.slurm.cluster import Cluster, missing
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[Cluster]:
+    why = missing()
+    if why:
+        pytest.skip(why)
+    root = Path(tempfile.mkdtemp(prefix="ideaforge-slurm-"))
+    cluster = Cluster(root)
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)  # the executor's and the CLI's sbatch, squeue
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
+
+
+@pytest.fixture
+def slurm(slurm_cluster: Cluster) -> Iterator[Cluster]:
+    """The cluster, its queue emptied after each test."""
+    yield slurm_cluster
+    slurm_cluster.cancel_all()

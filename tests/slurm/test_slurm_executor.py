@@ -1,0 +1,149 @@
+"""The Slurm executor against a real Slurm (tests/slurm/cluster.py: one node, 4 fake GPUs, no
+accounting): jobs run through sbatch, are read from their attempt directories, share the GPUs
+as Slurm gives them out, are cancelled, and are submitted exactly once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from engine.environments import Profile, load
+from engine.executors.base import LaunchSpec
+from engine.executors.fleet import JobReport, WatchItem
+from engine.executors.hosts import load as load_hosts
+from engine.executors.slurm import HOST, SlurmFleet
+from engine.store import Store
+from tests.conftest import wait_for
+from tests.slurm.cluster import Cluster
+
+
+def _fleet(tmp_path: Path, ws: str = "ws") -> SlurmFleet:
+    hosts = tmp_path / "hosts.toml"
+    if not hosts.exists():
+        hosts.write_text(f'[slurm]\nworkdir = "{tmp_path / "shared"}"\npoll_interval = 0.2\n'
+                         "time_margin_s = 60\n")
+    return SlurmFleet(load_hosts(hosts), Store(tmp_path / ws))
+
+
+def _spec(env_dir: Path, command: str, gpus: int, job_id: int, timeout: float = 60
+          ) -> LaunchSpec:
+    return LaunchSpec(job_id=job_id, search_id=1, idea_id=job_id, env=load(env_dir),
+                      profile=Profile(name="t", command=command, gpus=gpus, timeout=timeout),
+                      diff=None, gpus=tuple(range(gpus)), workspace_id="w", queued_at=1.0)
+
+
+def _launch(fleet: SlurmFleet, spec: LaunchSpec) -> WatchItem:
+    job_dir = fleet.job_dir(HOST, spec.search_id, spec.job_id)
+    outcome = fleet.launch(HOST, spec, job_dir)
+    assert outcome is not None and outcome.error is None, outcome
+    return WatchItem(spec.job_id, job_dir, 0, 0)
+
+
+def _poll(fleet: SlurmFleet, items: list[WatchItem]) -> dict[int, JobReport]:
+    fleet.refresh(force=True)
+    reports = fleet.watch(HOST, items)
+    assert reports is not None
+    return reports
+
+
+def _until(fleet: SlurmFleet, items: list[WatchItem], states: set[str], timeout: float = 30
+           ) -> dict[int, JobReport]:
+    def check() -> dict[int, JobReport] | None:
+        reports = _poll(fleet, items)
+        return reports if all(r.status.state in states for r in reports.values()) else None
+    got = wait_for(check, timeout, f"jobs {[i.job_id for i in items]} {states}", interval=0.2)
+    assert isinstance(got, dict)
+    return got
+
+
+def _tagged(slurm: Cluster, fleet: SlurmFleet) -> list[str]:
+    out = slurm.run("squeue", "-h", "-t", "all", "-o", "%i|%k")
+    return [line for line in out.splitlines() if f":{fleet.workspace_id}:" in line]
+
+
+def test_a_one_gpu_job_runs_and_its_score_and_exit_are_read(slurm: Cluster, toy_env: Path,
+                                                            tmp_path: Path) -> None:
+    fleet = _fleet(tmp_path)
+    item = _launch(fleet, _spec(toy_env, 'echo "gpus=$CUDA_VISIBLE_DEVICES"; python train.py',
+                                1, 1))
+    report = _until(fleet, [item], {"finished"})[1]
+    assert report.status.exit_code == 0 and report.status.record is not None
+    assert [(p["name"], p["value"]) for p in report.points] == [("train_loss", 6.0),
+                                                                 ("score", 5.0)]
+    # Slurm chose the GPU: one of the node's four, in the job's own environment
+    gpus = [line for line in report.log_tail.splitlines() if line.startswith("gpus=")]
+    assert gpus in (["gpus=0"], ["gpus=1"], ["gpus=2"], ["gpus=3"]), report.log_tail
+    # the attempt directory lives on the shared workdir and names its Slurm job
+    slurm_job = json.loads((Path(item.job_dir) / "slurm_job").read_text())
+    assert Path(item.job_dir).is_relative_to(tmp_path / "shared")
+    assert _tagged(slurm, fleet) == [f"{slurm_job['id']}|ideaforge:{fleet.workspace_id}:1:"
+                                     f"{(Path(item.job_dir) / 'launch_key').read_text()[:16]}"]
+
+
+def test_mixed_jobs_never_oversubscribe_the_gpus_and_one_squeue_serves_all(
+        slurm: Cluster, toy_env: Path, tmp_path: Path) -> None:
+    fleet = _fleet(tmp_path)
+    record = ('echo "$CUDA_VISIBLE_DEVICES $(date +%s.%N)" > "$IDEAFORGE_JOB_DIR/gpus"; '
+              'sleep 2; date +%s.%N >> "$IDEAFORGE_JOB_DIR/gpus"')
+    wants = {1: 2, 2: 1, 3: 2, 4: 1, 5: 1}  # 7 GPUs asked of 4
+    items = [_launch(fleet, _spec(toy_env, record, n, job)) for job, n in wants.items()]
+    before = dict(fleet.calls)
+    reports = _poll(fleet, items)
+    assert fleet.calls["squeue"] == before["squeue"] + 1 and fleet.calls["sacct"] == 0
+    waiting = [r.status.note or "" for r in reports.values() if r.status.state == "pending"]
+    assert waiting and all("pending (" in n for n in waiting), waiting  # with Slurm's reason
+    reports = _until(fleet, items, {"finished"}, timeout=40)
+    assert all(r.status.exit_code == 0 for r in reports.values())
+    runs = []
+    for item in items:
+        first, end = (Path(item.job_dir) / "gpus").read_text().split("\n")[:2]
+        gpus, start = first.split()
+        runs.append((set(gpus.split(",")), float(start), float(end), item.job_id))
+    for gpus, _, _, job in runs:
+        assert len(gpus) == wants[job] and gpus <= {"0", "1", "2", "3"}
+    for a in runs:
+        for b in runs:
+            if a[3] < b[3] and a[1] < b[2] and b[1] < a[2]:  # they ran at the same time
+                assert not a[0] & b[0], f"jobs {a[3]} and {b[3]} shared GPUs {a[0] & b[0]}"
+
+
+def test_cancel_stops_a_running_job_and_scancel_by_hand_is_seen(
+        slurm: Cluster, toy_env: Path, tmp_path: Path) -> None:
+    fleet = _fleet(tmp_path)
+    ours = _launch(fleet, _spec(toy_env, "sleep 120", 1, 1))
+    theirs = _launch(fleet, _spec(toy_env, "sleep 120", 1, 2))
+    running = _until(fleet, [ours, theirs], {"running"})
+    assert all("running on" in (r.status.note or "") for r in running.values())
+    assert fleet.cancel(HOST, ours.job_dir) == "requested"
+    # someone cancels the other one with scancel: the runner still records how it ended
+    other = json.loads((Path(theirs.job_dir) / "slurm_job").read_text())["id"]
+    subprocess.run(["scancel", other], check=True, env=slurm.env())
+    fleet.settle_s = 3
+    done = _until(fleet, [ours, theirs], {"finished", "lost"}, timeout=30)
+    assert done[1].status.state == "finished" and done[1].status.cancelled
+    assert done[2].status.state in ("finished", "lost")
+    if done[2].status.state == "finished":
+        assert done[2].status.exit_code != 0 or done[2].status.cancelled
+    states = slurm.run("squeue", "-h", "-t", "all", "-o", "%T").split()
+    assert "RUNNING" not in states
+
+
+def test_an_engine_that_died_after_sbatch_adopts_the_job_instead_of_submitting_again(
+        slurm: Cluster, toy_env: Path, tmp_path: Path) -> None:
+    # the node is full, so our job waits in the queue, where only its tag can find it
+    blocker = slurm.run("sbatch", "--parsable", "--gres=gpu:4", "-o", "/dev/null",
+                        "--wrap", "sleep 60").strip()
+    fleet = _fleet(tmp_path)
+    spec = _spec(toy_env, "python train.py", 1, 7)
+    item = _launch(fleet, spec)
+    (Path(item.job_dir) / "slurm_job").unlink()  # it died before recording anything
+    again = _fleet(tmp_path)  # the restarted engine, nothing in memory
+    _launch(again, spec)
+    assert len(_tagged(slurm, again)) == 1
+    assert again.calls["sbatch"] == 0
+    report = _poll(again, [item])[7]
+    assert report.status.state == "pending" and "pending (" in (report.status.note or "")
+    slurm.run("scancel", blocker)
+    report = _until(again, [item], {"finished"})[7]
+    assert report.status.exit_code == 0 and len(_tagged(slurm, again)) == 1

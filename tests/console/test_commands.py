@@ -11,6 +11,7 @@ import pytest
 from console import commands
 from console.app import IdeaforgeApp
 from console.config import load
+from console.screens.compare import CompareScreen
 from console.screens.help import HelpScreen
 from console.screens.idea_detail import IdeaDetailScreen
 from console.screens.ideas import IdeasScreen
@@ -23,7 +24,8 @@ from tests.console.helpers import board, cursor_to, until
 
 MakeApp = Callable[..., IdeaforgeApp]
 SCREENS = {"app": IdeaforgeApp, "searches": SearchesScreen, "ideas": IdeasScreen,
-           "detail": IdeaDetailScreen, "jobs": JobsScreen, "lineage": LineageScreen}
+           "detail": IdeaDetailScreen, "jobs": JobsScreen, "lineage": LineageScreen,
+           "compare": CompareScreen}
 
 
 @pytest.mark.parametrize("scope", list(commands.SCOPES))

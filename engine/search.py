@@ -153,6 +153,7 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
         self._warn_if_evaluator_changed(s.evaluator)
         self._remeasure_failed_baseline()
         self._resume_checks()
+        self._held = ops.held_gate(self.store, self.search_id)
         while True:
             self._apply_decisions()
             if self._stop:
@@ -236,7 +237,7 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
             s = self.search
             self._held = (s.epoch, "review_diffs" if s.phase == "review_diffs"
                           else "review_ideas")
-            return "gate held until go"
+            return f"gate held until go (epoch {self._held[0]} {self._held[1]})"
         if action == "go":
             s = self.search
             self._held = None

@@ -451,6 +451,19 @@ def consume_decision(store: Store, decision_id: int, outcome: str) -> bool:
                     {"consumed_at": now(), "outcome": outcome})
 
 
+def held_gate(store: Store, search_id: int) -> tuple[int, str] | None:
+    """The gate (epoch, phase) a console's `hold` keeps shut until go, from the latest hold or
+    go the engine applied (its outcome names the gate): a restarted engine holds it still."""
+    with store.session(write=False) as s:
+        row = s.exec(select(Decision.action, Decision.outcome).where(
+            Decision.search_id == search_id, col(Decision.action).in_(("hold", "go")),
+            col(Decision.consumed_at).is_not(None)).order_by(col(Decision.id).desc())
+            .limit(1)).first()
+    found = re.search(r"epoch (\d+) (review_\w+)", row[1] or "") if row and row[0] == "hold" \
+        else None
+    return (int(found.group(1)), found.group(2)) if found else None
+
+
 def reject_reasons(store: Store, search_id: int) -> list[str]:
     """The researcher's reasons for rejecting ideas: steering memory for later prompts."""
     with store.session(write=False) as s:

@@ -107,6 +107,11 @@ def _phase(workspace: Path) -> str:
         return db.execute("SELECT phase FROM search WHERE name = 't'").fetchone()[0]
 
 
+def _engine_pid(workspace: Path) -> int | None:
+    with sqlite3.connect(workspace / "ideaforge.db") as db:
+        return db.execute("SELECT engine_pid FROM search WHERE name = 't'").fetchone()[0]
+
+
 @pytest.mark.slow
 async def test_deciding_the_last_idea_leaves_the_engine_at_the_gate_until_go(
         toy_env: Path, workspace: Path) -> None:
@@ -136,6 +141,18 @@ async def test_deciding_the_last_idea_leaves_the_engine_at_the_gate_until_go(
             held = time.monotonic()
             while time.monotonic() - held < 3:  # many engine ticks (it polls every 0.5 s)
                 assert _phase(workspace) == "review_ideas"
+                await pilot.pause(0.3)
+            # An engine started again (after a crash) keeps the gate shut too.
+            engine.kill()
+            engine.wait()
+            engine = start_cli("resume", "t", workspace=workspace)
+            await until(pilot, lambda: _engine_pid(workspace) == engine.pid, 60,
+                        "the new engine", state=lambda: engine.poll())
+            await until(pilot, lambda: app.screen.check_action("stop_search", ()), 30,
+                        "the new engine's heartbeat")
+            held = time.monotonic()
+            while time.monotonic() - held < 3:
+                assert _phase(workspace) == "review_ideas" and engine.poll() is None
                 await pilot.pause(0.3)
             await pilot.press("g")
             await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, "confirm")

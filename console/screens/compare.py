@@ -20,7 +20,7 @@ from textual.worker import Worker
 from console import commands, fmt
 from console.screens.base import ConsoleScreen
 from console.widgets.key_bar import KeyBar
-from console.widgets.metric_chart import BASELINE_COLOR, PALETTE, MetricChart, Series
+from console.widgets.metric_chart import BASELINE_COLOR, PALETTE, MetricChart, Series, rich_style
 
 if TYPE_CHECKING:
     from engine.store.metric_queries import IdeaCurves
@@ -70,7 +70,7 @@ class CompareScreen(ConsoleScreen):
         return self.query_one(MetricChart)
 
     def on_mount(self) -> None:
-        self._tick()
+        self._poll_worker = self.poll()  # at once: the screen is pushed to show these curves
         self.start_polling()
 
     # ------------------------------------------------------------------ loading
@@ -166,11 +166,11 @@ class CompareScreen(ConsoleScreen):
                 final, best_text = fmt.score(values[-1]), fmt.score(best)
             else:
                 final, best_text = "-", "no points"
-            table.add_row(Text("━━", style=s.color), Text(s.label, style="bold"), final,
-                          best_text, str(len(values)), run, fmt.clip(c.title, 80))
+            table.add_row(Text("━━", style=rich_style(s.color)), Text(s.label, style="bold"),
+                          final, best_text, str(len(values)), run, fmt.clip(c.title, 80))
         if reference is not None:
-            table.add_row(Text("──", style=BASELINE_COLOR), Text("declared", style="bold"),
-                          fmt.score(reference), "", "", "",
+            table.add_row(Text("──", style=rich_style(BASELINE_COLOR)),
+                          Text("declared", style="bold"), fmt.score(reference), "", "", "",
                           "the environment's baseline value (no baseline run reported it)")
         return table
 

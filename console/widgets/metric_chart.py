@@ -16,8 +16,12 @@ from textual_plotext import PlotextPlot
 
 from console import fmt
 
-#: Series colours, in the order series are given (ANSI names: plotext and rich agree on them).
-PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "white")
+#: Plotext's colour names and the ANSI colour each is (the legend draws its swatch in the same).
+ANSI = {"red": 1, "green": 2, "orange": 3, "blue": 4, "magenta": 5, "cyan": 6, "green+": 10,
+        "orange+": 11, "blue+": 12, "magenta+": 13, "cyan+": 14}
+#: Series colours, in the order series are given (red is the baseline's).
+PALETTE = ("cyan", "magenta", "green", "orange", "blue+", "cyan+", "magenta+", "green+",
+           "orange+")
 #: The baseline's colour (its curve, or the environment's declared value as a line).
 BASELINE_COLOR = "red"
 #: Padding above and below the values shown, as a share of their span.
@@ -29,6 +33,11 @@ class Series:
     label: str  # what the legend and a one-point column say: "#12", "baseline"
     points: tuple[tuple[float, float], ...]  # (step, value)
     color: str
+
+
+def rich_style(color: str) -> str:
+    """The rich style of a plotext colour name, so that a legend matches its curve."""
+    return f"color({ANSI[color]})"
 
 
 def padded(lo: float, hi: float, share: float = PAD) -> tuple[float, float]:

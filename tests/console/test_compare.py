@@ -131,3 +131,29 @@ async def test_compare_without_marks_takes_the_highlighted_idea_and_help_lists_i
         assert "Compare (c on the board) (here)" in text
         assert "Metric — Show the next metric" in text
         assert "Compare — Overlay the marked ideas' curves" in text
+
+
+async def test_the_detail_draws_a_single_value_on_an_axis_around_it(
+        make_app: MakeApp, built: Built) -> None:
+    """Before, val_loss measured once was one dot on a 30–90 axis: now the axis is the value's
+    (and the environment's baseline line, 5.0 here), and the value is written beside it."""
+    from console.screens.idea_detail import IdeaDetailScreen
+    from console.widgets.metric_chart import MetricCharts
+
+    app = make_app()
+    async with app.run_test(size=(150, 45)) as pilot:
+        await until(pilot, lambda: board(pilot).total == 11, what="the board")
+        await cursor_to(pilot, built.ideas["a"])
+        await pilot.press("enter")
+        screen = await until(pilot, lambda: isinstance(pilot.app.screen, IdeaDetailScreen)
+                             and pilot.app.screen.detail is not None and pilot.app.screen,
+                             what="the detail")
+        await pilot.press(*["right_square_bracket"] * 5)  # the curves pane
+        charts = await until(pilot, lambda: screen.query(MetricCharts) and
+                             screen.query_one(MetricCharts).charts.get("score")
+                             and screen.query_one(MetricCharts), what="the curves")
+        chart = charts.charts["score"]
+        assert chart.single and chart.y_range is not None
+        lo, hi = chart.y_range
+        assert 3.9 < lo < 4.0 and 5.0 < hi < 5.1, chart.y_range  # 4.0 and the baseline 5.0
+        assert "● 4.0000" in str(chart.render())

@@ -77,8 +77,8 @@ def test_a_one_gpu_job_runs_and_its_score_and_exit_are_read(slurm: Cluster, toy_
     # the attempt directory lives on the shared workdir and names its Slurm job
     slurm_job = json.loads((Path(item.job_dir) / "slurm_job").read_text())
     assert Path(item.job_dir).is_relative_to(tmp_path / "shared")
-    assert _tagged(slurm, fleet) == [f"{slurm_job['id']}|ideaforge:{fleet.workspace_id}:1:"
-                                     f"{(Path(item.job_dir) / 'launch_key').read_text()[:16]}"]
+    assert _tagged(slurm, fleet) == [(f"{slurm_job['id']}|ideaforge:{fleet.workspace_id}:1:"
+                                     f"{(Path(item.job_dir) / 'launch_key').read_text()[:16]}")]
 
 
 def test_mixed_jobs_never_oversubscribe_the_gpus_and_one_squeue_serves_all(
@@ -113,18 +113,26 @@ def test_cancel_stops_a_running_job_and_scancel_by_hand_is_seen(
     fleet = _fleet(tmp_path)
     ours = _launch(fleet, _spec(toy_env, "sleep 120", 1, 1))
     theirs = _launch(fleet, _spec(toy_env, "sleep 120", 1, 2))
+    queued = _launch(fleet, _spec(toy_env, "sleep 120", 4, 3))  # waits: two GPUs are taken
     running = _until(fleet, [ours, theirs], {"running"})
     assert all("running on" in (r.status.note or "") for r in running.values())
+    wait_for(lambda: all((Path(i.job_dir) / "pid").exists() for i in (ours, theirs)), 20,
+             "both runners to start the jobs", interval=0.1)
     assert fleet.cancel(HOST, ours.job_dir) == "requested"
+    assert _poll(fleet, [queued])[3].status.state == "pending"
+    assert fleet.cancel(HOST, queued.job_dir) == "requested"
     # someone cancels the other one with scancel: the runner still records how it ended
     other = json.loads((Path(theirs.job_dir) / "slurm_job").read_text())["id"]
     subprocess.run(["scancel", other], check=True, env=slurm.env())
     fleet.settle_s = 3
-    done = _until(fleet, [ours, theirs], {"finished", "lost"}, timeout=30)
+    done = _until(fleet, [ours, theirs, queued], {"finished", "lost"}, timeout=30)
+    # ours: the runner stopped the job and said so; the queued one left the queue, never ran
     assert done[1].status.state == "finished" and done[1].status.cancelled
-    assert done[2].status.state in ("finished", "lost")
-    if done[2].status.state == "finished":
-        assert done[2].status.exit_code != 0 or done[2].status.cancelled
+    assert done[1].status.record is not None and done[1].status.record["cancelled"]
+    assert done[3].status.state == "finished" and done[3].status.cancelled
+    assert not (Path(queued.job_dir) / "started").exists()
+    # (the runner got Slurm's TERM and wrote how the job ended: killed by it)
+    assert done[2].status.state == "finished" and done[2].status.exit_code == -15
     states = slurm.run("squeue", "-h", "-t", "all", "-o", "%T").split()
     assert "RUNNING" not in states
 

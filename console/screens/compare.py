@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 #: (whose goal the environment declares).
 LOWER_IS_BETTER = ("loss", "error", "perplexity", "ppl", "time", "regret")
 
+#: The most ideas drawn at once (plus the baseline): more curves than colours cannot be told
+#: apart, and `*` can mark hundreds.
+MAX_IDEAS = 12
+
 
 def lower_is_better(name: str, search: SearchView) -> bool:
     if name == search.metric_name:
@@ -53,7 +57,9 @@ class CompareScreen(ConsoleScreen):
     def __init__(self, search: SearchView, idea_ids: list[int]) -> None:
         super().__init__()
         self.search = search
-        self.idea_ids = list(dict.fromkeys(idea_ids))
+        unique = list(dict.fromkeys(idea_ids))
+        self.idea_ids = unique[:MAX_IDEAS]
+        self.left_out = len(unique) - len(self.idea_ids)
         self.curves: list[IdeaCurves] = []
         self.baseline_id: int | None = None
         self.metric = search.metric_name
@@ -142,6 +148,9 @@ class CompareScreen(ConsoleScreen):
         if self.chart.y_range is not None:
             lo, hi = self.chart.y_range
             t.append(f" · y {lo:.4g} – {hi:.4g}", style="dim")
+        if self.left_out:
+            t.append(f" · the first {MAX_IDEAS} marked ideas shown ({self.left_out} left out)",
+                     style="yellow")
         return t
 
     def _legend(self, shown: list[tuple[IdeaCurves, Series, int]],

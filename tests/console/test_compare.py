@@ -5,6 +5,7 @@ per run drawn as labelled markers."""
 from __future__ import annotations
 
 import io
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -157,3 +158,31 @@ async def test_the_detail_draws_a_single_value_on_an_axis_around_it(
         lo, hi = chart.y_range
         assert 3.9 < lo < 4.0 and 5.0 < hi < 5.1, chart.y_range  # 4.0 and the baseline 5.0
         assert "● 4.0000" in str(chart.render())
+
+
+async def test_compare_draws_at_most_a_dozen_ideas_and_says_how_many_it_left_out(
+        make_app: MakeApp, built: Built) -> None:
+    from console.screens.compare import MAX_IDEAS
+    from engine.store.console_queries import get_search
+    from tests.console.builders import add_many_ideas
+
+    add_many_ideas(built.store, built.search_id, MAX_IDEAS + 3)
+    search = get_search(built.store, built.search_id)
+    assert search is not None
+    with sqlite3.connect(built.store.path) as db:
+        bulk = [i for (i,) in db.execute("SELECT id FROM idea WHERE title LIKE 'Bulk idea%' "
+                                         "ORDER BY id")]
+    many = [built.ideas["a"], *bulk[:MAX_IDEAS + 2]]
+    app = make_app()
+    async with app.run_test(size=(150, 45)) as pilot:
+        await until(pilot, lambda: board(pilot).total > 11, what="the board")
+        await pilot.app.push_screen(CompareScreen(search, many))
+        screen = await until(pilot, lambda: isinstance(pilot.app.screen, CompareScreen)
+                             and pilot.app.screen.curves and pilot.app.screen,
+                             what="the compare view")
+        assert len(screen.idea_ids) == MAX_IDEAS and screen.idea_ids[0] == built.ideas["a"]
+        header = plain(screen.query_one("#compare-header", Static).content, width=250)
+        assert f"the first {MAX_IDEAS} marked ideas shown (3 left out)" in header
+        # the bulk ideas have no runs: the chart holds #a's point and the baseline's
+        assert [s.label for s in screen.query_one(MetricChart).shown] == [
+            f"#{built.ideas['a']}", "baseline"]

@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 #: (whose goal the environment declares).
 LOWER_IS_BETTER = ("loss", "error", "perplexity", "ppl", "time", "regret")
 
-#: The most ideas drawn at once (plus the baseline): more curves than colours cannot be told
-#: apart, and `*` can mark hundreds.
-MAX_IDEAS = 12
+#: The most ideas drawn at once (plus the baseline): one colour each, since more curves than
+#: colours cannot be told apart, and `*` can mark hundreds.
+MAX_IDEAS = len(PALETTE)
 
 
 def lower_is_better(name: str, search: SearchView) -> bool:

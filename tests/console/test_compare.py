@@ -18,7 +18,7 @@ from console.screens.compare import CompareScreen
 from console.screens.help import HelpScreen
 from console.screens.ideas import IdeasScreen
 from console.widgets.key_bar import KeyBar
-from console.widgets.metric_chart import MetricChart
+from console.widgets.metric_chart import PALETTE, MetricChart
 from tests.console.builders import Built
 from tests.console.helpers import board, cursor_to, until
 
@@ -160,7 +160,7 @@ async def test_the_detail_draws_a_single_value_on_an_axis_around_it(
         assert "● 4.0000" in str(chart.render())
 
 
-async def test_compare_draws_at_most_a_dozen_ideas_and_says_how_many_it_left_out(
+async def test_compare_draws_one_idea_per_colour_and_says_how_many_it_left_out(
         make_app: MakeApp, built: Built) -> None:
     from console.screens.compare import MAX_IDEAS
     from engine.store.console_queries import get_search
@@ -181,6 +181,7 @@ async def test_compare_draws_at_most_a_dozen_ideas_and_says_how_many_it_left_out
                              and pilot.app.screen.curves and pilot.app.screen,
                              what="the compare view")
         assert len(screen.idea_ids) == MAX_IDEAS and screen.idea_ids[0] == built.ideas["a"]
+        assert MAX_IDEAS == len(PALETTE)
         header = plain(screen.query_one("#compare-header", Static).content, width=250)
         assert f"the first {MAX_IDEAS} marked ideas shown (3 left out)" in header
         # the bulk ideas have no runs: the chart holds #a's point and the baseline's

@@ -26,6 +26,19 @@ class UsageError(Exception):
     """Bad input: one line naming the problem and the fix (exit code 2)."""
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, when it has one worth saying (not an unset
+    value, not an off switch) and its text does not say it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or default in (None, False, argparse.SUPPRESS)
+                or default == [] or isinstance(action, argparse._HelpAction)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _workspace(args: argparse.Namespace) -> Path:
     from engine.search import workspace_path
 
@@ -74,6 +87,7 @@ def _status_dict(store: Any, s: Any, benched: list[Any] | None = None) -> dict[s
             "advance_at": s.advance_at, "max_cost_usd": s.max_cost_usd,
             "max_gpu_hours": s.max_gpu_hours,
             "best_score": rank.best.score if rank.best else None,
+            "best_idea": rank.best.id if rank.best else None,
             "best": _brief(rank.best), "leading": _brief(rank.leading),
             "confirm": s.confirm, "baseline": s.baseline,
             "baseline_runs": base.runs if base else 0,
@@ -98,18 +112,19 @@ def _brief(i: Any) -> dict[str, Any] | None:
 
 
 def _best_text(r: dict[str, Any]) -> str:
-    """`best val_loss 2.0470 ± 0.0081 ×3 ✓ (#3)`, or the leading idea when none is confirmed."""
+    """`best: #3 val_loss 2.0470 ± 0.0081 ×3 ✓ Warm up…`, or the leading idea when none is
+    confirmed."""
     from engine import standing
 
     def said(b: dict[str, Any]) -> str:
         view = argparse.Namespace(**b)
-        return f"{standing.score_text(view)} {standing.mark(view)} (#{b['id']})".replace(
-            "  ", " ")
+        return (f"#{b['id']} {r['metric']} {standing.score_text(view)} {standing.mark(view)} "
+                f"{b['title'][:40]}").replace("  ", " ").rstrip()
 
-    text = f"best {r['metric']} " + (said(r["best"]) if r["best"] else
-                                      "none confirmed yet" if r["confirm"] != "off" else "-")
+    text = "best: " + (said(r["best"]) if r["best"] else f"{r['metric']} none confirmed yet"
+                       if r["confirm"] != "off" else f"{r['metric']} -")
     if r["leading"]:
-        text += f", leading {said(r['leading'])} {r['leading']['confirmation'] or ''}".rstrip()
+        text += f", leading {said(r['leading'])} ({r['leading']['confirmation'] or '-'})"
     return text
 
 
@@ -164,11 +179,38 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _idea_dict(i: Any, baseline: float | None = None) -> dict[str, Any]:
+def _idea_dict(i: Any, baseline: float | None = None, goal: str | None = None
+               ) -> dict[str, Any]:
+    """An idea as JSON. `delta`: its score against the baseline; with the search's `goal`,
+    signed so that positive means better than the baseline (the raw difference without)."""
     d = i.to_dict()
     d["parents"] = list(i.parents)
-    d["delta"] = (i.score - baseline) if (i.score is not None and baseline is not None) else None
+    d["delta"] = _delta(i.score, baseline, goal or "maximize")
     return d
+
+
+def _delta(score: float | None, baseline: float | None, goal: str) -> float | None:
+    """How much better than the baseline (positive: better, whichever way the metric goes)."""
+    if score is None or baseline is None:
+        return None
+    return score - baseline if goal == "maximize" else baseline - score
+
+
+#: `ideas --sort`: id order (as stored), best score first, by status, most runs first.
+IDEA_SORTS = ("id", "score", "status", "runs")
+
+
+def _sorted_ideas(ideas: list[Any], key: str, goal: str) -> list[Any]:
+    if key == "score":
+        scored = [i for i in ideas if i.score is not None]
+        from engine import standing
+
+        return standing.ranked(scored, goal) + [i for i in ideas if i.score is None]
+    if key == "status":
+        return sorted(ideas, key=lambda i: (i.status, i.id))
+    if key == "runs":
+        return sorted(ideas, key=lambda i: (-i.runs, i.id))
+    return ideas
 
 
 def _verification_dict(v: Any) -> dict[str, Any]:
@@ -182,23 +224,29 @@ def cmd_ideas(args: argparse.Namespace) -> int:
 
     store = _store(args, read=True)
     s = ops.find_search(store, args.search)
-    ideas = ops.list_ideas(store, s.id, args.epoch)
+    ideas = _sorted_ideas(ops.list_ideas(store, s.id, args.epoch), args.sort, s.goal)
     if args.json:
         checked = console_queries.verifications(store, search_id=s.id)
-        _print_json([{**_idea_dict(i, s.baseline),
+        _print_json([{**_idea_dict(i, s.baseline, s.goal),
                       **_verification_dict(checked.get(i.id, verification.UNKNOWN))}
                      for i in ideas])
         return 0
     from engine import standing
 
     sys.stdout.write(f"{'id':>5} {'ep':>3} {'origin':<8} {'status':<16} {'score':>23}   "
-                     f"{'att':>3}  title\n")
+                     f"{'Δ':>9} {'att':>3}  title\n")
     for i in ideas:
         q = " [quarantine]" if i.quarantine == "pending" else ""
         twin = f" [≈ #{i.twin_of}]" if i.twin_of else ""
+        delta = _delta(i.score, s.baseline, s.goal)
         sys.stdout.write(f"{i.id:>5} {i.epoch:>3} {i.origin:<8} {i.status:<16} "
                          f"{standing.score_text(i):>23} {standing.mark(i) or ' '} "
+                         f"{'-' if delta is None else f'{delta:+.4f}':>9} "
                          f"{i.attempts:>3}  {i.title[:60]}{q}{twin}\n")
+    if s.baseline is not None and any(i.score is not None for i in ideas):
+        sys.stdout.write(f"Δ: better than the baseline {s.baseline:.4f} by this much "
+                         f"(positive is better; {s.metric_name} is to "
+                         f"{'maximize' if s.goal == 'maximize' else 'minimize'})\n")
     if any(i.confirmation for i in ideas):
         sys.stdout.write("score: the mean of the idea's runs ± its standard error ×runs; "
                          "✓ confirmed by repeats, ○ unconfirmed, ✗ refuted\n")
@@ -207,10 +255,11 @@ def cmd_ideas(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from console import fmt
-    from engine.store import console_queries, job_ops, ops, verification
+    from engine.store import console_queries, job_ops, manage, ops, verification
 
     store = _store(args, read=True)
     i = ops.get_idea(store, args.idea)
+    note = manage.get_note(store, i.id)
     attempts = ops.list_attempts(store, i.id)
     jobs = job_ops.list_jobs(store, idea_id=i.id)
     children = ops.children_of(store, i.id)
@@ -219,7 +268,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     own_se = _evaluator_se(store, i, jobs)
     if args.json:
         d = _idea_dict(i)
-        d.update(children=children, attempts=[a.to_dict() for a in attempts],
+        d.update(note=note, children=children, attempts=[a.to_dict() for a in attempts],
                  jobs=[{**j.to_dict(), "evaluator_se": own_se.get(j.id)} for j in jobs],
                  gpu_hours=round(gpu_hours, 6),
                  **_verification_dict(checked))
@@ -233,6 +282,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         out.append(f"near duplicate of idea {i.twin_of} (`ideaforge show {i.twin_of}`)")
     if i.reason:
         out.append(f"reason: {i.reason}")
+    if note:
+        out.append(f"note: {note}")
     out += [line for line, _ in fmt.verification_lines(checked)]
     if i.parents:
         out.append(f"parents: {', '.join(map(str, i.parents))}")
@@ -448,60 +499,71 @@ def _log() -> logging.Logger:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ideaforge", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="ideaforge", description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
     p.add_argument("--workspace", help="workspace folder (default ./.ideaforge or "
                    "$IDEAFORGE_WORKSPACE)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every step (debug), and "
+                   "show the traceback of an unexpected error")
     sub = p.add_subparsers(dest="command")
 
     def add(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help_)
+        sp = sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
         sp.set_defaults(fn=fn)
         sp.add_argument("--workspace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return sp
 
-    from console import cli_export, cli_hosts, cli_run, cli_stats
+    from console import cli_envs, cli_export, cli_hosts, cli_manage, cli_run, cli_stats
 
     cli_run.register(add)
     cli_stats.register(add)
     x = add("status", cmd_status, "searches and their progress")
-    x.add_argument("search", nargs="?")
-    x.add_argument("--json", action="store_true")
-    x = add("ideas", cmd_ideas, "a search's ideas")
-    x.add_argument("search")
-    x.add_argument("--epoch", type=int)
-    x.add_argument("--json", action="store_true")
-    x = add("show", cmd_show, "one idea: text, attempts, diff, jobs")
-    x.add_argument("idea", type=int)
-    x.add_argument("--json", action="store_true")
+    x.add_argument("search", nargs="?", help="a search's name or id (default: every search)")
+    x.add_argument("--json", action="store_true", help="print JSON (one search: an object "
+                   "with `best_idea`, the best idea's id or null; all: a list of them)")
+    x = add("ideas", cmd_ideas, "a search's ideas, with each score's Δ against the baseline")
+    x.add_argument("search", help="a search's name or id")
+    x.add_argument("--epoch", type=int, help="only this epoch's ideas (epochs count from 0)")
+    x.add_argument("--sort", choices=IDEA_SORTS, default="id", help="order: id (as "
+                   "proposed), score (best first, unscored last), status, runs (most first)")
+    x.add_argument("--json", action="store_true", help="print JSON; `delta` is the score's "
+                   "gain over the baseline, positive when better (for a metric to minimize, "
+                   "baseline − score)")
+    x = add("show", cmd_show, "one idea: text, note, attempts, diff, jobs")
+    x.add_argument("idea", type=int, help="the idea's id")
+    x.add_argument("--json", action="store_true", help="print JSON instead of text")
     x = add("lineage", cmd_lineage, "an idea's ancestry and descendants")
-    x.add_argument("idea", type=int)
-    x.add_argument("--json", action="store_true")
+    x.add_argument("idea", type=int, help="the idea's id")
+    x.add_argument("--json", action="store_true", help="print JSON instead of text")
     x = add("approve", cmd_approve, "approve proposed ideas (or diffs under review)")
-    x.add_argument("ideas", type=int, nargs="+")
+    x.add_argument("ideas", type=int, nargs="+", help="the ideas' ids")
     x = add("reject", cmd_reject, "reject ideas; the reason steers later prompts")
-    x.add_argument("ideas", type=int, nargs="+")
-    x.add_argument("--reason")
+    x.add_argument("ideas", type=int, nargs="+", help="the ideas' ids")
+    x.add_argument("--reason", help="why (shown to the model in later prompts)")
     x = add("edit", cmd_edit, "edit an idea (in $EDITOR or from a file) as a new version")
-    x.add_argument("idea", type=int)
-    x.add_argument("--text-file")
+    x.add_argument("idea", type=int, help="the idea's id")
+    x.add_argument("--text-file", help="read the new text from this file (default: edit it "
+                   "in $VISUAL or $EDITOR)")
     x = add("add", cmd_add, "add your own idea to a search")
-    x.add_argument("search")
-    x.add_argument("--text-file")
+    x.add_argument("search", help="a search's name or id")
+    x.add_argument("--text-file", help="read the idea's text from this file (default: write "
+                   "it in $VISUAL or $EDITOR)")
     x = add("go", cmd_go, "release the gate: undecided ideas are skipped")
-    x.add_argument("search")
+    x.add_argument("search", help="a search's name or id")
     x = add("quarantine", cmd_quarantine, "accept or discard a suspicious result")
-    x.add_argument("idea", type=int)
+    x.add_argument("idea", type=int, help="the idea's id")
     g = x.add_mutually_exclusive_group(required=True)
-    g.add_argument("--accept", action="store_true")
-    g.add_argument("--discard", action="store_true")
+    g.add_argument("--accept", action="store_true", help="the result counts")
+    g.add_argument("--discard", action="store_true", help="the result is thrown away")
     cli_export.register(add)
     x = add("console", cmd_console, "open the console (the default)")
-    x.add_argument("search", nargs="?")
+    x.add_argument("search", nargs="?", help="open on this search (default: the latest)")
     x = add("import-legacy", cmd_import_legacy, "import the reference code's JSON output as a "
             "read-only search")
-    x.add_argument("directory")
-    x.add_argument("--name")
+    x.add_argument("directory", help="the reference run's output folder")
+    x.add_argument("--name", help="the search's name (default: legacy-<run>)")
+    cli_manage.register(add)
+    cli_envs.register(add)
     cli_hosts.register(sub)
     return p
 

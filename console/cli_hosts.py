@@ -29,28 +29,33 @@ def register(sub: Any) -> None:
     def hidden_workspace(p: argparse.ArgumentParser) -> None:
         p.add_argument("--workspace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    h = sub.add_parser("hosts", help="the GPU hosts of hosts.toml: check them, end a quarantine")
+    from console.cli import HelpFormatter
+
+    h = sub.add_parser("hosts", help="the GPU hosts of hosts.toml: check them, end a quarantine",
+                       formatter_class=HelpFormatter)
     hidden_workspace(h)
     hs = h.add_subparsers(dest="hosts_command", required=True)
-    c = hs.add_parser("check", help="connect to every host and report what it has")
+    c = hs.add_parser("check", help="connect to every host and report what it has",
+                      formatter_class=HelpFormatter)
     c.add_argument("--hosts", help="hosts.toml (default: $IDEAFORGE_HOSTS, ./hosts.toml, "
                    "~/.config/ideaforge/hosts.toml)")
     c.add_argument("--env", action="append", metavar="ENV", default=[],
                    help="an environment (name or folder) whose shipped and held-back files to "
                    "list (repeatable; default: those hosts.toml names that resolve)")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="print JSON instead of text")
     c.add_argument("--accept-new", action="store_true",
                    help="record the key of a host that is not yet in its known_hosts file "
                    "(check the fingerprint shown first); a changed key is always refused")
     hidden_workspace(c)
     c.set_defaults(fn=_guarded(cmd_hosts_check))
-    r = hs.add_parser("release", help="end a host's quarantine now")
-    r.add_argument("host")
+    r = hs.add_parser("release", help="end a host's quarantine now",
+                      formatter_class=HelpFormatter)
+    r.add_argument("host", help="the host's name in hosts.toml")
     hidden_workspace(r)
     r.set_defaults(fn=_guarded(cmd_hosts_release))
     x = sub.add_parser("cancel", help="cancel a job: its whole process group is killed on its "
-                       "host")
-    x.add_argument("job", type=int)
+                       "host", formatter_class=HelpFormatter)
+    x.add_argument("job", type=int, help="the job's id (`ideaforge show IDEA` lists them)")
     hidden_workspace(x)
     x.set_defaults(fn=_guarded(cmd_cancel))
 

@@ -413,34 +413,41 @@ def register(add: Any) -> None:
     d = add("demo", cmd_demo, DEMO_PLAN.format(n=DEMO_CATALOG_IDEAS))
     d.description = DEMO_PLAN.format(n=DEMO_CATALOG_IDEAS) + " (no LLM, no GPU)"
     d.add_argument("--auto", action="store_true", help="no review gates")
-    d.add_argument("--cpu-slots", type=int, default=None)
+    d.add_argument("--cpu-slots", type=int, default=None, help="CPU jobs run at once "
+                   "(default: this machine's cores, at most 4)")
 
     r = add("run", cmd_run, "start a search on an environment (a shipped name or a folder)")
-    r.add_argument("env")
-    r.add_argument("--name")
+    r.add_argument("env", help="a shipped environment's name (`ideaforge envs` lists them) or "
+                   "a folder holding environment.toml")
+    r.add_argument("--name", help="the search's name (default: the environment's, with -2, "
+                   "-3… when taken)")
     r.add_argument("--model", default="catalog",
                    help="ideator: a litellm model id, or 'catalog' (offline, no LLM)")
     r.add_argument("--coder-model", help="implementer model (default: --model)")
     r.add_argument("--api-base", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    r.add_argument("--profile", default="smoke")
-    r.add_argument("--epochs", type=int, default=3)
-    r.add_argument("--ideas-per-epoch", type=int, default=10)
+    r.add_argument("--profile", default="smoke", help="the environment's profile to run "
+                   "(`ideaforge envs` lists them with their GPUs and time limits)")
+    r.add_argument("--epochs", type=int, default=3, help="epochs in all (each proposes, "
+                   "implements and runs a round of ideas)")
+    r.add_argument("--ideas-per-epoch", type=int, default=10, help="ideas proposed per epoch")
     r.add_argument("--auto", action="store_true", help="no review gates")
     r.add_argument("--review-diffs", action="store_true", help="a second gate on diffs")
-    r.add_argument("--advance-at", type=float, default=1.0)
+    r.add_argument("--advance-at", type=float, default=1.0, help="start the next epoch once "
+                   "this share (0–1) of an epoch's ideas has a result")
     r.add_argument("--max-cost", type=float, help="model budget in USD")
     r.add_argument("--max-gpu-hours", type=gpu_hours_arg, help="GPU budget: no job starts once "
                    "the search's jobs have used this many GPU hours (CPU jobs use none)")
-    r.add_argument("--max-attempts", type=int, default=10)
+    r.add_argument("--max-attempts", type=int, default=10, help="times the coder may try to "
+                   "write a diff that applies, per idea")
     r.add_argument("--confirm", default=DEFAULT_CONFIRM, metavar="off|top-K|all",
                    help="repeat runs before an idea is built on: the K leading unconfirmed "
-                   f"ideas (default {DEFAULT_CONFIRM}), all of them, or none (off)")
+                   "ideas, all of them, or none (off) (default: %(default)s)")
     r.add_argument("--fix-attempts", type=int, default=2, metavar="N",
                    help="how often the coder may repair an idea whose patched code crashed, "
-                   "shown its traceback (default 2; 0: never)")
+                   "shown its traceback (default: %(default)s; 0: never)")
     r.add_argument("--confirm-share", type=float, default=DEFAULT_CONFIRM_SHARE,
                    metavar="SHARE", help="the most of the search's compute (GPU × hours, a CPU "
-                   f"job counting one) that repeats may take (default {DEFAULT_CONFIRM_SHARE})")
+                   "job counting one) that repeats may take (default: %(default)s)")
     r.add_argument("--dedup-threshold", type=float, metavar="X", help="how alike (0–1) an "
                    "idea's text must be to an earlier one to count as its near duplicate "
                    "(default 0.68)")
@@ -453,7 +460,8 @@ def register(add: Any) -> None:
                    "--api-base)")
     r.add_argument("--baseline-runs", type=int, help="measure the unmodified code this many "
                    "times at the start (default: the profile's baseline_runs, else 3)")
-    r.add_argument("--cpu-slots", type=int, default=None)
+    r.add_argument("--cpu-slots", type=int, default=None, help="CPU jobs run at once "
+                   "(default: this machine's cores, at most 4)")
     r.add_argument("--hosts", help="hosts.toml: run jobs on these GPU hosts over SSH "
                    "(default: this machine)")
     r.add_argument("--concurrency", type=int, help="model calls in flight at once (16)")
@@ -463,7 +471,7 @@ def register(add: Any) -> None:
 
     x = add("resume", cmd_resume, "continue a stopped or interrupted search (the options "
             "given change how it goes on, and are stored with it)")
-    x.add_argument("search")
+    x.add_argument("search", help="a search's name or id")
     x.add_argument("--auto", action=argparse.BooleanOptionalAction, default=None,
                    help="go on without review gates (--no-auto: back to the gates)")
     x.add_argument("--review-diffs", action=argparse.BooleanOptionalAction, default=None,
@@ -482,5 +490,6 @@ def register(add: Any) -> None:
                    "from now on")
 
     x = add("stop", cmd_stop, "stop a search (running jobs keep running unless --cancel-jobs)")
-    x.add_argument("search")
-    x.add_argument("--cancel-jobs", action="store_true")
+    x.add_argument("search", help="a search's name or id")
+    x.add_argument("--cancel-jobs", action="store_true", help="also cancel its running jobs "
+                   "(their whole process groups)")

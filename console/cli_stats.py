@@ -148,4 +148,4 @@ def register(add: Any) -> None:
             "scored per coder model, and what unscored ideas cost")
     x.add_argument("search", nargs="?", help="one search (default: every search, per "
                    "environment and per model)")
-    x.add_argument("--json", action="store_true")
+    x.add_argument("--json", action="store_true", help="print JSON instead of text")

@@ -18,6 +18,7 @@ History:
    `search.baseline_runs`. Scored jobs of older searches get their idea's score and run 1.
 8. pre-flight and crash repair: `job.kind` (run | preflight), `patch_attempt.kind`
    (implement | repair) and `patch_attempt.job_id`, `search.fix_attempts`.
+9. `idea.note`: the researcher's note on an idea (`ideaforge note`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
-CURRENT = 8
+CURRENT = 9
 
 
 def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
@@ -91,8 +92,12 @@ def _to_8(conn: Connection) -> None:
     _add_column(conn, "search", "fix_attempts", "INTEGER NOT NULL DEFAULT 0")
 
 
+def _to_9(conn: Connection) -> None:
+    _add_column(conn, "idea", "note", "VARCHAR")
+
+
 STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4, 5: _to_5,
-                                                  6: _to_6, 7: _to_7, 8: _to_8}
+                                                  6: _to_6, 7: _to_7, 8: _to_8, 9: _to_9}
 
 
 def upgrade(engine: Engine, found: int) -> None:

@@ -93,6 +93,7 @@ class Idea(SQLModel, table=True):
     score_se: float | None = None  # standard error of `score` (two runs or more)
     confirmation: str | None = None  # None | unconfirmed | confirmed | refuted
     twin_of: int | None = None  # an earlier idea of the search whose text it nearly repeats
+    note: str | None = None  # the researcher's note (`ideaforge note`); never shown to models
     created_at: float = Field(default_factory=now)
     updated_at: float = Field(default_factory=now)
 

@@ -119,19 +119,19 @@ class SlurmFleet:
 
     def refresh(self, force: bool = False) -> None:
         """ONE squeue call for every job, at most every `poll_interval` (unless forced)."""
-        now = time.monotonic()
-        if not force and self._rows is not None and now - self._polled_at < self.cfg.poll_interval:
-            return
-        self._polled_at = now
+        if not force and time.monotonic() - self._polled_at < self.cfg.poll_interval:
+            return  # (a controller that does not answer is not asked more often either)
         try:
             rows = self._queue()
         except SlurmError as exc:
+            self._polled_at = time.monotonic()
             if self.down_since is None:
                 self.down_since = time.time()
                 log.warning("slurm: %s", exc)
             self.error = str(exc)
             self._rows = None
             return
+        self._polled_at = time.monotonic()
         self.down_since, self.error = None, None
         self._rows = {}
         for row in rows:
@@ -166,13 +166,17 @@ class SlurmFleet:
             return LaunchOutcome()  # its runner started, or it was submitted: adopt it
         key = (path / "launch_key").read_text().strip()
         self._keys[job_dir] = key
+        # The queue as read this poll (a job submitted before this engine started is in it):
+        # a job that already carries this tag is adopted, never submitted again.
+        self.refresh()
+        if self._rows is None:
+            return None
+        row = self._rows.get(spec.job_id)
+        if row is not None and row.comment == self._tag(spec.job_id, key):
+            log.info("job %d: Slurm job %s has its tag; adopting it", spec.job_id, row.slurm_id)
+            self._record(path, row.slurm_id)
+            return LaunchOutcome()
         try:
-            mine = [r for r in self._queue() if r.comment == self._tag(spec.job_id, key)]
-            if mine:
-                log.info("job %d: Slurm job %s has its tag; adopting it", spec.job_id,
-                         mine[0].slurm_id)
-                self._record(path, mine[0].slurm_id)
-                return LaunchOutcome()
             script = self._script(path)
             options = self._options(spec, path, key)
             self.calls["sbatch"] += 1
@@ -254,6 +258,8 @@ class SlurmFleet:
         out = {}
         for item in items:
             status = statuses[item.job_id] or self._vanished(item)
+            if status.state == "finished":
+                self._gone.pop(item.job_id, None)
             got = self.dirs.read_output(item.job_dir, item.metrics_offset)
             out[item.job_id] = JobReport(status, item.metrics_offset, got.metrics_offset,
                                          got.metric_lines, got.bad_lines, item.log_offset,

@@ -97,6 +97,7 @@ MpiDefault=none
 ReturnToService=2
 SlurmdParameters=config_overrides
 MinJobAge=300
+MessageTimeout=3
 KillWait=5
 InactiveLimit=0
 NodeName={self.node} NodeAddr=127.0.0.1 CPUs=8 Boards=1 SocketsPerBoard=1 CoresPerSocket=8 \
@@ -129,6 +130,25 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
                                            env=env, stdout=log, stderr=log,
                                            stdin=subprocess.DEVNULL))
         _wait(self.idle, timeout, "the Slurm node did not become idle", self)
+
+    def stop_controller(self) -> None:
+        """slurmctld goes away (its state stays saved); slurmd and the jobs keep running."""
+        ctld = next(p for p in self.procs if "slurmctld" in str(p.args[0]))
+        ctld.terminate()
+        ctld.wait(timeout=15)
+        self.procs.remove(ctld)
+
+    def start_controller(self, timeout: float = 30.0) -> None:
+        """slurmctld again, recovering its saved jobs (no -c)."""
+        with open(self.root / "log" / "daemons.out", "ab") as log:
+            self.procs.insert(1, subprocess.Popen(
+                [_exe("slurmctld"), "-D", "-f", str(self.conf)], env=self.env(), stdout=log,
+                stderr=log, stdin=subprocess.DEVNULL))
+        _wait(lambda: self.run_ok("squeue", "-h"), timeout, "slurmctld did not come back", self)
+
+    def run_ok(self, *args: str) -> bool:
+        return subprocess.run(list(args), env=self.env(), capture_output=True, check=False,
+                              timeout=30).returncode == 0
 
     def idle(self) -> bool:
         proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], env=self.env(),

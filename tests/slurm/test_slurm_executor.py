@@ -155,3 +155,26 @@ def test_an_engine_that_died_after_sbatch_adopts_the_job_instead_of_submitting_a
     slurm.run("scancel", blocker)
     report = _until(again, [item], {"finished"})[7]
     assert report.status.exit_code == 0 and len(_tagged(slurm, again)) == 1
+
+
+def test_a_controller_outage_concludes_nothing_and_the_jobs_go_on(
+        slurm: Cluster, toy_env: Path, tmp_path: Path) -> None:
+    fleet = _fleet(tmp_path)
+    first = _launch(fleet, _spec(toy_env, "sleep 3; python train.py", 1, 1))
+    _until(fleet, [first], {"running"})
+    slurm.stop_controller()
+    try:
+        fleet.refresh(force=True)
+        assert fleet.watch(HOST, [first]) is None  # squeue fails: no job is called lost
+        (view,) = fleet.host_views()
+        assert not view.reachable and not view.ready and "squeue failed" in (view.problem or "")
+        spec = _spec(toy_env, "python train.py", 1, 2)
+        job_dir = fleet.job_dir(HOST, 1, 2)
+        assert fleet.launch(HOST, spec, job_dir) is None  # asked again once Slurm answers
+    finally:
+        slurm.start_controller()
+    second = _launch(fleet, spec)
+    done = _until(fleet, [first, second], {"finished"}, timeout=40)
+    assert [done[j].status.exit_code for j in (1, 2)] == [0, 0]
+    assert [p["value"] for p in done[1].points if p["name"] == "score"] == [5.0]
+    assert len(_tagged(slurm, fleet)) == 2

@@ -221,8 +221,11 @@ class JobsMixin(EngineParts):
             status = JobStatus("lost")
         if status.state in ("running", "pending"):  # pending: in Slurm's queue
             if status.heartbeat_at and status.heartbeat_at != job.heartbeat_at:
+                # Slurm: the job's GPU time starts when it runs, not when it was queued
+                ran = {"started_at": status.heartbeat_at} if job.heartbeat_at is None and \
+                    getattr(self._jobs_fleet(), "places_gpus", False) else {}
                 job_ops.update_job(self.store, job.id, heartbeat_at=status.heartbeat_at,
-                                   pid=status.pid, log_tail=tail)
+                                   pid=status.pid, log_tail=tail, **ran)
             return
         if not (report.complete and report.metrics_from == job.metrics_offset
                 and report.log_from == job.log_offset):
@@ -353,7 +356,10 @@ class JobsMixin(EngineParts):
     def _surely_over(self, job: JobView) -> float:
         """When the job's own runner has killed it for certain, even unseen (TERM, grace,
         KILL), with a margin for a late start, the host's clock and a heartbeat or two."""
-        policy = getattr(self._jobs_fleet(), "policy", None)
+        fleet = self._jobs_fleet()
+        if getattr(fleet, "places_gpus", False):
+            return float("inf")  # it may wait in Slurm's queue for any time: only Slurm knows
+        policy = getattr(fleet, "policy", None)
         extra = policy.kill_grace_s + policy.margin_s if policy else 180.0
         return (job.started_at or job.queued_at) + self._limit_of(job) + extra
 

@@ -14,6 +14,7 @@ from textual.widgets import Input
 from textual.worker import Worker
 
 from console import commands, filtering, fmt
+from console.screens import board_reasons, manage_keys
 from console.screens.base import ConsoleScreen
 from console.widgets import search_header
 from console.widgets.event_feed import EventFeed
@@ -42,7 +43,7 @@ GATE_ACTIONS = ("approve", "reject", "edit")
 
 #: Keys that say why when they cannot apply (see `on_key`).
 WHY_NOT = frozenset({"approve", "reject", "edit", "go", "add_idea", "stop_search",
-                     "resume_search"})
+                     "resume_search", "note", "retry"})
 
 SORT_LABELS = {"default": "newest epoch first", "id": "id", "score": "score (best first)",
                "status": "status", "origin": "origin", "epoch": "epoch"}
@@ -347,6 +348,11 @@ class IdeasScreen(ConsoleScreen):
                 row = self.board.current
                 return row is not None and row.status in allowed and not row.pending
             return any(r.status in allowed for r in self.board.targets())
+        if action == "note":
+            return self._writable() and self.board.current is not None
+        if action == "retry":
+            row = self.board.current
+            return self._writable() and row is not None and row.status in manage_keys.RETRYABLE
         if action == "add_idea":
             return self._writable() and self.search is not None and \
                 self.search.status != "finished"
@@ -371,37 +377,7 @@ class IdeasScreen(ConsoleScreen):
                 return
 
     def why_not(self, action: str) -> str:
-        """Why `action` cannot apply now, in words (for the status line)."""
-        s = self.search
-        if s is None:
-            return "no search is open: press 0 to pick one"
-        if s.status == "imported":
-            return "this search is imported read-only: it takes no decisions"
-        if action in ("approve", "reject", "edit"):
-            rows = self.board.targets()
-            if not rows:
-                return "no idea is highlighted"
-            row = rows[0]
-            if len(rows) == 1 and row.pending:
-                return f"#{row.id} already has a decision on its way ({row.pending})"
-            allowed = {"approve": "a proposed idea or a diff under review",
-                       "reject": "a proposed or approved idea, or a diff under review",
-                       "edit": "a proposed or approved idea"}[action]
-            which = f"#{row.id} is {row.status}" if len(rows) == 1 else "no marked idea fits"
-            done = {"approve": "approved", "reject": "rejected", "edit": "edited"}[action]
-            return f"{which}: only {allowed} can be {done}"
-        if action == "go":
-            if s.status == "finished":
-                return "the search is finished: it has no gate to release"
-            return f"no gate to release: the search is in phase {s.phase}"
-        if action == "add_idea":
-            return "the search is finished: it takes no new ideas"
-        if action == "stop_search":
-            return "no engine runs this search: nothing to stop (R resumes it)"
-        if action == "resume_search":
-            return ("the search is finished: nothing to resume" if s.status == "finished"
-                    else "an engine already runs this search")
-        return "it does not apply here"
+        return board_reasons.why_not(self.search, self.board, action)
 
     # ------------------------------------------------------------------ actions
     def action_open(self) -> None:
@@ -530,6 +506,18 @@ class IdeasScreen(ConsoleScreen):
                                                              self.search.epoch))
         if text:
             self._decide([("add", None, text)], "your idea is on its way to the engine")
+
+    @work(exclusive=True, group="dialog")
+    async def action_note(self) -> None:
+        if self.board.current is not None:
+            await manage_keys.note_idea(self, self.board.current.id)
+
+    @work(exclusive=True, group="dialog")
+    async def action_retry(self) -> None:
+        row = self.board.current
+        if row is not None and await manage_keys.retry_idea(self, row.id, row.status):
+            self._marker = None  # show the new attempt at the next poll
+            self._tick()
 
     @work(exclusive=True, group="dialog")
     async def action_go(self) -> None:

@@ -117,6 +117,8 @@ class SearchesScreen(ConsoleScreen):
         if action == "resume_search":
             return (s is not None and s.status not in ("imported", "finished")
                     and not engine_alive(s))
+        if action in ("delete_search", "rename_search"):
+            return s is not None
         return True
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -138,6 +140,24 @@ class SearchesScreen(ConsoleScreen):
     def action_resume_search(self) -> None:
         if self.current:
             self.console.resume_search(self.current.search)
+
+    @work(exclusive=True, group="dialog")
+    async def action_delete_search(self) -> None:
+        from console.screens import manage_keys
+
+        if self.current:
+            await manage_keys.delete_search(self, self.current.search)
+            self._marker = None
+            self._tick()
+
+    @work(exclusive=True, group="dialog")
+    async def action_rename_search(self) -> None:
+        from console.screens import manage_keys
+
+        if self.current:
+            await manage_keys.rename_search(self, self.current.search)
+            self._marker = None
+            self._tick()
 
     @work(exclusive=True, group="dialog")
     async def action_new_search(self) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from engine.store.db import Store
-from engine.store.job_ops import give_back_leases
+from engine.store.job_ops import give_back_leases, new_job_id
 from engine.store.models import Event, GpuLease, Idea, Job, Search, now
 from engine.store.views import JobView, View
 
@@ -249,7 +249,7 @@ def retry_job(store: Store, job_id: int, *, reason: str, log_tail: str, max_atte
         s.execute(update(Idea)
                   .where(Idea.id == job.idea_id, col(Idea.status).in_(["queued", "running"]))
                   .values(status="queued", updated_at=now()))
-        new = Job(search_id=job.search_id, idea_id=job.idea_id, attempt=job.attempt + 1,
+        new = Job(id=new_job_id(s), search_id=job.search_id, idea_id=job.idea_id, attempt=job.attempt + 1,
                   run=job.run, seed=job.seed, profile=job.profile, kind=job.kind,
                   gpus_wanted=job.gpus_wanted, executor=job.executor)
         s.add(new)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from engine.store.db import Store, StoreError
-from engine.store.models import GpuLease, GpuLeaseLog, Idea, Job, MetricPoint, now
+from engine.store.models import GpuLease, GpuLeaseLog, Idea, Job, Meta, MetricPoint, now
 from engine.store.ops import _cas, _event
 from engine.store.views import JobView, MetricView
 
@@ -57,12 +57,40 @@ def enqueue_preflight(store: Store, idea_id: int, *, profile: str, seed: int | N
         return _add_job(s, idea, 0, seed, profile, 0, executor, "", kind="preflight")
 
 
+#: Meta key: the highest job id a deleted search had. Job ids name job folders on hosts
+#: (jobs/WORKSPACE/search-S/job-J), which `delete` cannot always reach: an id is never given
+#: twice, or a new job would meet an old folder that is not its own.
+JOB_ID_FLOOR = "job_id_floor"
+
+
+def raise_job_id_floor(s: Session, job_id: int) -> None:
+    """Remember that job ids up to `job_id` were used (a search is being deleted)."""
+    row = s.get(Meta, JOB_ID_FLOOR)
+    if row is None:
+        s.add(Meta(key=JOB_ID_FLOOR, value=str(job_id)))
+    elif int(row.value) < job_id:
+        row.value = str(job_id)
+        s.add(row)
+
+
+def new_job_id(s: Session) -> int | None:
+    """The id a new job must take, when SQLite would hand out one a deleted search used
+    (None: SQLite's own choice, one above the highest row, is fresh)."""
+    row = s.get(Meta, JOB_ID_FLOOR)
+    if row is None:
+        return None
+    top = s.exec(select(func.max(Job.id))).one() or 0
+    floor = int(row.value)
+    return floor + 1 if floor >= top else None
+
+
 def _add_job(s: Session, idea: Idea, run: int, seed: int | None, profile: str,
              gpus_wanted: int, executor: str, why: str, kind: str = "run") -> int:
     last = s.exec(select(func.max(Job.attempt))
                   .where(Job.idea_id == idea.id, Job.run == run)).one()
-    job = Job(search_id=idea.search_id, idea_id=idea.id, attempt=int(last or 0) + 1, run=run,
-              seed=seed, profile=profile, gpus_wanted=gpus_wanted, executor=executor, kind=kind)
+    job = Job(id=new_job_id(s), search_id=idea.search_id, idea_id=idea.id,
+              attempt=int(last or 0) + 1, run=run, seed=seed, profile=profile,
+              gpus_wanted=gpus_wanted, executor=executor, kind=kind)
     s.add(job)
     s.flush()
     said = (f"the pre-flight check of idea {idea.id} (profile {profile})" if kind == "preflight"

@@ -13,6 +13,7 @@ from sqlmodel import SQLModel
 
 from engine.store.db import Store, StoreError
 from engine.store.models import Idea, Job, PatchAttempt, Search
+from engine.store.job_ops import raise_job_id_floor
 from engine.store.ops import NewIdea, _cas, _event, _insert_idea
 
 #: Ideas a retry may start again: they ended without a result (a cancelled job leaves its
@@ -72,6 +73,8 @@ def delete_search(store: Store, search_id: int) -> Deleted:
                 f"{', '.join(str(j.id) for j in live[:5])}); stop them first with "
                 f"`ideaforge stop {name} --cancel-jobs`, then delete it")
         ids = {"search": [search_id], "idea": idea_ids, "job": [j.id for j in jobs]}
+        if jobs:  # their ids name folders on hosts that may outlive this: never given again
+            raise_job_id_floor(s, max(j.id for j in jobs))
         rows: dict[str, int] = {}
         # Children before parents, so that no foreign key is left pointing at a gone row.
         for table in reversed(SQLModel.metadata.sorted_tables):

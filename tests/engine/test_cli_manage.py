@@ -175,6 +175,21 @@ def test_delete_asks_and_removes_only_that_search(toy_env: Path, workspace: Path
     assert len(_json(workspace, "ideas", "kept")) == 5
     assert _json(workspace, "show", str(kept["bonus A"]["id"]))["score"] == 4.0
 
+    # job ids name job folders on hosts that delete may not reach: once the newest search is
+    # deleted, the next search's jobs still get ids no job ever had
+    def job_ids(where: str = "") -> list[int]:
+        con = sqlite3.connect(workspace / "ideaforge.db")
+        try:
+            return [r[0] for r in con.execute(f"SELECT id FROM job {where}")]
+        finally:
+            con.close()
+
+    used = max(job_ids())
+    assert cli("delete", "kept", "--yes", workspace=workspace).returncode == 0
+    assert job_ids() == []
+    _finished(toy_env, workspace, "after")
+    assert min(job_ids()) > used, (used, job_ids())
+
 
 def test_rename_and_notes(toy_env: Path, workspace: Path) -> None:
     ideas = _finished(toy_env, workspace, "a")

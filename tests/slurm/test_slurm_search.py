@@ -72,8 +72,9 @@ def test_an_engine_killed_between_sbatch_and_its_database_write_submits_nothing_
         if engine.poll() is None:
             engine.kill()
     assert engine.returncode == 0, out
-    tags = [line.split()[1] for line in slurm.run("squeue", "-h", "-t", "all", "-o",
-                                                  "%i %k").splitlines() if "ideaforge:" in line]
     job_dirs = list(shared.glob("*/jobs/search-*/job-*"))
+    mine = f"ideaforge:{first.parents[2].name}:"  # this workspace's id
+    tags = [line.split()[1] for line in slurm.run("squeue", "-h", "-t", "all", "-o",
+                                                  "%i %k").splitlines() if mine in line]
     assert len(tags) == len(set(tags)) == len(job_dirs) == 2  # the baseline and one idea
     assert all((d / "exit").exists() for d in job_dirs)

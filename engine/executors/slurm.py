@@ -218,9 +218,15 @@ class SlurmFleet:
         """The batch script: it becomes the runner (exec), so Slurm's signals reach it."""
         script = path / "job.sbatch"
         runner_py = self._runner_copy()
+        py = shlex.quote(self.dirs.python)
         runner._write(str(script), "#!/bin/bash\n# ideaforge job: the runner does the rest\n"
-                      f"exec {shlex.quote(self.dirs.python)} {shlex.quote(str(runner_py))} "
-                      f"{shlex.quote(str(path))}\n")
+                      "# a port free on this node, for torchrun (--rdzv-endpoint=localhost:$IDEA"
+                      "FORGE_RDZV_PORT)\n"
+                      f"port=$({py} -c 'import socket; s = socket.socket(); "
+                      "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])')\n"
+                      "export MASTER_PORT=$port IDEAFORGE_RDZV_PORT=$port "
+                      "IDEAFORGE_HOST=\"${SLURMD_NODENAME:-$(hostname -s)}\"\n"
+                      f"exec {py} {shlex.quote(str(runner_py))} {shlex.quote(str(path))}\n")
         return script
 
     def _runner_copy(self) -> Path:

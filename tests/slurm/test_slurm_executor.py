@@ -65,15 +65,17 @@ def _tagged(slurm: Cluster, fleet: SlurmFleet) -> list[str]:
 def test_a_one_gpu_job_runs_and_its_score_and_exit_are_read(slurm: Cluster, toy_env: Path,
                                                             tmp_path: Path) -> None:
     fleet = _fleet(tmp_path)
-    item = _launch(fleet, _spec(toy_env, 'echo "gpus=$CUDA_VISIBLE_DEVICES"; python train.py',
-                                1, 1))
+    item = _launch(fleet, _spec(toy_env, 'echo "gpus=$CUDA_VISIBLE_DEVICES port=$IDEAFORGE_RDZV_'
+                                'PORT on=$IDEAFORGE_HOST"; python train.py', 1, 1))
     report = _until(fleet, [item], {"finished"})[1]
     assert report.status.exit_code == 0 and report.status.record is not None
     assert [(p["name"], p["value"]) for p in report.points] == [("train_loss", 6.0),
                                                                  ("score", 5.0)]
     # Slurm chose the GPU: one of the node's four, in the job's own environment
-    gpus = [line for line in report.log_tail.splitlines() if line.startswith("gpus=")]
-    assert gpus in (["gpus=0"], ["gpus=1"], ["gpus=2"], ["gpus=3"]), report.log_tail
+    said = [line.split() for line in report.log_tail.splitlines() if line.startswith("gpus=")]
+    assert len(said) == 1 and said[0][0] in ("gpus=0", "gpus=1", "gpus=2", "gpus=3"), said
+    # and a port free on its node for torchrun, and the node's name
+    assert said[0][1].removeprefix("port=").isdigit() and said[0][2] == f"on={slurm.node}"
     # the attempt directory lives on the shared workdir and names its Slurm job
     slurm_job = json.loads((Path(item.job_dir) / "slurm_job").read_text())
     assert Path(item.job_dir).is_relative_to(tmp_path / "shared")

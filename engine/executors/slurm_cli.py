@@ -92,7 +92,7 @@ def sacct(slurm_ids: Sequence[str]) -> dict[str, str]:
     return states
 
 
-def sbatch(options: Sequence[str], script: str, env: dict[str, str]) -> str:
+def sbatch(options: Sequence[str], script: str, env: dict[str, str] | None = None) -> str:
     """Submit `script` (a path); the new job's id."""
     out = _run(["sbatch", "--parsable", *options, script], env=env, timeout=60)
     job = out.strip().split(";")[0]

@@ -131,29 +131,38 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
                                            stdin=subprocess.DEVNULL))
         _wait(self.idle, timeout, "the Slurm node did not become idle", self)
 
-    def stop_controller(self) -> None:
-        """slurmctld goes away (its state stays saved); slurmd and the jobs keep running."""
-        ctld = next(p for p in self.procs if "slurmctld" in str(p.args[0]))
-        ctld.terminate()
-        ctld.wait(timeout=15)
-        self.procs.remove(ctld)
+    def stop_daemon(self, name: str) -> None:
+        """slurmctld or slurmd goes away (the controller's state stays saved; running jobs
+        keep running under their slurmstepd)."""
+        proc = next(p for p in self.procs if str(p.args[0]).endswith(name))
+        proc.terminate()
+        proc.wait(timeout=15)
+        self.procs.remove(proc)
 
-    def start_controller(self, timeout: float = 30.0) -> None:
-        """slurmctld again, recovering its saved jobs (no -c)."""
+    def start_daemon(self, name: str, timeout: float = 30.0) -> None:
+        """The daemon again, recovering what it saved (no -c)."""
         with open(self.root / "log" / "daemons.out", "ab") as log:
-            self.procs.insert(1, subprocess.Popen(
-                [_exe("slurmctld"), "-D", "-f", str(self.conf)], env=self.env(), stdout=log,
+            self.procs.append(subprocess.Popen(
+                [_exe(name), "-D", "-f", str(self.conf)], env=self.env(), stdout=log,
                 stderr=log, stdin=subprocess.DEVNULL))
-        _wait(lambda: self.run_ok("squeue", "-h"), timeout, "slurmctld did not come back", self)
+        if name == "slurmctld":
+            _wait(lambda: self.run_ok("squeue", "-h"), timeout, "slurmctld did not come back",
+                  self)
+        else:
+            _wait(lambda: self.node_state() in ("idle", "mixed", "allocated"), timeout,
+                  "slurmd did not come back", self)
+
+    def node_state(self) -> str:
+        proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], env=self.env(),
+                              capture_output=True, text=True, check=False, timeout=10)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
 
     def run_ok(self, *args: str) -> bool:
         return subprocess.run(list(args), env=self.env(), capture_output=True, check=False,
                               timeout=30).returncode == 0
 
     def idle(self) -> bool:
-        proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], env=self.env(),
-                              capture_output=True, text=True, check=False, timeout=10)
-        return proc.returncode == 0 and proc.stdout.strip() == "idle"
+        return self.node_state() == "idle"
 
     def run(self, *args: str) -> str:
         return subprocess.run(list(args), env=self.env(), capture_output=True, text=True,

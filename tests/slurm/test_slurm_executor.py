@@ -164,7 +164,7 @@ def test_a_controller_outage_concludes_nothing_and_the_jobs_go_on(
     fleet = _fleet(tmp_path)
     first = _launch(fleet, _spec(toy_env, "sleep 3; python train.py", 1, 1))
     _until(fleet, [first], {"running"})
-    slurm.stop_controller()
+    slurm.stop_daemon("slurmctld")
     try:
         fleet.refresh(force=True)
         assert fleet.watch(HOST, [first]) is None  # squeue fails: no job is called lost
@@ -174,9 +174,31 @@ def test_a_controller_outage_concludes_nothing_and_the_jobs_go_on(
         job_dir = fleet.job_dir(HOST, 1, 2)
         assert fleet.launch(HOST, spec, job_dir) is None  # asked again once Slurm answers
     finally:
-        slurm.start_controller()
+        slurm.start_daemon("slurmctld")
     second = _launch(fleet, spec)
     done = _until(fleet, [first, second], {"finished"}, timeout=40)
     assert [done[j].status.exit_code for j in (1, 2)] == [0, 0]
     assert [p["value"] for p in done[1].points if p["name"] == "score"] == [5.0]
     assert len(_tagged(slurm, fleet)) == 2
+
+
+def test_a_job_past_its_time_limit_is_stopped_by_its_runner_before_slurms_limit(
+        slurm: Cluster, toy_env: Path, tmp_path: Path) -> None:
+    fleet = _fleet(tmp_path)
+    item = _launch(fleet, _spec(toy_env, "sleep 60", 1, 1, timeout=2))
+    sid = json.loads((Path(item.job_dir) / "slurm_job").read_text())["id"]
+    # Slurm's limit: 2 s + kill_grace_s 10 + time_margin_s 60 + the signal's 30 s, in minutes
+    assert slurm.run("squeue", "-h", "-j", sid, "-o", "%l").strip() == "2:00"
+    report = _until(fleet, [item], {"finished"}, timeout=20)[1]
+    assert report.status.timed_out and report.status.exit_code == -15
+
+
+def test_slurmd_restarted_mid_job_loses_nothing(slurm: Cluster, toy_env: Path, tmp_path: Path
+                                                ) -> None:
+    fleet = _fleet(tmp_path)
+    item = _launch(fleet, _spec(toy_env, "sleep 4; python train.py", 1, 1))
+    _until(fleet, [item], {"running"})
+    slurm.stop_daemon("slurmd")
+    slurm.start_daemon("slurmd")
+    report = _until(fleet, [item], {"finished"}, timeout=30)[1]
+    assert report.status.exit_code == 0 and [p["value"] for p in report.points][-1] == 5.0

@@ -25,6 +25,7 @@ import os
 import shlex
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,7 +77,9 @@ class SlurmFleet:
     name = "slurm"
     places_gpus = True  # jobs get a GPU count; Slurm picks the GPUs
 
-    def __init__(self, hosts: HostsFile, store: Any) -> None:
+    def __init__(self, hosts: HostsFile, store: Any, *, background: bool = False) -> None:
+        """`background`: squeue runs in a thread of its own, so a slow controller never holds
+        up the engine's loop (the engine's way); without it, `refresh` calls it in line."""
         assert hosts.slurm is not None
         self.cfg: SlurmConfig = hosts.slurm
         self.policy = hosts.policy
@@ -88,6 +91,7 @@ class SlurmFleet:
         self.base = base
         self.dirs = SlurmJobDirs(base, self.cfg, hosts.policy.kill_grace_s)
         self._rows: dict[int, QueueRow] | None = None  # ideaforge job id → its queue row
+        self._snap: dict[int, QueueRow] = {}  # the rows one watch() reads
         self._polled_at = 0.0
         self.down_since: float | None = None
         self.error: str | None = None
@@ -97,6 +101,8 @@ class SlurmFleet:
         self._runner: Path | None = None
         self.calls = {"squeue": 0, "sacct": 0, "sbatch": 0, "scancel": 0}
         self.settle_s = SETTLE_S
+        self.background = background
+        self._poller: threading.Thread | None = None
 
     # -- the engine's view ---------------------------------------------------------------
     def prepare(self, env: Environment, profile: Profile) -> None:
@@ -119,8 +125,23 @@ class SlurmFleet:
 
     def refresh(self, force: bool = False) -> None:
         """ONE squeue call for every job, at most every `poll_interval` (unless forced)."""
+        if self.background and not force:
+            if self._poller is None:
+                self._poller = threading.Thread(target=self._poll_forever, daemon=True,
+                                                name="slurm-squeue")
+                self._poller.start()
+            return
         if not force and time.monotonic() - self._polled_at < self.cfg.poll_interval:
             return  # (a controller that does not answer is not asked more often either)
+        self._poll()
+
+    def _poll_forever(self) -> None:
+        while True:
+            self._poll()
+            time.sleep(self.cfg.poll_interval)
+
+    def _poll(self) -> None:
+        """Read the queue; what the engine reads is replaced whole, never changed in place."""
         try:
             rows = self._queue()
         except SlurmError as exc:
@@ -131,13 +152,14 @@ class SlurmFleet:
             self.error = str(exc)
             self._rows = None
             return
-        self._polled_at = time.monotonic()
-        self.down_since, self.error = None, None
-        self._rows = {}
+        mine = {}
         for row in rows:
             tag = self._parse_tag(row.comment)
             if tag is not None:
-                self._rows[tag[0]] = row
+                mine[tag[0]] = row
+        self._polled_at = time.monotonic()
+        self.down_since, self.error = None, None
+        self._rows = mine
 
     def _queue(self) -> list[QueueRow]:
         self.calls["squeue"] += 1
@@ -169,9 +191,10 @@ class SlurmFleet:
         # The queue as read this poll (a job submitted before this engine started is in it):
         # a job that already carries this tag is adopted, never submitted again.
         self.refresh()
-        if self._rows is None:
+        rows = self._rows  # (the poller replaces it whole: read it once)
+        if rows is None:
             return None
-        row = self._rows.get(spec.job_id)
+        row = rows.get(spec.job_id)
         if row is not None and row.comment == self._tag(spec.job_id, key):
             log.info("job %d: Slurm job %s has its tag; adopting it", spec.job_id, row.slurm_id)
             self._record(path, row.slurm_id)
@@ -254,8 +277,10 @@ class SlurmFleet:
 
     # -- watching ------------------------------------------------------------------------
     def watch(self, host: str, items: Sequence[WatchItem]) -> dict[int, JobReport] | None:
-        if self._rows is None:
+        rows = self._rows  # (the poller replaces it whole: read it once)
+        if rows is None:
             return None  # squeue failed: nothing is known, nothing is concluded
+        self._snap = rows
         statuses = {item.job_id: self._status(item) for item in items}
         gone = [sid for sid in (self._slurm_id(i.job_dir) for i in items
                                 if statuses[i.job_id] is None) if sid and sid not in self._sacct]
@@ -278,7 +303,7 @@ class SlurmFleet:
         path = Path(item.job_dir)
         if (path / "exit").exists():
             return attempt_dir_status(path)
-        row = (self._rows or {}).get(item.job_id)
+        row = self._snap.get(item.job_id)
         if row is not None and row.comment != self._tag(item.job_id, self._key(item.job_dir)):
             row = None  # another copy of this workspace's job
         if row is None or not (row.state in slurm_cli.PENDING or row.state in slurm_cli.RUNNING):
@@ -298,7 +323,7 @@ class SlurmFleet:
         """No `exit`, and Slurm no longer runs the job: lost, once `exit` has had time to
         show; cancelled when ideaforge asked for it."""
         path = Path(item.job_dir)
-        row = (self._rows or {}).get(item.job_id)
+        row = self._snap.get(item.job_id)
         sid = self._slurm_id(item.job_dir)
         said = row.state if row is not None else self._sacct.get(sid or "", "")
         if said in slurm_cli.PENDING or said in slurm_cli.RUNNING:
@@ -384,4 +409,4 @@ def _heartbeat(path: Path) -> float | None:
 def executor_from_config(hosts: HostsFile, store: Any) -> SlurmFleet:
     if shutil.which("sbatch") is None:
         log.warning("slurm: sbatch is not on PATH; jobs will wait until it is")
-    return SlurmFleet(hosts, store)
+    return SlurmFleet(hosts, store, background=True)

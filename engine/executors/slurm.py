@@ -406,6 +406,14 @@ def _heartbeat(path: Path) -> float | None:
         return None
 
 
+def cancel_job(hosts: HostsFile, store: Any, job_dir: str) -> str:
+    """Cancel one job from outside the engine (`ideaforge cancel`, `stop --cancel-jobs`):
+    what `SlurmFleet.cancel` answered."""
+    fleet = SlurmFleet(hosts, store)
+    fleet.refresh(force=True)  # a running job gets TERM through Slurm; a queued one leaves
+    return fleet.cancel(HOST, job_dir)
+
+
 def executor_from_config(hosts: HostsFile, store: Any) -> SlurmFleet:
     if shutil.which("sbatch") is None:
         log.warning("slurm: sbatch is not on PATH; jobs will wait until it is")

@@ -12,7 +12,7 @@ from engine.environments import Profile, load
 from engine.executors.base import LaunchSpec
 from engine.executors.fleet import JobReport, WatchItem
 from engine.executors.hosts import load as load_hosts
-from engine.executors.slurm import HOST, SlurmFleet
+from engine.executors.slurm import HOST, SlurmFleet, cancel_job
 from engine.store import Store
 from tests.conftest import wait_for
 from tests.slurm.cluster import Cluster
@@ -122,7 +122,9 @@ def test_cancel_stops_a_running_job_and_scancel_by_hand_is_seen(
              "both runners to start the jobs", interval=0.1)
     assert fleet.cancel(HOST, ours.job_dir) == "requested"
     assert _poll(fleet, [queued])[3].status.state == "pending"
-    assert fleet.cancel(HOST, queued.job_dir) == "requested"
+    # `ideaforge cancel` from another process: the queued job leaves Slurm's queue
+    assert cancel_job(load_hosts(tmp_path / "hosts.toml"), Store(tmp_path / "ws"),
+                      queued.job_dir) == "requested"
     # someone cancels the other one with scancel: the runner still records how it ended
     other = json.loads((Path(theirs.job_dir) / "slurm_job").read_text())["id"]
     subprocess.run(["scancel", other], check=True, env=slurm.env())

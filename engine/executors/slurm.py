@@ -97,7 +97,9 @@ class SlurmFleet:
         self.error: str | None = None
         self._keys: dict[str, str] = {}  # job dir → its launch key (tag)
         self._gone: dict[int, float] = {}  # job id → when it was first missed in squeue
-        self._sacct: dict[str, str] = {}  # Slurm id → state, for jobs squeue forgot
+        self._sacct: dict[str, str] = {}  # Slurm id → ended state, for jobs squeue forgot
+        self._sacct_live: dict[str, str] = {}  # the last sacct's jobs that still wait or run
+        self._sacct_at = -math.inf
         self._runner: Path | None = None
         self.calls = {"squeue": 0, "sacct": 0, "sbatch": 0, "scancel": 0}
         self.settle_s = SETTLE_S
@@ -284,8 +286,8 @@ class SlurmFleet:
         statuses = {item.job_id: self._status(item) for item in items}
         gone = [sid for sid in (self._slurm_id(i.job_dir) for i in items
                                 if statuses[i.job_id] is None) if sid and sid not in self._sacct]
-        if gone:
-            self._ask_sacct(gone)
+        if gone and time.monotonic() - self._sacct_at >= self.cfg.poll_interval:
+            self._ask_sacct(gone)  # at most once per poll, for all of them
         out = {}
         for item in items:
             status = statuses[item.job_id] or self._vanished(item)
@@ -325,7 +327,8 @@ class SlurmFleet:
         path = Path(item.job_dir)
         row = self._snap.get(item.job_id)
         sid = self._slurm_id(item.job_dir)
-        said = row.state if row is not None else self._sacct.get(sid or "", "")
+        said = row.state if row is not None else \
+            self._sacct.get(sid or "", self._sacct_live.get(sid or "", ""))
         if said in slurm_cli.PENDING or said in slurm_cli.RUNNING:
             return JobStatus("pending", note=f"Slurm job {sid}: {said} (accounting)")
         first = self._gone.setdefault(item.job_id, time.monotonic())
@@ -342,8 +345,13 @@ class SlurmFleet:
 
     def _ask_sacct(self, slurm_ids: list[str]) -> None:
         self.calls["sacct"] += 1
+        self._sacct_at = time.monotonic()
         try:
-            self._sacct.update(slurm_cli.sacct(slurm_ids))
+            said = slurm_cli.sacct(slurm_ids)
+            # an ended state is kept; one that says the job still waits or runs is asked again
+            self._sacct.update({k: v for k, v in said.items() if v not in slurm_cli.PENDING
+                                and v not in slurm_cli.RUNNING})
+            self._sacct_live = {k: v for k, v in said.items() if k not in self._sacct}
         except SlurmError as exc:
             log.debug("slurm: sacct: %s", exc)  # no accounting: the files decide
             for sid in slurm_ids:

@@ -5,10 +5,13 @@ as Slurm gives them out, are cancelled, and are submitted exactly once."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
 from engine.environments import Profile, load
+from engine.executors import attempt_dir
 from engine.executors.base import LaunchSpec
 from engine.executors.fleet import JobReport, WatchItem
 from engine.executors.hosts import load as load_hosts
@@ -135,6 +138,9 @@ def test_cancel_stops_a_running_job_and_scancel_by_hand_is_seen(
     assert done[1].status.record is not None and done[1].status.record["cancelled"]
     assert done[3].status.state == "finished" and done[3].status.cancelled
     assert not (Path(queued.job_dir) / "started").exists()
+    # it left the queue without an exit record: sacct was asked once, and failed (this Slurm
+    # keeps no accounting), which concluded nothing by itself
+    assert fleet.calls["sacct"] == 1
     # (the runner got Slurm's TERM and wrote how the job ended: killed by it)
     assert done[2].status.state == "finished" and done[2].status.exit_code == -15
     states = slurm.run("squeue", "-h", "-t", "all", "-o", "%T").split()
@@ -204,3 +210,23 @@ def test_slurmd_restarted_mid_job_loses_nothing(slurm: Cluster, toy_env: Path, t
     slurm.start_daemon("slurmd")
     report = _until(fleet, [item], {"finished"}, timeout=30)[1]
     assert report.status.exit_code == 0 and [p["value"] for p in report.points][-1] == 5.0
+
+
+def test_a_job_gone_from_slurm_without_an_exit_record_is_lost(
+        slurm: Cluster, toy_env: Path, tmp_path: Path) -> None:
+    fleet = _fleet(tmp_path)
+    fleet.settle_s = 2
+    item = _launch(fleet, _spec(toy_env, "sleep 60", 1, 1))
+    _until(fleet, [item], {"running"})
+    wait_for(lambda: (Path(item.job_dir) / "pid").exists(), 20, "the runner", interval=0.1)
+    # the runner dies (as on a node that fails): Slurm ends the job, and nothing wrote `exit`
+    sid = json.loads((Path(item.job_dir) / "slurm_job").read_text())["id"]
+    os.kill(json.loads((Path(item.job_dir) / "pid").read_text())["pid"], signal.SIGKILL)
+    report = _until(fleet, [item], {"lost", "finished"}, timeout=20)[1]
+    assert report.status.state == "lost" and not (Path(item.job_dir) / "exit").exists()
+    assert f"Slurm job {sid} ended" in (report.status.note or "")
+    # (proctrack/linuxproc loses the job's own session when its runner dies; on clusters
+    # proctrack/cgroup ends it with the job. Here the test ends it.)
+    info = json.loads((Path(item.job_dir) / "pid").read_text())
+    for pid in attempt_dir.job_processes(item.job_dir, info):
+        os.kill(pid, signal.SIGKILL)

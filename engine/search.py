@@ -218,17 +218,19 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
                 # decision.
                 new_id = ops.add_idea_for_decision(
                     self.store, d.id, self.search_id, self.search.epoch,
-                    ops.NewIdea(text=d.text or "", origin="human", status="approved"))
+                    ops.NewIdea(text=d.text or "", origin="human", status="approved",
+                                diff=d.diff))
                 if new_id is not None:
                     self.progress(f"decision: add → idea {new_id}")
                 continue
-            outcome = self._apply(d.action, d.idea_id, d.text)
+            outcome = self._apply(d.action, d.idea_id, d.text, d.diff)
             ops.consume_decision(self.store, d.id, outcome)
             if outcome != "ignored":
                 self.progress(f"decision: {d.action}" +
                               (f" idea {d.idea_id}" if d.idea_id else "") + f" → {outcome}")
 
-    def _apply(self, action: str, idea_id: int | None, text: str | None) -> str:
+    def _apply(self, action: str, idea_id: int | None, text: str | None,
+               diff: str | None = None) -> str:
         st = self.store
         if action == "stop":
             self._stop = "stopped by the researcher"
@@ -260,7 +262,7 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
                 return "rejected"
             return "ignored"
         if action == "edit":
-            new_id = ops.edit_idea(st, idea_id, text or "", {"proposed", "approved"})
+            new_id = ops.edit_idea(st, idea_id, text or "", {"proposed", "approved"}, diff)
             return f"edited into idea {new_id}" if new_id else "ignored"
         if action in ("accept", "discard"):
             idea = ops.get_idea(st, idea_id)
@@ -489,6 +491,8 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
         done_ok = "diff_review" if s.review_diffs else "implemented"
         protected, lines = self.env.protected, self.env.protected_lines
         rules = DiffRules.of(self.env)  # protected regions, evaluator files
+        if self._implement_attached(idea, done_ok):  # the researcher's own diff
+            return
         if s.model == "catalog":
             try:
                 if idea.catalog_stem:

@@ -28,7 +28,11 @@ from typing import Any
 
 from engine import ideation
 from engine.dedup import DedupConfig, DedupIndex, Twin, dedup_config
+from engine.human_diff import RESEARCHER, catalog_add_refusal, for_researcher
+from engine.patching import prepare_patch
+from engine.protection import DiffRules
 from engine.store import ops
+from engine.store.views import IdeaView
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ class _Screened:
 
 class IdeasMixin:
     llm: Any
+    env: Any
     store: Any
     search_id: int
     search: Any
@@ -142,6 +147,32 @@ class IdeasMixin:
             if texts:
                 return texts, problems, text
         return [], problems, text
+
+    def _implement_attached(self, idea: IdeaView, done_ok: str) -> bool:
+        """Implement a researcher's idea from the diff they attached, through the same checks
+        as a model's diff, with no model call. Under the catalog ideator a researcher's idea
+        without one fails at once, saying why. False: implement it the usual way."""
+        if idea.diff:
+            env = self.env
+            outcome = prepare_patch(idea.diff, env.root, env.protected, env.protected_lines,
+                                    rules=DiffRules.of(env))
+            reason = None if outcome.ok else (
+                f"the diff the researcher attached does not apply: "
+                f"{for_researcher(outcome.error or 'no change')}")
+            ops.add_attempt(self.store, idea.id, model=RESEARCHER, answer=idea.diff,
+                            diff=outcome.diff, outcome="ok" if outcome.ok else "failed",
+                            error=outcome.error, repairs=outcome.repairs,
+                            move=("implementing", done_ok if outcome.ok else "implement_failed"),
+                            reason=reason)
+            return True
+        if self.search.model == "catalog" and idea.origin == "human" and not idea.catalog_stem:
+            # (An idea added before attached diffs existed, or sent around the CLI's check.)
+            error = catalog_add_refusal()
+            ops.add_attempt(self.store, idea.id, model="catalog", answer="", diff=None,
+                            outcome="failed", error=error,
+                            move=("implementing", "implement_failed"), reason=error)
+            return True
+        return False
 
     # ------------------------------------------------------------------ near duplicates
     async def _dedup_sync(self, config: DedupConfig) -> _DedupState:

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
-CURRENT = 9
+CURRENT = 10
 
 
 def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
@@ -96,8 +96,13 @@ def _to_9(conn: Connection) -> None:
     _add_column(conn, "idea", "note", "VARCHAR")
 
 
+def _to_10(conn: Connection) -> None:
+    _add_column(conn, "decision", "diff", "VARCHAR")
+
+
 STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4, 5: _to_5,
-                                                  6: _to_6, 7: _to_7, 8: _to_8, 9: _to_9}
+                                                  6: _to_6, 7: _to_7, 8: _to_8, 9: _to_9,
+                                                  10: _to_10}
 
 
 def upgrade(engine: Engine, found: int) -> None:

@@ -210,6 +210,7 @@ class Decision(SQLModel, table=True):
     idea_id: int | None = Field(default=None, foreign_key="idea.id")
     action: str  # approve | reject | edit | add | go | stop | accept | discard
     text: str | None = None  # edited/added idea text, or the reject reason
+    diff: str | None = None  # a diff the researcher attached to an added or edited idea
     source: str = "cli"
     created_at: float = Field(default_factory=now)
     consumed_at: float | None = None

@@ -232,17 +232,29 @@ def add_idea_for_decision(store: Store, decision_id: int, search_id: int, epoch:
         return idea_id
 
 
-def edit_idea(store: Store, idea_id: int, text: str, from_states: Iterable[str]) -> int | None:
-    """Save an edit as a new approved idea with lineage; the original is superseded."""
+def edit_idea(store: Store, idea_id: int, text: str, from_states: Iterable[str],
+              diff: str | None = None) -> int | None:
+    """Save an edit as a new approved idea with lineage; the original is superseded.
+
+    `diff`, the researcher's own (checked before it was sent), becomes the new idea's
+    implementation. Without one a model implements the new text afresh; the offline catalog
+    cannot, so there the edit keeps its old diff source (the CLI and console refuse such an
+    edit up front: see `engine.human_diff`)."""
     with store.session() as s:
         old = s.get(Idea, idea_id)
         if old is None or not _cas(s, Idea, idea_id, {"status": set(from_states)},
                                    {"status": "superseded"}):
             return None
-        # The offline catalog cannot re-implement edited text: the edit keeps its diff source.
-        new = NewIdea(text=text, origin=old.origin, catalog_stem=old.catalog_stem,
-                      status="approved",
-                      parents=(idea_id,), parent_kind="edit")
+        search = s.get(Search, old.search_id)
+        catalog = search is not None and search.model == "catalog"
+        if diff:
+            new = NewIdea(text=text, origin=old.origin, diff=diff, status="approved",
+                          parents=(idea_id,), parent_kind="edit")
+        else:
+            # Before implementation an idea's diff can only be one its researcher attached.
+            new = NewIdea(text=text, origin=old.origin, catalog_stem=old.catalog_stem,
+                          diff=old.diff if catalog else None, status="approved",
+                          parents=(idea_id,), parent_kind="edit")
         new_id = _insert_idea(s, old.search_id, old.epoch, new, edited_from=idea_id)
         # The edited idea keeps the original's exploit parents too, so lineage stays whole.
         for p in s.exec(select(IdeaParent).where(IdeaParent.child_id == idea_id,
@@ -417,7 +429,8 @@ class DecisionRefused(StoreError):
 
 
 def add_decision(store: Store, search_id: int, action: str, idea_id: int | None = None,
-                 text: str | None = None, source: str = "cli") -> int:
+                 text: str | None = None, source: str = "cli", diff: str | None = None
+                 ) -> int:
     with store.session() as s:
         if action == "go":
             search = s.get(Search, search_id)
@@ -428,7 +441,7 @@ def add_decision(store: Store, search_id: int, action: str, idea_id: int | None 
                     f"search {search.name!r} is {search.status}: it has no gate to release "
                     "(`go` applies to a search waiting at a gate, or one to resume)")
         row = Decision(search_id=search_id, idea_id=idea_id, action=action, text=text,
-                       source=source)
+                       source=source, diff=diff)
         s.add(row)
         s.flush()
         target = f" idea {idea_id}" if idea_id else ""

@@ -149,6 +149,7 @@ class DecisionView(View):
     text: str | None
     source: str
     created_at: float
+    diff: str | None = None  # attached to an add or edit by the researcher
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ def test_a_catalog_search_runs_end_to_end_through_slurm(slurm: Cluster, toy_env:
                                                         tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     hosts = tmp_path / "hosts.toml"
-    hosts.write_text(f'[slurm]\nworkdir = "{shared}"\npoll_interval = 0.3\nmax_queued = 3\n'
+    hosts.write_text(f'[slurm]\nworkdir = "{shared}"\npoll_interval = 0.3\nmax_queued = 2\n'
                      'cpus_per_gpu = 1\nmem_per_gpu = "100M"\nextra_sbatch = ["--partition=debug"]\n')
     ws = tmp_path / "ws"
     proc = cli("run", str(toy_env), "--profile", "gpu", "--name", "t", "--hosts", str(hosts),
@@ -35,6 +35,10 @@ def test_a_catalog_search_runs_end_to_end_through_slurm(slurm: Cluster, toy_env:
     listed = slurm.run("squeue", "-h", "-t", "all", "-o", "%i %k").split("\n")
     assert ids <= {line.split()[0] for line in listed if "ideaforge:" in line}
     assert all((d / "exit").exists() for d in job_dirs)
+    # never more than max_queued (2) of them in Slurm's hands at once: submitted → ended
+    spans = [(json.loads((d / "slurm_job").read_text())["submitted"],
+              json.loads((d / "exit").read_text())["time"]) for d in job_dirs]
+    assert max(sum(a <= t < b for a, b in spans) for t, _ in spans) <= 2
 
 
 def test_an_engine_killed_between_sbatch_and_its_database_write_submits_nothing_twice(

@@ -90,7 +90,7 @@ def test_mixed_jobs_never_oversubscribe_the_gpus_and_one_squeue_serves_all(
         slurm: Cluster, toy_env: Path, tmp_path: Path) -> None:
     fleet = _fleet(tmp_path)
     record = ('echo "$CUDA_VISIBLE_DEVICES $(date +%s.%N)" > "$IDEAFORGE_JOB_DIR/gpus"; '
-              'sleep 2; date +%s.%N >> "$IDEAFORGE_JOB_DIR/gpus"')
+              'sleep 3; date +%s.%N >> "$IDEAFORGE_JOB_DIR/gpus"')
     wants = {1: 2, 2: 1, 3: 2, 4: 1, 5: 1}  # 7 GPUs asked of 4
     items = [_launch(fleet, _spec(toy_env, record, n, job)) for job, n in wants.items()]
     before = dict(fleet.calls)

@@ -99,7 +99,9 @@ def test_engine_killed_mid_run_adopts_its_jobs_and_launches_none_twice(
     wait_for(lambda: sum(r["state"] == "running" for r in jobs(ws)) >= 4, 60, "4 running jobs")
     kill(engine)
     # While no engine runs, the hosts finish jobs on their own.
-    wait_for(lambda: any((remote_dir(lab, r) / "exit").exists() for r in jobs(ws)), 30,
+    # (a job still queued has no host yet: only placed ones can finish)
+    wait_for(lambda: any((remote_dir(lab, r) / "exit").exists() for r in jobs(ws)
+                         if r["host"] in lab.hosts), 30,
              "a job to finish while the engine is down")
     finish(lab.track(start_cli("resume", "t", workspace=ws)))
     rows = jobs(ws)

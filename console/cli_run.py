@@ -77,10 +77,16 @@ def _drive(store: Any, search: Any, cpu_slots: int | None,
         executor = LocalExecutor(store.workspace, cpu_slots=cpu_slots)
     engine = SearchEngine(store, search, executor, llm, options=options,
                           progress=lambda m: logging.getLogger("ideaforge").info(m))
+    from console.cli_progress import ProgressReporter
+
+    # The running jobs' steps, training metric and time left, on stderr while the engine runs.
+    reporter = ProgressReporter(store, search.id).start()
     try:
         outcome = asyncio.run(engine.run())
     except EngineBusy as exc:
         raise EngineExit(4, str(exc)) from None
+    finally:
+        reporter.stop()
     if outcome.code == 0:
         logging.getLogger("ideaforge").info("search %s: %s", search.name, outcome.message)
     else:
@@ -233,7 +239,9 @@ def _next_name(store: Any, base: str) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     store, search = _create(args, args.env)
     _log().info("workspace %s, search %r", store.workspace, search.name)
-    return _drive(store, search, args.cpu_slots)
+    code = _drive(store, search, args.cpu_slots)
+    _print_leaderboard(store, search.id)
+    return code
 
 
 #: What `demo` does, said in its help and when it starts. The search ends when the catalog is
@@ -293,7 +301,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     for d in ops.pending_decisions(store, search.id):
         if d.action == "stop":
             ops.consume_decision(store, d.id, "superseded by resume")
-    return _drive(store, search, search.config.get("cpu_slots"), options)
+    code = _drive(store, search, search.config.get("cpu_slots"), options)
+    _print_leaderboard(store, search.id)
+    return code
 
 
 def _resume_options(args: argparse.Namespace, store: Any, search: Any) -> dict[str, Any]:

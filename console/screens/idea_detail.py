@@ -480,6 +480,11 @@ class IdeaDetailScreen(ConsoleScreen):
     async def action_edit(self) -> None:
         if self.detail is None:
             return
+        if self.search is not None and self.search.model == "catalog":
+            self.notify("the catalog ideator cannot implement edited text: edit it from the "
+                        f"board (e), with a diff, or `ideaforge edit {self.idea_id} --diff "
+                        "FILE`", severity="warning")
+            return
         text = self.console.edit_text(self.detail.idea.text, f"idea-{self.idea_id}")
         if text is None or text.strip() == self.detail.idea.text.strip():
             if text is not None:

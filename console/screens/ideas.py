@@ -488,6 +488,17 @@ class IdeasScreen(ConsoleScreen):
 
         store = self.console.store()
         idea = await asyncio.to_thread(ops.get_idea, store, row.id)
+        if self.search is not None and self.search.model == "catalog":
+            # the catalog cannot implement edited text: the edit needs its own diff
+            from console.screens.add_idea import AddIdeaScreen
+
+            s = self.search
+            edited = await self.app.push_screen_wait(AddIdeaScreen(
+                s.name, s.epoch, idea.text, env_path=s.env_path, catalog=True, editing=idea.id))
+            if edited:
+                self._decide([("edit", idea.id, edited.text)], f"edit of #{idea.id} saved "
+                             "with your diff", diff=edited.diff)
+            return
         text = self.console.edit_text(idea.text, f"idea-{idea.id}")
         if text is None:
             return
@@ -502,10 +513,11 @@ class IdeasScreen(ConsoleScreen):
             return
         from console.screens.add_idea import AddIdeaScreen
 
-        text = await self.app.push_screen_wait(AddIdeaScreen(self.search.name,
-                                                             self.search.epoch))
-        if text:
-            self._decide([("add", None, text)], "your idea is on its way to the engine")
+        s = self.search
+        added = await self.app.push_screen_wait(AddIdeaScreen(
+            s.name, s.epoch, env_path=s.env_path, catalog=s.model == "catalog"))
+        if added:
+            self._decide([("add", None, added.text)], added.note, diff=added.diff)
 
     @work(exclusive=True, group="dialog")
     async def action_note(self) -> None:
@@ -544,7 +556,8 @@ class IdeasScreen(ConsoleScreen):
             self.console.resume_search(self.search)
 
     # ------------------------------------------------------------------ decisions
-    def _decide(self, decisions: list[tuple[str, int | None, str | None]], note: str) -> None:
+    def _decide(self, decisions: list[tuple[str, int | None, str | None]], note: str,
+                diff: str | None = None) -> None:
         if not decisions or self.search is None:
             return
         for action, idea_id, _ in decisions:
@@ -554,7 +567,7 @@ class IdeasScreen(ConsoleScreen):
         decisions = self._with_hold(decisions)
         if not engine_alive(self.search):
             note += " — no engine is attached: it applies when the search resumes (R)"
-        self._send(self.search.id, decisions, note)
+        self._send(self.search.id, decisions, note, diff)
 
     def _with_hold(self, decisions: list[tuple[str, int | None, str | None]]
                    ) -> list[tuple[str, int | None, str | None]]:
@@ -579,13 +592,13 @@ class IdeasScreen(ConsoleScreen):
 
     @work(thread=True, group="decide", exit_on_error=False, name="send decisions")
     def _send(self, search_id: int, decisions: list[tuple[str, int | None, str | None]],
-              note: str) -> None:
+              note: str, diff: str | None = None) -> None:
         from engine.store import ops
 
         store = self.console.store()
         for action, idea_id, text in decisions:
             ops.add_decision(store, search_id, action, idea_id=idea_id, text=text,
-                             source="console")
+                             source="console", diff=diff if action in ("add", "edit") else None)
         self.post_message(self.Sent(note))
 
     def on_ideas_screen_sent(self, message: Sent) -> None:

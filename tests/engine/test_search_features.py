@@ -76,8 +76,15 @@ def test_researcher_idea_and_export(toy_env: Path, workspace: Path, tmp_path: Pa
     try:
         wait_for(lambda: phase(workspace) == "review_ideas", 60, "the gate")
         text = tmp_path / "mine.txt"
-        text.write_text("[Experiment] My own idea.\n[Code Changes] Nothing yet.\n")
-        cli("add", "t", "--text-file", str(text), workspace=workspace, check=True)
+        text.write_text("[Experiment] My own idea.\n[Code Changes] BONUS_B = 2.0.\n")
+        # the offline catalog cannot implement free text: refused up front without a diff
+        refused = cli("add", "t", "--text-file", str(text), workspace=workspace)
+        assert refused.returncode == 2 and "--diff FILE" in refused.stderr
+        diff = tmp_path / "mine.diff"
+        diff.write_text("--- a/train.py\n+++ b/train.py\n@@ -19,1 +19,1 @@\n"
+                        "-BONUS_B = 0.0\n+BONUS_B = 2.0\n")
+        cli("add", "t", "--text-file", str(text), "--diff", str(diff), workspace=workspace,
+            check=True)
         wait_for(lambda: any(r["origin"] == "human" for r in ideas(workspace)), 30, "the add")
         cli("go", "t", workspace=workspace, check=True)
         out, _ = engine.communicate(timeout=120)
@@ -85,8 +92,7 @@ def test_researcher_idea_and_export(toy_env: Path, workspace: Path, tmp_path: Pa
         engine.kill()
     rows = ideas(workspace)
     human = [r for r in rows if r["origin"] == "human"][0]
-    # offline catalog cannot implement free text: a clear implement failure, kept
-    assert human["status"] == "implement_failed"
+    assert human["status"] == "scored" and human["score"] == 3.0  # the researcher's diff ran
     skipped = [r for r in rows if r["status"] == "skipped"]
     assert len(skipped) == 1  # the undecided catalog idea, when the researcher said go
     exported = json.loads(cli("export", "t", "--format", "json", workspace=workspace).stdout)
@@ -96,7 +102,7 @@ def test_researcher_idea_and_export(toy_env: Path, workspace: Path, tmp_path: Pa
     assert {int(r["id"]) for r in table} == {r["id"] for r in rows}
     patched = tmp_path / "patched"
     cli("export", "t", "--patched", str(patched), workspace=workspace, check=True)
-    assert not list(patched.glob("idea-*"))  # nothing was implemented in this search
+    assert [p.name for p in patched.glob("idea-*")] == [f"idea-{human['id']}"]
 
 
 def test_patched_export_writes_runnable_copies(toy_env: Path, workspace: Path,

@@ -18,6 +18,7 @@ from console.widgets.key_bar import KeyBar
 from engine.store import StoreError
 from engine.store import console_queries as cq
 from engine.store.console_queries import HostRow, JobRow
+from engine.store.progress import JobProgress, running
 
 
 class JobsScreen(ConsoleScreen):
@@ -26,8 +27,10 @@ class JobsScreen(ConsoleScreen):
     BINDINGS = commands.bindings("jobs")
 
     class Loaded(Message):
-        def __init__(self, hosts: list[HostRow], jobs: list[JobRow], marker: object) -> None:
+        def __init__(self, hosts: list[HostRow], jobs: list[JobRow], marker: object,
+                     progress: dict[int, JobProgress] | None = None) -> None:
             super().__init__()
+            self.progress = progress or {}
             self.hosts = hosts
             self.jobs = jobs
             self.marker = marker
@@ -77,7 +80,7 @@ class JobsScreen(ConsoleScreen):
                 lambda: self.query_one("#jobs-title", Static).update(note))
             return
         now = cq.change_marker(store)
-        # heartbeats and run times move without events: refresh at least every 5 s
+        # heartbeats, run times and times left move without events: refresh at least every 5 s
         from console import fmt
 
         stamp = (now, search_id, int(fmt.clock() // 5))
@@ -85,12 +88,12 @@ class JobsScreen(ConsoleScreen):
             return
         self.post_message(self.Loaded(cq.hosts_overview(store), cq.jobs_overview(store,
                                                                                 search_id),
-                                      stamp))
+                                      stamp, running(store, search_id)))
 
     def on_jobs_screen_loaded(self, message: Loaded) -> None:
         self._marker = message.marker
         self.query_one(HostsPanel).show(message.hosts)
-        self.query_one(JobsTable).show(message.jobs)
+        self.query_one(JobsTable).show(message.jobs, message.progress)
         self.refresh_bindings()
 
     def on_data_table_row_highlighted(self, event: JobsTable.RowHighlighted) -> None:

@@ -35,6 +35,8 @@ BoardPage, BoardQuery, BoardRow = (first_frame.BoardPage, first_frame.BoardQuery
                                    first_frame.BoardRow)
 
 Loader = Callable[[BoardQuery, int, int], BoardPage]
+#: Running jobs of a search → idea id → a progress line (`engine.store.progress`).
+ProgressLoader = Callable[[int], dict[int, object]]
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,12 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
             self.board = board
             self.total = total
 
+    class ProgressLoaded(Message):
+        def __init__(self, search_id: int, progress: dict[int, object]) -> None:
+            super().__init__()
+            self.search_id = search_id
+            self.progress = progress
+
     class PageLoaded(Message):
         def __init__(self, page: BoardPage, seq: int, follow: int | None) -> None:
             super().__init__()
@@ -154,6 +162,12 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
         self._stale = False
         self._last_highlight: int | None = None
         self._cache: dict[tuple[int, bool, bool, int], Strip] = {}
+        # Live progress of running rows: one query per tick for all of them, never per row.
+        self.progress_loader: ProgressLoader | None = None  # None: from the app's store
+        self.progress: dict[int, str] = {}  # idea id → "step 120 · loss 2.31 · 4m left"
+        self._progress_raw: dict[int, object] = {}
+        self._progress_worker = None
+        self._progress_timer = None
 
     # ------------------------------------------------------------------ public API
     @property
@@ -279,6 +293,7 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
         self.cursor = max(0, min(self.cursor, self.total - 1))
         self.virtual_size = Size(self.scrollable_content_region.width, self.total + 1)
         self.loaded_once = True
+        self._start_progress()
         self.refresh()
         self._highlight()
         self.post_message(self.Loaded(self, self.total))
@@ -381,6 +396,60 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
                 self._cache.clear()
                 self.refresh_line(self._line_of(index))
 
+    # ------------------------------------------------------------------ live progress
+    def _start_progress(self) -> None:
+        if self._progress_timer is None:
+            every = max(0.2, float(getattr(self.app, "poll_s", 1.0)))
+            # the first read waits a tick too: the first frame and its queries come first
+            self._progress_timer = self.set_interval(every, self._progress_tick)
+
+    def _progress_tick(self) -> None:
+        query = self.query_
+        if query is None or busy(self._progress_worker) or not self.screen.is_current:
+            self._labels()  # times left still count down
+            return
+        loader = self.progress_loader or self._app_progress()
+        if loader is None:
+            return
+        search_id = query.search_id
+
+        def load() -> None:
+            self.post_message(self.ProgressLoaded(search_id, loader(search_id)))
+
+        self._progress_worker = self.run_worker(load, thread=True, exclusive=True,
+                                                group="progress", exit_on_error=False,
+                                                name="read the running jobs' progress")
+
+    def _app_progress(self) -> ProgressLoader | None:
+        store = getattr(self.app, "store", None)
+        if store is None:
+            return None
+
+        def load(search_id: int) -> dict[int, object]:
+            from engine.store import StoreError, progress
+
+            try:
+                return dict(progress.by_idea(progress.running(store(), search_id)))
+            except StoreError:  # no workspace yet: nothing runs
+                return {}
+
+        return load
+
+    def on_idea_board_progress_loaded(self, message: ProgressLoaded) -> None:
+        message.stop()
+        if self.query_ is None or message.search_id != self.query_.search_id:
+            return
+        self._progress_raw = message.progress
+        self._labels()
+
+    def _labels(self) -> None:
+        now = fmt.clock()
+        labels = {idea: p.label(now) for idea, p in self._progress_raw.items()}  # type: ignore[attr-defined]
+        if labels != self.progress:
+            self.progress = labels
+            self._cache.clear()
+            self.refresh()
+
     # ------------------------------------------------------------------ drawing
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
@@ -438,6 +507,9 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
             title = f"{fmt.TWIN_MARK}#{row.twin_of} " + title
         if row.flags:  # the detail screen lists them
             title = f"{fmt.FLAG_MARK} " + title
+        progress = self.progress.get(row.id)
+        if progress:  # a running job of the idea: how far it got, and the time it has left
+            title = f"▶ {progress} │ {title}"
         # A score the training process measured itself: shown, but marked as unverified (in
         # a cell of its own, so that the decimal points stay aligned).
         # Then whether repeats upheld it (✓ ○ ✗, or a blank), and in the next column the

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual.widgets import DataTable
 
 from console import fmt
 from engine.store.console_queries import JobRow
 
+if TYPE_CHECKING:  # loaded by the screen's worker, with the rows
+    from engine.store.progress import JobProgress
+
 COLUMNS = (("job", "job"), ("idea", "idea"), ("state", "state"), ("host", "host"),
            ("gpus", "GPUs"), ("beat", "heartbeat"), ("time", "run time"),
+           ("progress", "progress"),  # step · train metric · time left
            ("exit", "exit / reason"), ("search", "search"), ("title", "idea title"))
 
 
@@ -21,6 +27,7 @@ class JobsTable(DataTable[Text | str]):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.rows_by_id: dict[int, JobRow] = {}
+        self.progress: dict[int, JobProgress] = {}  # job id → how far it got (running jobs)
 
     def on_mount(self) -> None:
         for key, label in COLUMNS:
@@ -33,27 +40,30 @@ class JobsTable(DataTable[Text | str]):
         key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
         return self.rows_by_id.get(int(key)) if key is not None else None
 
-    def show(self, rows: list[JobRow]) -> None:
+    def show(self, rows: list[JobRow], progress: dict[int, JobProgress] | None = None) -> None:
+        self.progress = progress or {}
         fresh = {r.job.id: r for r in rows}
         order_changed = list(fresh) != list(self.rows_by_id)
         if order_changed:
             current = self.current
             self.clear()
             for job_id, row in fresh.items():
-                self.add_row(*_cells(row), key=str(job_id))
+                self.add_row(*_cells(row, self.progress.get(job_id)), key=str(job_id))
             if current is not None and current.job.id in fresh:
                 self.move_cursor(row=self.get_row_index(str(current.job.id)))
         else:
             for job_id, row in fresh.items():
                 if row != self.rows_by_id.get(job_id) or row.job.state == "running":
-                    for (key, _), value in zip(COLUMNS, _cells(row), strict=True):
+                    cells = _cells(row, self.progress.get(job_id))
+                    for (key, _), value in zip(COLUMNS, cells, strict=True):
                         self.update_cell(str(job_id), key, value, update_width=True)
         self.rows_by_id = fresh
 
 
-def _cells(row: JobRow) -> list[Text | str]:
+def _cells(row: JobRow, progress: JobProgress | None = None) -> list[Text | str]:
     j = row.job
-    end = j.finished_at if j.finished_at is not None else fmt.clock()
+    now = fmt.clock()
+    end = j.finished_at if j.finished_at is not None else now
     runtime = fmt.duration(end - j.started_at) if j.started_at else "-"
     beat = fmt.age(j.heartbeat_at) if j.state in ("running", "unreachable") else ""
     exit_ = "" if j.exit_code is None else f"exit {j.exit_code}"
@@ -63,4 +73,6 @@ def _cells(row: JobRow) -> list[Text | str]:
     # A repeat (issue 13) says which run of its idea it is; a retry keeps its run's number.
     idea = f"#{j.idea_id}" + (f" run {j.run}" if j.run > 1 else "")
     return [str(j.id), idea, Text(j.state, style=fmt.JOB_STATE_STYLE.get(j.state, "")),
-            j.host, gpus, beat, runtime, exit_, row.search_name, fmt.clip(row.idea_title, 60)]
+            j.host, gpus, beat, runtime,
+            progress.label(now) if progress is not None and j.state == "running" else "",
+            exit_, row.search_name, fmt.clip(row.idea_title, 60)]

@@ -85,6 +85,13 @@ def test_catalog_search_runs_a_researchers_diffs_and_refuses_what_it_cannot_run(
             capture_output=True, text=True, timeout=120, env=base_env(), cwd=REPO, check=False)
         assert proc.returncode == 0, proc.stderr
         assert "with your diff" in proc.stdout
+        # A diff-less idea that got past the checks (a console from before them) fails at
+        # once, saying what the catalog cannot do, in words for a researcher.
+        from engine.store import Store, ops
+
+        store = Store(workspace)
+        ops.add_decision(store, catalog_idea["search_id"], "add", text="[Experiment] Old way.")
+        store.close()
         cli("go", "h", workspace=workspace, check=True)
         engine.wait(timeout=120)
         assert engine.returncode == 0, engine.stdout.read() if engine.stdout else ""
@@ -94,13 +101,58 @@ def test_catalog_search_runs_a_researchers_diffs_and_refuses_what_it_cannot_run(
             engine.wait()
 
     ideas = {i["id"]: i for i in _json(workspace, "ideas", "h")}
-    human = next(i for i in ideas.values() if i["origin"] == "human")
+    human = next(i for i in ideas.values() if i["origin"] == "human" and i["score"])
     edit = next(i for i in ideas.values() if catalog_idea["id"] in (i.get("parents") or [])
                 or i.get("edited_from") == catalog_idea["id"])
     assert human["score"] == 3.0  # 5 - BONUS_B, as the attached diff set it
     assert edit["score"] == 5.5  # 5 - (-0.5): the new diff ran, not the catalog's
     assert edit["text"] == catalog_idea["text"]
+    old_way = next(i for i in ideas.values() if i["text"] == "[Experiment] Old way.")
+    assert old_way["status"] == "implement_failed"
+    assert "cannot implement text a researcher wrote" in old_way["reason"]
+    assert "your answer" not in old_way["reason"]
     shown = _json(workspace, "show", str(human["id"]))
     assert [a["model"] for a in shown["attempts"]] == ["researcher"]
     assert "+BONUS_B = 2.0" in shown["diff"]
 
+
+
+def test_with_a_model_an_attached_diff_runs_instead_of_the_implementers(
+        toy_env: Path, workspace: Path, tmp_path: Path) -> None:
+    from tests.console.model import KnobModel
+    from tests.support.openai_server import OpenAIServer
+
+    model = KnobModel((toy_env / "train.py").read_text())
+    with OpenAIServer(responder=model) as srv:
+        engine = start_cli("run", str(toy_env), "--name", "h", "--model", "openai/test",
+                           "--api-base", srv.url, "--llm-backoff", "0.01", *RUN[2:],
+                           workspace=workspace, env=base_env(OPENAI_API_KEY="sk-test"))
+        try:
+            proposed = wait_for(lambda: _proposed(workspace), what="the model's proposal",
+                                proc=engine)[0]
+            assert "BONUS_A to 1.0" in proposed["text"]
+            text = tmp_path / "idea.txt"
+            # the text says 2.0, the diff 1.5: the score tells which of them ran
+            text.write_text("[Experiment] Set BONUS_B to 2.0.\n[Code Changes] BONUS_B = 2.0.")
+            mine = tmp_path / "b.diff"
+            mine.write_text(_knob("BONUS_B", "1.5"))
+            cli("add", "h", "--text-file", str(text), "--diff", str(mine), workspace=workspace,
+                check=True)
+            edit = tmp_path / "a.diff"
+            edit.write_text(_knob("BONUS_A", "0.25"))
+            said = cli("edit", str(proposed["id"]), "--diff", str(edit), workspace=workspace,
+                       check=True).stdout
+            assert "with your diff" in said
+            cli("go", "h", workspace=workspace, check=True)
+            engine.wait(timeout=120)
+            assert engine.returncode == 0, engine.stdout.read() if engine.stdout else ""
+        finally:
+            if engine.poll() is None:
+                engine.kill()
+                engine.wait()
+    ideas = _json(workspace, "ideas", "h")
+    human = next(i for i in ideas if i["origin"] == "human")
+    edited = next(i for i in ideas if i["id"] != proposed["id"] and i["origin"] not in
+                  ("human", "baseline"))
+    assert human["score"] == 3.5 and edited["score"] == 4.75
+    assert model.implemented == []  # neither idea went to the implementer model

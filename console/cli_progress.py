@@ -141,8 +141,17 @@ class ProgressReporter:
 
     def draw(self) -> None:
         if self.line:
-            width = shutil.get_terminal_size((100, 24)).columns
+            width = _columns(self.stream)
             text = self.line if len(self.line) < width else self.line[:max(1, width - 2)] + "…"
             self.stream.write(text)
             self.stream.flush()
             self._shown = True
+
+
+def _columns(stream: TextIO) -> int:
+    """The terminal's width (the line must never wrap: `\r` would then redraw only its end)."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        columns = 0
+    return columns or shutil.get_terminal_size((100, 24)).columns

@@ -87,3 +87,57 @@ def test_headless_run_shows_progress_lines_then_the_leaderboard(
     ranked = [x for x in out.splitlines() if re.match(r"\s+\d+\. #\d+", x)]
     assert len(ranked) == 2, out
     assert any("baseline" in x for x in ranked), out
+
+
+def test_on_a_terminal_progress_is_one_line_rewritten_under_the_log(
+        toy_env: Path, workspace: Path, tmp_path: Path) -> None:
+    """stderr on a terminal (a real pseudo-terminal): the progress line rewrites itself in
+    place, log lines print whole above it, and it is gone when the run ends."""
+    import os
+    import pty
+
+    env = progress_env(toy_env)
+    gate = tmp_path / "gate"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "console.cli", "--workspace", str(workspace), "run", str(env),
+         "--name", "t", "--model", "catalog", "--auto", "--epochs", "1",
+         "--ideas-per-epoch", "1", "--baseline-runs", "1", "--confirm", "off",
+         "--fix-attempts", "0"],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, text=True,
+        env=base_env(PROGRESS_GATE=str(gate), COLUMNS="200"))
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # the other side closed
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: re.search(r"\r\x1b\[K\d jobs? running — #\d+ step \d+ · train_loss",
+                                   b"".join(chunks).decode(errors="replace")), 60,
+                 "the progress line on the terminal")
+        gate.touch()
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    os.close(master)
+    assert proc.returncode == 0
+    text = b"".join(chunks).decode().replace("\r\n", "\n")
+    # What the terminal shows of each line: the text after its last carriage return.
+    shown = [line.rsplit("\r", 1)[-1].replace("\x1b[K", "") for line in text.split("\n")]
+    done = [line for line in shown if re.search(r"job \d+ done", line)]
+    assert done and all("running —" not in line for line in done), shown
+    assert not any("running —" in line for line in shown), shown  # erased, never left behind
+    assert "Leaderboard — t" in out

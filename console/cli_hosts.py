@@ -171,6 +171,8 @@ def cmd_hosts_check(args: argparse.Namespace) -> int:
         hosts = load(path)
     except HostsError as exc:
         raise _usage(str(exc)) from None
+    if hosts.slurm is not None:
+        return _check_slurm(args, path, hosts)
     with ThreadPoolExecutor(max_workers=min(16, len(hosts.hosts))) as pool:
         rows = list(pool.map(lambda h: check_host(h, args.accept_new), hosts.hosts))
     store = _store_if_any(args)
@@ -195,6 +197,41 @@ def cmd_hosts_check(args: argparse.Namespace) -> int:
         for row in rows:
             sys.stdout.write(_describe(row))
     return 0 if all(r["ok"] for r in rows) else 1
+
+
+def _check_slurm(args: argparse.Namespace, path: Path, hosts: Any) -> int:
+    """A `[slurm]` target: Slurm's commands, controller, partition, GPUs per node and a test
+    job writing to the shared workdir (engine/executors/slurm_check.py); exit 1 if one fails."""
+    from engine.environments import EnvironmentError_, load
+    from engine.executors.slurm_check import check
+
+    cfg = hosts.slurm
+    wanted = 1
+    for ref in args.env:
+        try:
+            env = load(ref)
+        except EnvironmentError_ as exc:
+            raise _usage(str(exc)) from None
+        wanted = max([wanted, *(p.gpus for p in env.profiles.values())])
+    if cfg.workdir:
+        workdir = Path(cfg.workdir).expanduser()
+    else:
+        store = _store_if_any(args)
+        workdir = Path(store.workspace) / "slurm" if store is not None else Path.cwd()
+    lines = check(cfg, workdir, gpus_wanted=wanted)
+    ok = all(c.ok is not False for c in lines)
+    if args.json:
+        sys.stdout.write(json.dumps({"file": str(path), "slurm": {
+            "ok": ok, "workdir": str(workdir), "checks": [
+                {"name": c.name, "ok": c.ok, "detail": c.detail} for c in lines]}},
+            indent=2) + "\n")
+    else:
+        sys.stdout.write(f"{path}: Slurm cluster (workdir {workdir})  "
+                         f"{'ok' if ok else 'FAILED'}\n")
+        for c in lines:
+            mark = {True: "ok", False: "FAILED", None: "not told"}[c.ok]
+            sys.stdout.write(f"  {c.name}: {mark}: {c.detail}\n")
+    return 0 if ok else 1
 
 
 def shipping_report(named: list[str], hosts: Any) -> list[dict[str, Any]]:

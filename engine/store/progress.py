@@ -6,8 +6,11 @@ job index (newest first, a handful of rows). Its cost follows the number of runn
 bounded by the GPUs and CPU slots — never the number of ideas or of metric lines, so the
 ideas board can ask once per refresh for all of its rows.
 
-The time limit is the job's profile's `timeout` (what the runner enforces on the training
-process), read from the search's environment.toml once per (environment, profile).
+The time limit is the one the runner enforces on the training process: the profile's
+`timeout`, or with an evaluation stage and a `time_limit` that budget plus its slack when
+sooner; read from the search's environment.toml once per (environment, profile). Past it, a
+job of an environment with an evaluation stage is being evaluated: its time left is then
+counted against the evaluation stage's limit.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from engine.store.models import Job, MetricPoint, Search
 #: Metric lines read per running job: enough to pass over a score line or two at the end.
 TAIL = 8
 
-_limits: dict[tuple[str, str], float | None] = {}
+_limits: dict[tuple[str, str], tuple[float, float | None] | None] = {}
 
 
 @dataclass(frozen=True)
@@ -41,14 +44,24 @@ class JobProgress:
     step: int | None
     metric: str | None
     value: float | None
+    evaluate_s: float | None = None  # the evaluation stage's limit, after training's
 
     def elapsed(self, now: float) -> float | None:
         return None if self.started_at is None else max(0.0, now - self.started_at)
+
+    def evaluating(self, now: float) -> bool:
+        """Past the training limit with an evaluation stage: training has ended, the
+        evaluation stage runs (the runner stops training at its limit)."""
+        elapsed = self.elapsed(now)
+        return bool(elapsed is not None and self.limit_s is not None and self.evaluate_s
+                    and elapsed > self.limit_s)
 
     def left(self, now: float) -> float | None:
         elapsed = self.elapsed(now)
         if elapsed is None or self.limit_s is None:
             return None
+        if self.evaluating(now):
+            return self.limit_s + (self.evaluate_s or 0.0) - elapsed
         return self.limit_s - elapsed
 
     def label(self, now: float) -> str:
@@ -59,7 +72,9 @@ class JobProgress:
             parts.append(f"step {self.step}")
         if self.metric is not None and self.value is not None:
             parts.append(f"{self.metric} {self.value:.4g}")
-        if not parts:
+        if self.evaluating(now):
+            parts.append("evaluating")
+        elif not parts:
             parts.append("no metric yet")
         left = self.left(now)
         if left is not None:
@@ -81,14 +96,22 @@ def short(seconds: float) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
-def time_limit(env_path: str, profile: str) -> float | None:
-    """The profile's `timeout` in seconds (read once per environment and profile)."""
+def time_limits(env_path: str, profile: str) -> tuple[float, float | None] | None:
+    """(the profile's training `timeout`, its evaluation stage's limit or None) in seconds,
+    read once per environment and profile; None when the environment cannot be read."""
     key = (env_path, profile)
     if key not in _limits:
         from engine import environments
 
         try:
-            _limits[key] = float(environments.load(env_path).profile(profile).timeout)
+            env = environments.load(env_path)
+            p = env.profile(profile)
+            ev = env.evaluation
+            train = float(p.timeout)
+            if ev is not None and p.time_limit:  # the runner stops training at the budget
+                train = min(train, p.time_limit + p.time_slack)
+            _limits[key] = (train, None if ev is None
+                            else float(p.evaluate_timeout or ev.timeout))
         except (ValueError, KeyError, RuntimeError, OSError):  # gone, broken, or renamed
             _limits[key] = None
     return _limits[key]
@@ -124,7 +147,11 @@ def running(store: Store, search_id: int | None = None) -> dict[int, JobProgress
                 metric=pick[0] if pick is not None else None,
                 value=float(pick[1]) if pick is not None else None)
     # environment.toml is read outside the database snapshot (once per profile, cached)
-    return {job_id: replace(p, limit_s=time_limit(*where[job_id])) for job_id, p in out.items()}
+    return {job_id: _limited(p, time_limits(*where[job_id])) for job_id, p in out.items()}
+
+
+def _limited(p: JobProgress, limits: tuple[float, float | None] | None) -> JobProgress:
+    return p if limits is None else replace(p, limit_s=limits[0], evaluate_s=limits[1])
 
 
 def by_idea(progress: dict[int, JobProgress]) -> dict[int, JobProgress]:

@@ -88,3 +88,53 @@ async def test_a_running_job_shows_its_progress_on_the_board_and_in_the_jobs_tab
         if engine.poll() is None:
             engine.kill()
             engine.wait()
+
+
+def test_progress_reads_the_training_metric_and_the_profiles_time_limit(
+        toy_env: Path, tmp_path: Path) -> None:
+    """Rows as the executor writes them: the newest line that is not the score is the one
+    shown; time left counts against the toy profile's 60 s; finished jobs are not listed."""
+    from engine.store import Store, job_ops, ops
+    from engine.store.progress import by_idea, running
+    from tests.console.builders import Built, _idea, _run_job
+
+    store = Store(tmp_path / "ws")
+    s = ops.create_search(
+        store, name="p", env_name="toy", env_path=str(toy_env), env_version="v",
+        profile="smoke", model="catalog", epochs=1, ideas_per_epoch=2, metric_name="score",
+        goal="minimize", baseline=5.0, status="running")
+    built = Built(store=store, search_id=s.id)
+    live = _idea(store, s.id, 0, "live", "[Experiment] Live.", "seed", built,
+                 status="implemented")
+    done = _idea(store, s.id, 0, "done", "[Experiment] Done.", "seed", built,
+                 status="implemented")
+    job = _run_job(store, built, "live", live, score=4.5, curve=[6.0, 5.6, 5.3],
+                   state="running")  # its score line came last: not a training metric
+    _run_job(store, built, "done", done, score=4.0, curve=[6.0, 5.0])
+    job_ops.update_job(store, job, started_at=1000.0)
+
+    progress = running(store, s.id)
+    assert list(progress) == [job]
+    p = progress[job]
+    assert (p.idea_id, p.step, p.metric, p.value, p.limit_s) == (live, 3, "train_loss", 5.3,
+                                                                 60.0)
+    assert p.label(1010.0) == "step 3 · train_loss 5.3 · 50s left"
+    assert p.label(1075.0) == "step 3 · train_loss 5.3 · 15s over limit"
+    assert list(by_idea(progress)) == [live]
+    assert running(store, s.id + 1) == {}
+
+
+def test_past_the_training_budget_a_graded_job_counts_down_its_evaluation(
+        tmp_path: Path) -> None:
+    """With an evaluation stage, training stops at time_limit + time_slack (4 + 2 s in the
+    graded fixture); after that the job is evaluated, within the stage's 30 s."""
+    from engine.store.progress import JobProgress, time_limits
+    from tests.conftest import REPO
+
+    limits = time_limits(str(REPO / "tests" / "fixtures" / "gradedenv"), "smoke")
+    assert limits == (6.0, 30.0)
+    p = JobProgress(job_id=1, idea_id=1, search_id=1, run=1, kind="run", host="local",
+                    started_at=0.0, limit_s=limits[0], evaluate_s=limits[1], step=40,
+                    metric="train_loss", value=2.0)
+    assert p.label(2.0) == "step 40 · train_loss 2 · 4s left"
+    assert p.label(10.0) == "step 40 · train_loss 2 · evaluating · 26s left"

@@ -317,6 +317,9 @@ class IdeaDetailScreen(ConsoleScreen):
     @staticmethod
     def _idea_text(d: IdeaDetail) -> Group:
         parts: list[Text] = [Text(d.idea.text)]
+        if d.idea.note:
+            parts = [Text("Note: ", style="bold").append(d.idea.note, style="italic"),
+                     Text(""), *parts]
         if d.edited_from is not None:
             parts += [Text(""), Text(f"Edited from #{d.edited_from.id} — the original:",
                                      style="bold"),

@@ -82,6 +82,7 @@ class IdeaView(View):
     score_se: float | None = None
     confirmation: str | None = None
     twin_of: int | None = None
+    note: str | None = None  # the researcher's own (`ideaforge note`, N): never sent to models
 
 
 @dataclass(frozen=True)

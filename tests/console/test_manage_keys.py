@@ -6,16 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Static
 
 from console.app import IdeaforgeApp
 from console.screens.confirm import ConfirmScreen
+from console.screens.idea_detail import IdeaDetailScreen
 from console.screens.prompt import PromptScreen
 from console.screens.searches import SearchesScreen
 from engine.store import console_queries as cq
 from engine.store import manage, ops
 from tests.console.builders import Built
 from tests.console.helpers import board, cursor_to, until
+from tests.console.test_detail import shown
 
 MakeApp = Callable[..., IdeaforgeApp]
 
@@ -89,6 +91,13 @@ async def test_note_and_retry_an_idea_from_the_board(make_app: MakeApp, built: B
         assert app.screen.query_one(Input).value == "try longer"
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, PromptScreen), what="closed")
+        await pilot.press("enter")  # the idea's detail shows the note above its text
+        await until(pilot, lambda: isinstance(app.screen, IdeaDetailScreen)
+                    and app.screen.detail is not None, what="the detail")
+        said = shown(app.screen.query_one("#idea-text", Static))
+        assert said.startswith("Note: try longer") and "Raise bonus A" in said, said
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, IdeaDetailScreen), what="back")
 
         await pilot.press("t")  # a scored idea: retry does not apply
         await until(pilot, lambda: any("only a failed or cancelled idea can be retried" in n

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from console.widgets.idea_board import IdeaBoard
-    from engine.store.views import SearchView
+    from engine.store.views import IdeaView, SearchView
 
 
 def why_not(s: SearchView | None, board: IdeaBoard, action: str) -> str:
@@ -45,4 +45,30 @@ def why_not(s: SearchView | None, board: IdeaBoard, action: str) -> str:
     if action == "resume_search":
         return ("the search is finished: nothing to resume" if s.status == "finished"
                 else "an engine already runs this search")
+    return "it does not apply here"
+
+
+#: Keys of the idea's detail whose refusal is said (its other keys always apply).
+DETAIL_WHY_NOT = ("approve", "reject", "edit", "quarantine", "toggle_split")
+
+
+def why_not_in_detail(s: SearchView | None, idea: IdeaView | None, pending: bool,
+                      action: str) -> str:
+    """Why `action` cannot apply to the idea the detail screen shows."""
+    if idea is None or s is None:
+        return "the idea is still loading"
+    if s.status == "imported":
+        return "this search is imported read-only: it takes no decisions"
+    if action in ("approve", "reject", "edit"):
+        if pending:
+            return f"#{idea.id} already has a decision on its way"
+        allowed = {"approve": "a proposed idea or a diff under review",
+                   "reject": "a proposed or approved idea, or a diff under review",
+                   "edit": "a proposed or approved idea"}[action]
+        done = {"approve": "approved", "reject": "rejected", "edit": "edited"}[action]
+        return f"#{idea.id} is {idea.status}: only {allowed} can be {done}"
+    if action == "quarantine":
+        return f"#{idea.id} has no suspicious result waiting for a verdict"
+    if action == "toggle_split":
+        return "only the Diff pane splits: ] moves to it"
     return "it does not apply here"

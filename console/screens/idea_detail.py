@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from rich.console import Group
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.message import Message
@@ -26,6 +26,7 @@ from textual.worker import Worker
 
 from console import commands, fmt
 from console.screens.base import ConsoleScreen
+from console.screens.board_reasons import DETAIL_WHY_NOT, why_not_in_detail
 from console.widgets.key_bar import KeyBar
 from console.widgets.pane_bar import PaneBar
 from console.widgets.search_header import engine_alive
@@ -438,6 +439,19 @@ class IdeaDetailScreen(ConsoleScreen):
             log.append(message.text)
 
     # ------------------------------------------------------------------ decisions
+    def on_key(self, event: events.Key) -> None:
+        """A key of this screen that cannot apply now says why, instead of doing nothing."""
+        for binding in self._bindings.key_to_bindings.get(event.key, ()):
+            name = binding.action.split("(", 1)[0]
+            if name in DETAIL_WHY_NOT and not self.check_action(name, ()):
+                event.stop()
+                event.prevent_default()
+                d = self.detail
+                self.notify(why_not_in_detail(self.search, d.idea if d else None,
+                                              bool(d and d.pending), name),
+                            title=f"{event.key}: {binding.description}", severity="warning")
+                return
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         d, s = self.detail, self.search
         writable = d is not None and s is not None and s.status != "imported"

@@ -64,6 +64,20 @@ async def test_a_key_that_cannot_apply_says_why(make_app: MakeApp, built: Built)
         await until(pilot, lambda: any(f"#{built.ideas['a']} is scored: only a proposed idea"
                                        in n for n in notes(app)), 5, "the reason",
                     state=lambda: notes(app))
+        # the idea's detail says why too
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, IdeaDetailScreen)
+                    and app.screen.detail is not None, what="the detail")
+        before = len(notes(app))
+        await pilot.press("a")
+        await until(pilot, lambda: any(f"#{built.ideas['a']} is scored: only a proposed idea"
+                                       in n for n in notes(app)[before:]), 5,
+                    "the detail's reason", state=lambda: notes(app))
+        await pilot.press("y")
+        await until(pilot, lambda: any("no suspicious result waiting" in n
+                                       for n in notes(app)), 5, "quarantine's reason")
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, IdeaDetailScreen), what="back")
         await cursor_to(pilot, built.ideas["p1"])
         await pilot.press("e")
         await until(pilot, lambda: any("already has a decision on its way (approve)" in n

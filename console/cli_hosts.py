@@ -357,14 +357,15 @@ def cancel_job(store: Any, job: Any) -> str:
     cannot be reached."""
     if job.executor == "ssh":
         return _cancel_remote(store, job)
+    if job.executor == "slurm":
+        return _cancel_slurm(store, job)
     from engine.executors.local import LocalExecutor
 
     return LocalExecutor(store.workspace).cancel(job.job_dir)
 
 
-def _cancel_remote(store: Any, job: Any) -> str:
+def _search_hosts(store: Any, job: Any) -> Any:
     from engine.executors.hosts import HostsError, load
-    from engine.executors.ssh import SshError, connect
     from engine.store import ops
 
     search = ops.find_search(store, job.search_id)
@@ -372,7 +373,29 @@ def _cancel_remote(store: Any, job: Any) -> str:
     if not hosts_file:
         raise _usage(f"search {search.name!r} has no hosts file recorded")
     try:
-        cfg = load(hosts_file).get(job.host)
+        return load(hosts_file)
+    except HostsError as exc:
+        raise _usage(str(exc)) from None
+
+
+def _cancel_slurm(store: Any, job: Any) -> str:
+    """scancel: a job waiting in Slurm's queue leaves it at once; a running one's runner gets
+    TERM and stops it (the `cancel` file says the request was ideaforge's)."""
+    from engine.executors import slurm
+
+    hosts = _search_hosts(store, job)
+    if hosts.slurm is None:
+        raise _usage(f"job {job.id} ran through Slurm, but {hosts.path} has no [slurm] table "
+                     "any more: put it back to cancel the job")
+    return slurm.cancel_job(hosts, store, job.job_dir)
+
+
+def _cancel_remote(store: Any, job: Any) -> str:
+    from engine.executors.hosts import HostsError
+    from engine.executors.ssh import SshError, connect
+
+    try:
+        cfg = _search_hosts(store, job).get(job.host)
     except HostsError as exc:
         raise _usage(str(exc)) from None
     try:

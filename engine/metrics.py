@@ -63,6 +63,9 @@ def judge(metric: Metric, status: JobStatus, points: Sequence[dict[str, Any]],
     if status.state == "lost":
         return Verdict("failed", "failed", None, "lost: the job's process vanished without an "
                        "exit record", None, "lost")
+    if status.failure:
+        return Verdict("failed", "failed", None, status.failure, None,
+                       status.failure.split(":")[0])
     if status.timed_out:
         return Verdict("failed", "failed", None,
                        f"timed out: killed after the profile's {timeout_s:.0f} s limit", None,

@@ -253,6 +253,9 @@ class JobsMixin(EngineParts):
                               "GPUs are freed", search_id=job.search_id, idea_id=job.idea_id,
                               job_id=job.id)
             return
+        if status.note:  # the scheduler said what happened (Slurm: node failure, requeue)
+            self._retry(job, f"lost: {status.note}")
+            return
         self._retry(job, f"lost (no exit code): the job's runner{where} died before the job "
                     "ended; nothing of it runs any more")
 

@@ -63,6 +63,7 @@ class JobStatus:
     orphans: int = 0  # lost only: processes the job left that still run (they hold its GPUs)
     record: dict[str, Any] | None = None  # finished: the runner's `exit` record as written
     note: str | None = None  # Slurm: "pending (Resources)", "running on node7", its job id
+    failure: str | None = None  # finished: why the idea failed, told by the scheduler (Slurm's OOM)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ The attempt directory is the truth (ARCHITECTURE.md, "Executors"):
   touched, sends the job's stdout and stderr to `output.log`
 - enforces `timeout` (seconds): TERM to the job's whole process group, KILL after `grace`
 - a file `cancel` in the directory asks for the same, as does TERM sent to the runner
+  (USR1: the same as its own time limit: Slurm's warning before the allocation's limit)
 - is the subreaper of everything the job starts: when a stage ends, every process it left
   (its group, whatever double-forked out of it, whatever carries IDEAFORGE_JOB_DIR) is killed
 - with `evaluate` (environments/CONTRACT.md, "The evaluation stage"): stops training at
@@ -111,7 +112,9 @@ class Runner:
         while True:
             code = child.poll()
             if code is not None:
-                return code, why
+                # (a TERM that reached the job too, as Slurm's scancel sends it, ended it
+                # before this loop saw the request: it still ended for that reason)
+                return code, why or self.stop
             self.reap_adopted(child.pid)
             t = time.monotonic()
             if t - self.last_beat >= self.beat:
@@ -120,7 +123,7 @@ class Runner:
             if killed_at is None:
                 if os.path.exists(cancel_path) or self.stop == "cancelled":
                     why = "cancelled"
-                elif timeout and t - started > timeout:
+                elif timeout and t - started > timeout or self.stop == "timed_out":
                     why = "timed_out"
                 elif deadline and t - started > deadline:
                     why = "over_time"
@@ -377,8 +380,12 @@ def main(job_dir):
     def on_term(signum, _frame):
         runner.stop = "cancelled"
 
+    def on_usr1(signum, _frame):  # Slurm's --signal=B:USR1: its time limit is near
+        runner.stop = runner.stop or "timed_out"
+
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGUSR1, on_usr1)
     deadline = None
     if ev and ev.get("time_limit"):
         deadline = float(ev["time_limit"]) + float(ev.get("time_slack") or 0)

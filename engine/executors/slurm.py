@@ -11,8 +11,12 @@ directory stays the ground truth: `exit` says how the job ended, whatever Slurm 
   and its database write adopts the job it submitted instead of submitting it again.
 - One `squeue` per poll for all jobs (plus at most one `sacct` for jobs that left the queue
   without an `exit`; without accounting it fails, which is fine).
-- A job gone from Slurm without `exit` (node failure, preemption, Slurm's own time limit,
-  out of memory, cancelled by hand) is lost: the engine runs it again, within its attempts.
+- How a job ended, where `exit` alone cannot tell: Slurm's own state (squeue, else sacct).
+  Its infrastructure failing the job (NODE_FAIL, BOOT_FAIL, PREEMPTED, a requeue: the job
+  is back in the queue after its runner started) is no fault of the idea: lost, and the
+  engine runs it again within its attempts (as the SSH fleet's lost jobs). OUT_OF_MEMORY and
+  TIMEOUT are the idea's own: it fails, with that reason. A TERM ideaforge did not send
+  (scancel by hand) ends it cancelled. Gone without a word from Slurm or an `exit`: lost.
 """
 
 from __future__ import annotations
@@ -48,8 +52,17 @@ TAG = "ideaforge"
 #: A job just submitted may not show in squeue yet; nor may `exit` on shared storage the
 #: moment Slurm says the job ended (attribute caches): both get this long.
 SETTLE_S = 30.0
-#: How long before Slurm's own limit the runner gets TERM (--signal): a clean stop.
+#: How long before Slurm's own limit the runner gets USR1 (--signal): it stops the job as
+#: past its time limit, cleanly.
 SIGNAL_LEAD_S = 60
+#: A runner's `started` this much older than a squeue that says the job waits: requeued
+#: (the compute node's clock may differ a little from this one's).
+RUN_SKEW_S = 5.0
+#: Slurm states of a job put back in its queue after it ran (its runner had started).
+REQUEUED = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"})
+#: How Slurm's infrastructure ends a job through no fault of its own: the engine retries it.
+INFRASTRUCTURE = {"NODE_FAIL": "its node failed", "BOOT_FAIL": "its node failed to boot",
+                  "PREEMPTED": "preempted by a job of higher priority"}
 
 
 class SlurmJobDirs(LocalExecutor):
@@ -92,6 +105,7 @@ class SlurmFleet:
         self.dirs = SlurmJobDirs(base, self.cfg, hosts.policy.kill_grace_s)
         self._rows: dict[int, QueueRow] | None = None  # ideaforge job id → its queue row
         self._snap: dict[int, QueueRow] = {}  # the rows one watch() reads
+        self._rows_at = self._snap_at = 0.0  # when the squeue behind them was asked
         self._polled_at = 0.0
         self.down_since: float | None = None
         self.error: str | None = None
@@ -101,6 +115,7 @@ class SlurmFleet:
         self._sacct_live: dict[str, str] = {}  # the last sacct's jobs that still wait or run
         self._sacct_at = -math.inf
         self._runner: Path | None = None
+        self._dropped: set[str] = set()  # requeued Slurm jobs this fleet scancelled
         self.calls = {"squeue": 0, "sacct": 0, "sbatch": 0, "scancel": 0}
         self.settle_s = SETTLE_S
         self.background = background
@@ -144,6 +159,7 @@ class SlurmFleet:
 
     def _poll(self) -> None:
         """Read the queue; what the engine reads is replaced whole, never changed in place."""
+        asked = time.time()
         try:
             rows = self._queue()
         except SlurmError as exc:
@@ -161,7 +177,7 @@ class SlurmFleet:
                 mine[tag[0]] = row
         self._polled_at = time.monotonic()
         self.down_since, self.error = None, None
-        self._rows = mine
+        self._rows, self._rows_at = mine, asked
 
     def _queue(self) -> list[QueueRow]:
         self.calls["squeue"] += 1
@@ -199,7 +215,7 @@ class SlurmFleet:
         row = rows.get(spec.job_id)
         if row is not None and row.comment == self._tag(spec.job_id, key):
             log.info("job %d: Slurm job %s has its tag; adopting it", spec.job_id, row.slurm_id)
-            self._record(path, row.slurm_id)
+            self._record(path, row.slurm_id, spec)
             return LaunchOutcome()
         try:
             script = self._script(path)
@@ -214,23 +230,28 @@ class SlurmFleet:
             return LaunchOutcome(error=f"Slurm refused the job: {exc}")
         except OSError as exc:
             return LaunchOutcome(error=f"{type(exc).__name__}: {exc}")
-        self._record(path, slurm_id)
+        self._record(path, slurm_id, spec)
         log.info("job %d: submitted as Slurm job %s", spec.job_id, slurm_id)
         return LaunchOutcome()
 
-    def _record(self, path: Path, slurm_id: str) -> None:
-        runner._write(str(path / "slurm_job"),
-                      json.dumps({"id": slurm_id, "submitted": time.time()}))
+    def _record(self, path: Path, slurm_id: str, spec: LaunchSpec) -> None:
+        runner._write(str(path / "slurm_job"), json.dumps(
+            {"id": slurm_id, "submitted": time.time(), "time_min": self._minutes(spec)[0]}))
 
-    def _options(self, spec: LaunchSpec, path: Path, key: str) -> list[str]:
-        gpus = spec.profile.gpus
+    def _minutes(self, spec: LaunchSpec) -> tuple[int, int]:
+        """Slurm's --time (minutes) for the job, and how long before it the runner gets USR1."""
         limit = job_time_limit(spec.env, spec.profile) + self.policy.kill_grace_s \
             + self.cfg.time_margin_s
         lead = int(max(10, min(SIGNAL_LEAD_S, self.cfg.time_margin_s / 2)))
+        return max(1, math.ceil((limit + lead) / 60)), lead
+
+    def _options(self, spec: LaunchSpec, path: Path, key: str) -> list[str]:
+        gpus = spec.profile.gpus
+        minutes, lead = self._minutes(spec)
         out = [f"--job-name={TAG}-{spec.job_id}", f"--comment={self._tag(spec.job_id, key)}",
-               "--nodes=1", "--ntasks=1", f"--time={max(1, math.ceil((limit + lead) / 60))}",
-               f"--signal=B:TERM@{lead}", f"--output={path / 'slurm.out'}",
-               f"--chdir={path}", "--no-requeue", "--open-mode=append"]
+               "--nodes=1", "--ntasks=1", f"--time={minutes}",
+               f"--signal=B:USR1@{lead}", f"--output={path / 'slurm.out'}",
+               f"--chdir={path}", "--requeue", "--open-mode=append"]
         if gpus:
             out.append(f"--gres=gpu:{gpus}")
             if self.cfg.mem_per_gpu:
@@ -251,6 +272,9 @@ class SlurmFleet:
                       "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])')\n"
                       "export MASTER_PORT=$port IDEAFORGE_RDZV_PORT=$port "
                       "IDEAFORGE_HOST=\"${SLURMD_NODENAME:-$(hostname -s)}\"\n"
+                      "# Slurm requeued this job after it ran: the engine runs it again itself\n"
+                      "if [ \"${SLURM_RESTART_COUNT:-0}\" != 0 ] && [ -e started ]; then\n"
+                      "  echo \"$SLURM_RESTART_COUNT\" >> requeued; exit 0\nfi\n"
                       f"exec {py} {shlex.quote(str(runner_py))} {shlex.quote(str(path))}\n")
         return script
 
@@ -282,16 +306,17 @@ class SlurmFleet:
         rows = self._rows  # (the poller replaces it whole: read it once)
         if rows is None:
             return None  # squeue failed: nothing is known, nothing is concluded
-        self._snap = rows
+        self._snap, self._snap_at = rows, self._rows_at
         statuses = {item.job_id: self._status(item) for item in items}
         gone = [sid for sid in (self._slurm_id(i.job_dir) for i in items
-                                if statuses[i.job_id] is None) if sid and sid not in self._sacct]
+                                if statuses[i.job_id] is None and self._row(i) is None)
+                if sid and sid not in self._sacct]
         if gone and time.monotonic() - self._sacct_at >= self.cfg.poll_interval:
             self._ask_sacct(gone)  # at most once per poll, for all of them
         out = {}
         for item in items:
-            status = statuses[item.job_id] or self._vanished(item)
-            if status.state == "finished":
+            status = statuses[item.job_id] or self._conclude(item)
+            if status.state in ("finished", "lost"):
                 self._gone.pop(item.job_id, None)
             got = self.dirs.read_output(item.job_dir, item.metrics_offset)
             out[item.job_id] = JobReport(status, item.metrics_offset, got.metrics_offset,
@@ -299,49 +324,132 @@ class SlurmFleet:
                                          log_tail=got.log_tail)
         return out
 
-    def _status(self, item: WatchItem) -> JobStatus | None:
-        """What the attempt directory and squeue say; None: the job left Slurm's queue (or
-        ended there) without an `exit`."""
-        path = Path(item.job_dir)
-        if (path / "exit").exists():
-            return attempt_dir_status(path)
+    def _row(self, item: WatchItem) -> QueueRow | None:
+        """The job's row in this poll's squeue (None: not there, or another copy's)."""
         row = self._snap.get(item.job_id)
         if row is not None and row.comment != self._tag(item.job_id, self._key(item.job_dir)):
-            row = None  # another copy of this workspace's job
-        if row is None or not (row.state in slurm_cli.PENDING or row.state in slurm_cli.RUNNING):
+            return None
+        return row
+
+    def _status(self, item: WatchItem) -> JobStatus | None:
+        """What the attempt directory and squeue say; None: Slurm's last word on the job is
+        needed (it left the queue, or its `exit` alone does not tell why it ended)."""
+        path = Path(item.job_dir)
+        row = self._row(item)
+        state = row.state if row is not None else None
+        if (path / "requeued").exists():  # a requeued copy ran (and did nothing)
+            return self._ended(item, "REQUEUED", None)
+        if (path / "exit").exists():
+            ended = attempt_dir_status(path)
+            if not self._needs_word(path, ended):
+                return ended
+            if state is None:
+                return None
+            if state in slurm_cli.RUNNING:
+                return JobStatus("running", note=f"Slurm job {row and row.slurm_id} ending")
+            return self._ended(item, state, ended)
+        if state is not None and state in REQUEUED and self._ran_before_poll(path):
+            return self._ended(item, state, None)  # it ran, and Slurm put it back in the queue
+        if state is None or not (state in slurm_cli.PENDING or state in slurm_cli.RUNNING):
             submitted = self._submitted(item.job_dir)
-            if row is None and submitted and time.time() - submitted < self.settle_s:
+            if state is None and submitted and time.time() - submitted < self.settle_s:
                 return JobStatus("pending", note="submitted")
             return None
+        assert row is not None
         self._gone.pop(item.job_id, None)
-        if row.state in slurm_cli.PENDING:
+        if state in slurm_cli.PENDING:
             return JobStatus("pending", note=f"Slurm job {row.slurm_id} pending ({row.reason})")
         beat = _heartbeat(path)
         return JobStatus("running", heartbeat_at=beat,
                          note=f"Slurm job {row.slurm_id} running on {row.nodes} "
                          f"for {row.elapsed}")
 
-    def _vanished(self, item: WatchItem) -> JobStatus:
-        """No `exit`, and Slurm no longer runs the job: lost, once `exit` has had time to
-        show; cancelled when ideaforge asked for it."""
+    def _ran_before_poll(self, path: Path) -> bool:
+        """Whether the job's runner had started before the squeue read this poll (a job seen
+        pending then was not requeued: it started since); or a requeued copy of it ran."""
+        if (path / "requeued").exists():
+            return True
+        try:
+            started = (path / "started").stat().st_mtime
+        except OSError:
+            return False
+        return started + RUN_SKEW_S < self._snap_at
+
+    @staticmethod
+    def _needs_word(path: Path, ended: JobStatus) -> bool:
+        """Whether Slurm must say how a job with an `exit` ended: its runner was stopped by a
+        TERM ideaforge did not send (scancel by hand, preemption, requeue, a failing node),
+        or its job was killed by KILL (Slurm's OOM killer?)."""
+        if ended.cancelled:
+            return not (path / "cancel").exists()
+        return ended.exit_code in (-9, 137) and not ended.timed_out
+
+    def _conclude(self, item: WatchItem) -> JobStatus:
+        """The job left Slurm's queue (or `exit` needs Slurm's word): decide with what
+        accounting said, once `exit` has had time to show on shared storage."""
         path = Path(item.job_dir)
-        row = self._snap.get(item.job_id)
+        row = self._row(item)
         sid = self._slurm_id(item.job_dir)
         said = row.state if row is not None else \
             self._sacct.get(sid or "", self._sacct_live.get(sid or "", ""))
+        if said in REQUEUED and self._ran_before_poll(path):
+            return self._ended(item, said, None)
         if said in slurm_cli.PENDING or said in slurm_cli.RUNNING:
             return JobStatus("pending", note=f"Slurm job {sid}: {said} (accounting)")
         first = self._gone.setdefault(item.job_id, time.monotonic())
-        if time.monotonic() - first < self.settle_s and not (path / "cancel").exists():
-            return JobStatus("running", note=f"Slurm job {sid} ended ({said or 'gone'}); "
-                             "waiting for its exit record")
-        if (path / "exit").exists():
-            return attempt_dir_status(path)
-        note = f"Slurm job {sid} ended {said or 'out of the queue'} without an exit record"
-        if (path / "cancel").exists():
+        waited = time.monotonic() - first >= self.settle_s
+        ended = attempt_dir_status(path) if (path / "exit").exists() else None
+        if not said and not waited and not (ended is None and (path / "cancel").exists()):
+            return JobStatus("running", note=f"Slurm job {sid} ended; waiting for "
+                             + ("Slurm's word on why" if ended else "its exit record"))
+        return self._ended(item, said, ended)
+
+    def _ended(self, item: WatchItem, state: str, ended: JobStatus | None) -> JobStatus:
+        """How a job ended, from Slurm's state (empty: Slurm no longer knows) and its `exit`
+        (None: none was written). Slurm's infrastructure failing the job (node failure,
+        preemption, requeue) is not the idea's fault: lost, and the engine runs it again;
+        running out of memory or out of Slurm's time is the idea's own doing: it fails."""
+        path = Path(item.job_dir)
+        sid = self._slurm_id(item.job_dir) or "?"
+        if state in REQUEUED or state in INFRASTRUCTURE:
+            if state in REQUEUED and sid not in self._dropped:
+                self._dropped.add(sid)  # the engine runs it again as a new job: not this one
+                self._scancel(sid)
+            what = "was requeued" if state in REQUEUED else f"ended {state}"
+            why = INFRASTRUCTURE.get(state, "back in Slurm's queue after it ran: requeued")
+            note = f"Slurm job {sid} {what} ({why})"
+            log.warning("job %d: %s; it runs again", item.job_id, note)
+            return JobStatus("lost", note=note)
+        if state == "OUT_OF_MEMORY":
+            mem = f" (--mem-per-gpu={self.cfg.mem_per_gpu})" if self.cfg.mem_per_gpu else ""
+            return JobStatus("finished", failure=f"out of memory: Slurm ended job {sid} "
+                             f"OUT_OF_MEMORY: it used more than its allocation{mem}; raise "
+                             "[slurm] mem_per_gpu or make the idea use less", record=
+                             ended.record if ended else None)
+        if state == "TIMEOUT" and not (ended and ended.timed_out):
+            info = attempt_dir.read_json(os.path.join(item.job_dir, "slurm_job")) or {}
+            limit = f"{info['time_min']} min" if info.get("time_min") else "its limit"
+            return JobStatus("finished", failure=f"timed out: Slurm's time limit for job {sid} "
+                             f"({limit}: the profile's timeout + kill grace + [slurm] "
+                             "time_margin_s) ended it", record=ended.record if ended else None)
+        if ended is not None:
+            if ended.cancelled and not (path / "cancel").exists():
+                return JobStatus("finished", exit_code=ended.exit_code, cancelled=True,
+                                 record=ended.record, note=f"Slurm job {sid} "
+                                 f"{state.lower() or 'stopped'} from outside ideaforge (scancel)")
+            return ended
+        note = f"Slurm job {sid} ended {state or 'out of the queue'} without an exit record"
+        if (path / "cancel").exists() or state == "CANCELLED":
             return JobStatus("finished", exit_code=None, cancelled=True, note=note)
         log.warning("job %d: %s", item.job_id, note)
         return JobStatus("lost", note=note)
+
+    def _scancel(self, sid: str, *extra: str) -> None:
+        self.calls["scancel"] += 1
+        try:
+            slurm_cli.scancel(sid, *extra)
+        except SlurmError as exc:
+            log.warning("slurm: scancel %s: %s", sid, exc)
 
     def _ask_sacct(self, slurm_ids: list[str]) -> None:
         self.calls["sacct"] += 1
@@ -389,14 +497,10 @@ class SlurmFleet:
         if sid is None:
             return "requested"
         row = next((r for r in (self._rows or {}).values() if r.slurm_id == sid), None)
-        self.calls["scancel"] += 1
-        try:
-            if row is not None and row.state in slurm_cli.RUNNING:
-                slurm_cli.scancel(sid, "--batch", "--signal=TERM")
-            else:
-                slurm_cli.scancel(sid)
-        except SlurmError as exc:
-            log.warning("slurm: scancel %s: %s", sid, exc)
+        if row is not None and row.state in slurm_cli.RUNNING:
+            self._scancel(sid, "--batch", "--signal=TERM")
+        else:
+            self._scancel(sid)
         return "requested"
 
 

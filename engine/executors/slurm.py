@@ -352,7 +352,8 @@ class SlurmFleet:
             return self._ended(item, state, None)  # it ran, and Slurm put it back in the queue
         if state is None or not (state in slurm_cli.PENDING or state in slurm_cli.RUNNING):
             submitted = self._submitted(item.job_dir)
-            if state is None and submitted and time.time() - submitted < self.settle_s:
+            if state is None and submitted and time.time() - submitted < self.settle_s \
+                    and not (path / "started").exists():  # (a job that ran was seen)
                 return JobStatus("pending", note="submitted")
             return None
         assert row is not None

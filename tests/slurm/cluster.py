@@ -4,7 +4,9 @@ Debian's `slurm-wlm` (22.05) and `munge`, started as root in a private folder: m
 own socket, slurmctld and slurmd in the foreground (so they are stopped by their pids), a
 `slurm.conf` whose one node is this machine with 8 CPUs (more than it has: `config_overrides`)
 and four fake GPUs (character devices made with mknod; Slurm refuses plain files). No
-accounting: `sacct` fails, as on a cluster without slurmdbd. FIELD_NOTES.md, "Slurm on this
+accounting: `sacct` fails, as on a cluster without slurmdbd (slurmdbd needs a MySQL/MariaDB
+server). Slurm's job completion log (jobcomp/filetxt) is kept: `sacct_jobcomp.py` answers
+sacct's query from it, for tests of a cluster whose accounting works. FIELD_NOTES.md, "Slurm on this
 machine", has what was checked.
 """
 
@@ -91,7 +93,8 @@ GresTypes=gpu
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1,bf_interval=1
 AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={r}/log/jobcomp.log
 JobAcctGatherType=jobacct_gather/none
 MpiDefault=none
 ReturnToService=2
@@ -139,11 +142,13 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
         proc.wait(timeout=15)
         self.procs.remove(proc)
 
-    def start_daemon(self, name: str, timeout: float = 30.0) -> None:
-        """The daemon again, recovering what it saved (no -c)."""
+    def start_daemon(self, name: str, timeout: float = 30.0, clear: bool = False) -> None:
+        """The daemon again, recovering what it saved (`clear`: forgetting every job, as
+        squeue does after MinJobAge)."""
         with open(self.root / "log" / "daemons.out", "ab") as log:
             self.procs.append(subprocess.Popen(
-                [_exe(name), "-D", "-f", str(self.conf)], env=self.env(), stdout=log,
+                [_exe(name), "-D", *(["-c"] if clear else []), "-f", str(self.conf)],
+                env=self.env(), stdout=log,
                 stderr=log, stdin=subprocess.DEVNULL))
         if name == "slurmctld":
             _wait(lambda: self.run_ok("squeue", "-h"), timeout, "slurmctld did not come back",

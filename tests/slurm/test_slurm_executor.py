@@ -146,8 +146,9 @@ def test_cancel_stops_a_running_job_and_scancel_by_hand_is_seen(
     assert done[2].status.state == "finished" and done[2].status.cancelled
     assert done[2].status.record is not None and done[2].status.record["cancelled"]
     assert f"Slurm job {other} cancelled from outside ideaforge" in (done[2].status.note or "")
-    states = slurm.run("squeue", "-h", "-t", "all", "-o", "%T").split()
-    assert "RUNNING" not in states
+    # and Slurm runs none of them any more (once their runners, done writing exit, left)
+    wait_for(lambda: "RUNNING" not in slurm.run("squeue", "-h", "-t", "all", "-o", "%T").split(),
+             15, "Slurm to see every job end")
 
 
 def test_an_engine_that_died_after_sbatch_adopts_the_job_instead_of_submitting_again(

@@ -176,3 +176,17 @@ def test_a_job_squeue_forgot_is_told_by_sacct_where_accounting_works(
     status = _until(blind, [item], {"lost", "finished"}, timeout=10)[1].status
     assert status.state == "lost" and "out of the queue" in (status.note or ""), status
     assert blind.calls["sacct"] == 1  # asked once; the failure is remembered
+
+
+def test_slurms_warning_before_its_limit_stops_the_job_as_timed_out(
+        slurm: Cluster, toy_env: Path, tmp_path: Path) -> None:
+    fleet = _fleet(tmp_path)
+    item = _launch(fleet, _spec(toy_env, "sleep 60", 1, 1))
+    _until(fleet, [item], {"running"})
+    wait_for(lambda: (Path(item.job_dir) / "pid").exists(), 20, "the runner", interval=0.1)
+    sid = _sid(item)
+    assert "--signal=B:USR1@30" in fleet._options(_spec(toy_env, "true", 1, 1),
+                                                  Path(item.job_dir), "k")
+    slurm.run("scancel", "--batch", "--signal=USR1", sid)  # what --signal=B:USR1@30 sends
+    status = _until(fleet, [item], {"finished"})[1].status
+    assert status.timed_out and not status.cancelled, status

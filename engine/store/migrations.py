@@ -19,6 +19,9 @@ History:
 8. pre-flight and crash repair: `job.kind` (run | preflight), `patch_attempt.kind`
    (implement | repair) and `patch_attempt.job_id`, `search.fix_attempts`.
 9. `idea.note`: the researcher's note on an idea (`ideaforge note`).
+10. `decision.diff`: a researcher's own diff on an idea they add or edit.
+11. `job.external_id`, `job.external_state`, `job.external_reason`, `job.node`: a scheduler's
+    word on the job (Slurm: its job id, state, pending reason and node) for the jobs screen.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
-CURRENT = 10
+CURRENT = 11
 
 
 def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
@@ -100,9 +103,14 @@ def _to_10(conn: Connection) -> None:
     _add_column(conn, "decision", "diff", "VARCHAR")
 
 
+def _to_11(conn: Connection) -> None:
+    for column in ("external_id", "external_state", "external_reason", "node"):
+        _add_column(conn, "job", column, "VARCHAR")
+
+
 STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4, 5: _to_5,
                                                   6: _to_6, 7: _to_7, 8: _to_8, 9: _to_9,
-                                                  10: _to_10}
+                                                  10: _to_10, 11: _to_11}
 
 
 def upgrade(engine: Engine, found: int) -> None:

@@ -150,6 +150,11 @@ class Job(SQLModel, table=True):
     started_at: float | None = None
     finished_at: float | None = None
     heartbeat_at: float | None = None
+    # a scheduler's word on the job (Slurm): its job id, state, pending reason, node
+    external_id: str | None = None
+    external_state: str | None = None
+    external_reason: str | None = None
+    node: str | None = None
 
 
 class GpuLease(SQLModel, table=True):

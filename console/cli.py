@@ -300,7 +300,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         run = "pre-flight check" if j.kind == "preflight" else f"run {j.run}"
         out.append(f"job {j.id}: {run} (seed {j.seed if j.seed is not None else '-'}) "
                    f"{j.state} exit {j.exit_code} score {_fmt(j.score)}{se} {j.reason or ''} "
-                   f"({j.job_dir})")
+                   f"({j.job_dir})" + (f" slurm job {j.external_id}"
+                                       f"{f' {j.external_state}' if j.external_state else ''}"
+                                       f"{f' on {j.node}' if j.node else ''}"
+                                       if j.external_id else ""))
     if jobs:
         out.append(f"GPU hours: {gpu_hours:.4f} (its {len(jobs)} job(s))")
     sys.stdout.write("\n".join(out) + "\n")

@@ -215,6 +215,9 @@ class JobsMixin(EngineParts):
             return
         tail = self._ingest(job, report)
         status = report.status
+        told = status.external()  # a scheduler's word (Slurm: job id, state, reason, node)
+        if any(getattr(job, k) != v for k, v in told.items()):
+            job_ops.update_job(self.store, job.id, **told)
         if status.state == "starting":
             if now - (job.started_at or job.queued_at) < 60:
                 return

@@ -12,6 +12,7 @@ from engine.store.console_queries import JobRow
 
 if TYPE_CHECKING:  # loaded by the screen's worker, with the rows
     from engine.store.progress import JobProgress
+    from engine.store.views import JobView
 
 COLUMNS = (("job", "job"), ("idea", "idea"), ("state", "state"), ("host", "host"),
            ("gpus", "GPUs"), ("beat", "heartbeat"), ("time", "run time"),
@@ -64,7 +65,8 @@ def _cells(row: JobRow, progress: JobProgress | None = None) -> list[Text | str]
     j = row.job
     now = fmt.clock()
     end = j.finished_at if j.finished_at is not None else now
-    runtime = fmt.duration(end - j.started_at) if j.started_at else "-"
+    waits = j.finished_at is None and j.external_state in _WAITING  # in Slurm's queue
+    runtime = fmt.duration(end - j.started_at) if j.started_at and not waits else "-"
     beat = fmt.age(j.heartbeat_at) if j.state in ("running", "unreachable") else ""
     exit_ = "" if j.exit_code is None else f"exit {j.exit_code}"
     if j.reason:
@@ -72,7 +74,28 @@ def _cells(row: JobRow, progress: JobProgress | None = None) -> list[Text | str]
     gpus = j.gpus or ("cpu" if j.gpus_wanted == 0 else f"wants {j.gpus_wanted}")
     # A repeat (issue 13) says which run of its idea it is; a retry keeps its run's number.
     idea = f"#{j.idea_id}" + (f" run {j.run}" if j.run > 1 else "")
-    return [str(j.id), idea, Text(j.state, style=fmt.JOB_STATE_STYLE.get(j.state, "")),
-            j.host, gpus, beat, runtime,
+    state = Text(j.state, style=fmt.JOB_STATE_STYLE.get(j.state, ""))
+    return [str(j.id), idea, state.append(_scheduler_state(j), style="dim"),
+            _host(j), gpus, beat, runtime,
             progress.label(now) if progress is not None and j.state == "running" else "",
             exit_, row.search_name, fmt.clip(row.idea_title, 60)]
+
+
+#: A scheduler's states that say the job still waits or runs: stale once it has ended.
+_WAITING = ("PENDING", "CONFIGURING", "REQUEUED", "SUSPENDED")
+_LIVE = ("RUNNING", "COMPLETING", *_WAITING)
+
+
+def _scheduler_state(j: JobView) -> str:
+    """Slurm's word after ours: " · PENDING (Resources)", " · RUNNING", " · OUT_OF_MEMORY"."""
+    if not j.external_state or (j.finished_at is not None and j.external_state in _LIVE):
+        return ""
+    return f" · {j.external_state}" + (f" ({j.external_reason})" if j.external_reason
+                                        and j.external_state == "PENDING" else "")
+
+
+def _host(j: JobView) -> str:
+    """The host; for a Slurm job its Slurm job id and, once placed, its node."""
+    if not j.external_id:
+        return j.host
+    return f"{j.host} {j.external_id}" + (f" on {j.node}" if j.node else "")

@@ -64,6 +64,21 @@ class JobStatus:
     record: dict[str, Any] | None = None  # finished: the runner's `exit` record as written
     note: str | None = None  # Slurm: "pending (Resources)", "running on node7", its job id
     failure: str | None = None  # finished: why the idea failed, told by the scheduler (Slurm's OOM)
+    # a scheduler's word on the job (Slurm), stored for the jobs screen: its job id, state
+    # (PENDING, RUNNING, COMPLETED…), why it waits (Resources, Priority…) and its node
+    external_id: str | None = None
+    external_state: str | None = None
+    external_reason: str | None = None
+    node: str | None = None
+
+    def external(self) -> dict[str, str | None]:
+        """The scheduler's fields to store (none without a job id; a state or node once known
+        stays until a new one is told)."""
+        if self.external_id is None:
+            return {}
+        out = {"external_id": self.external_id, "external_reason": self.external_reason}
+        return out | {k: v for k, v in (("external_state", self.external_state),
+                                        ("node", self.node)) if v}
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -315,7 +316,7 @@ class SlurmFleet:
             self._ask_sacct(gone)  # at most once per poll, for all of them
         out = {}
         for item in items:
-            status = statuses[item.job_id] or self._conclude(item)
+            status = self._told(item, statuses[item.job_id] or self._conclude(item))
             if status.state in ("finished", "lost"):
                 self._gone.pop(item.job_id, None)
             got = self.dirs.read_output(item.job_dir, item.metrics_offset)
@@ -323,6 +324,21 @@ class SlurmFleet:
                                          got.metric_lines, got.bad_lines, item.log_offset,
                                          log_tail=got.log_tail)
         return out
+
+    def _told(self, item: WatchItem, status: JobStatus) -> JobStatus:
+        """The status with Slurm's word on the job, for the jobs screen: its Slurm job id, its
+        state in this poll's squeue (else accounting's), why it waits, its node."""
+        row = self._row(item)
+        sid = row.slurm_id if row is not None else self._slurm_id(item.job_dir)
+        if sid is None:
+            return status
+        state = row.state if row is not None else \
+            self._sacct.get(sid) or self._sacct_live.get(sid) or None
+        reason = row.reason if row is not None and row.state in slurm_cli.PENDING \
+            and row.reason not in ("", "None") else None
+        node = row.nodes if row is not None and row.nodes not in ("", "(null)") else None
+        return replace(status, external_id=sid, external_state=state, external_reason=reason,
+                       node=node)
 
     def _row(self, item: WatchItem) -> QueueRow | None:
         """The job's row in this poll's squeue (None: not there, or another copy's)."""

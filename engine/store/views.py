@@ -130,6 +130,10 @@ class JobView(View):
     seed: int | None = None
     score: float | None = None
     kind: str = "run"
+    external_id: str | None = None  # a scheduler's word (Slurm): job id, state, reason, node
+    external_state: str | None = None
+    external_reason: str | None = None
+    node: str | None = None
 
 
 @dataclass(frozen=True)

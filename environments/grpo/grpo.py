@@ -66,8 +66,20 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
 
 
 def aggregate_loss(per_token_loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Each response's mean over its own tokens, then the mean over responses."""
-    return masked_mean(per_token_loss, mask, dim=1).mean()
+    """One mean over every response token of the micro-batch (all rows pooled), as the
+    reference does: a long response weighs more than a short one in the same micro-batch."""
+    return masked_mean(per_token_loss, mask)
+
+
+def accumulation_counts(n_micro_batches: int, grad_accum: int) -> list[int]:
+    """For each micro-batch, the number of micro-batches in its accumulation window: the loss of
+    a micro-batch is divided by it, so every optimizer step averages its window's losses. Full
+    windows hold grad_accum; a final partial window is divided by its own count."""
+    counts = []
+    for start in range(0, n_micro_batches, grad_accum):
+        size = min(grad_accum, n_micro_batches - start)
+        counts.extend([size] * size)
+    return counts
 
 
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,

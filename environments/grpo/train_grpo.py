@@ -25,7 +25,14 @@ from pathlib import Path
 import torch
 from data import Problem, default_data_dir, format_prompt, load_jsonl, synthetic_arithmetic
 from grader import STOP, Grader, grade_r1_zero
-from grpo import aggregate_loss, group_advantages, masked_mean, policy_gradient_loss, token_logprobs
+from grpo import (
+    accumulation_counts,
+    aggregate_loss,
+    group_advantages,
+    masked_mean,
+    policy_gradient_loss,
+    token_logprobs,
+)
 from metrics import Reporter
 from modeling import load_policy, pick_dtype, sample_id_range
 from rollout import Sampling, make_backend
@@ -90,7 +97,8 @@ class Config:
     beta1: float = 0.9
     beta2: float = 0.95
     weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    grad_clip: float = 0.0  # 0 = no clipping (the reference clips nothing); > 0 clips at this norm
+    shuffle_rollouts: bool = False  # the reference trains on the rollouts in sampling order
     dtype: str = "auto"  # bfloat16 on a GPU, float32 on a CPU
     gradient_checkpointing: bool = False
     grader_workers: int = 8
@@ -170,14 +178,25 @@ def fill_old_logprobs(model, rollouts: list[Rollout], cfg: Config, pad_id: int, 
     return entropy_sum / max(entropy_tokens, 1)
 
 
+def gradient_norm(parameters) -> float:
+    """The global L2 norm of the gradients (what clipping would look at), changing nothing."""
+    norms = [p.grad.detach().float().norm() for p in parameters if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
 def train_on_rollouts(model, optimizer, rollouts: list[Rollout], cfg: Config, pad_id: int,
                       device, rng: random.Random) -> dict[str, float]:
+    """One pass (per epoch) over the rollouts in micro-batches. Each micro-batch's loss is the
+    mean over all its response tokens, divided by the number of micro-batches in its
+    accumulation window; AdamW steps once per window."""
     model.train()
     losses, clip_fractions, grad_norms = [], [], []
     for _ in range(cfg.epochs_per_rollout):
         order = rollouts[:]
-        rng.shuffle(order)
+        if cfg.shuffle_rollouts:
+            rng.shuffle(order)
         batches = micro_batches(order, cfg.micro_batch)
+        window = accumulation_counts(len(batches), cfg.grad_accum)
         for i, batch in enumerate(batches):
             ids, attention, mask = collate(batch, pad_id, device)
             logprobs, _ = token_logprobs(model, ids, attention)
@@ -194,11 +213,14 @@ def train_on_rollouts(model, optimizer, rollouts: list[Rollout], cfg: Config, pa
                 clip_range=cfg.clip_range,
             )
             loss = aggregate_loss(per_token, mask)
-            (loss / cfg.grad_accum).backward()
+            (loss / window[i]).backward()
             losses.append(float(loss.detach()))
             clip_fractions.append(float(masked_mean(clipped.float(), mask)))
             if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(batches):
-                grad_norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)))
+                if cfg.grad_clip > 0:
+                    grad_norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)))
+                else:
+                    grad_norms.append(gradient_norm(model.parameters()))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
     return {

@@ -177,7 +177,7 @@ def test_masked_mean_and_aggregation(env):
     mask = torch.tensor([[1, 1, 0], [0, 0, 1]])
     assert float(env.grpo.masked_mean(values, mask)) == pytest.approx((1 + 2 + 6) / 3)
     _close(env.grpo.masked_mean(values, mask, dim=1), [1.5, 6.0])
-    assert float(env.grpo.aggregate_loss(values, mask)) == pytest.approx((1.5 + 6.0) / 2)
+    assert float(env.grpo.aggregate_loss(values, mask)) == pytest.approx((1 + 2 + 6) / 3)  # pooled
     empty = torch.zeros_like(mask)
     assert env.grpo.masked_mean(values, empty, dim=1).tolist() == [0.0, 0.0]
 

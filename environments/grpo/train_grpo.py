@@ -1,7 +1,7 @@
 """GRPO post-training on MATH: sample groups of responses, reward them, update the policy.
 
     python train_grpo.py --profile full     # Qwen2.5-Math-1.5B, vLLM rollouts, 1 GPU, 1 h
-    python train_grpo.py --profile h100     # the same with half the micro-batch and prompts
+    python train_grpo.py --profile h100     # 64 prompts, micro-batch 2 x accumulation 32 (80 GB)
     python train_grpo.py --profile smoke    # CPU, tiny random model, arithmetic, seconds
 
 One step: rollouts -> rewards -> group advantages -> old log-probs -> train pass over the
@@ -107,8 +107,13 @@ class Config:
 
 
 PROFILES: dict[str, dict] = {
+    # The reference's scripts (env/grpo of NoviScl/Automated-AI-Researcher): `full` is its B200
+    # run_job.sh (the Config defaults: 20 steps, group 8, 128 prompts, micro-batch 4 x
+    # accumulation 16, lr 1e-5, grpo_clip 0.2), `h100` its 80 GB run.sh (64 prompts, micro-batch
+    # 2 x accumulation 32). Both take 8 x 128 (or 8 x 64) / (micro x accum) optimizer steps per
+    # GRPO step: 16 and 8.
     "full": {},
-    "h100": {"micro_batch": 2, "prompts_per_step": 64},
+    "h100": {"micro_batch": 2, "grad_accum": 32, "prompts_per_step": 64},
     "smoke": {
         "model": "random:tiny", "train_data": "synthetic", "backend": "transformers",
         "n_steps": 2, "prompts_per_step": 4, "group_size": 4, "max_new_tokens": 24,
@@ -118,7 +123,7 @@ PROFILES: dict[str, dict] = {
     # on a GPU with no download (pass --train-jsonl/--test-jsonl with MATH problems).
     "gpu-bench": {
         "model": "random:qwen2-0.5b", "backend": "transformers", "n_steps": 2,
-        "prompts_per_step": 64, "micro_batch": 2, "gen_batch": 512,
+        "prompts_per_step": 64, "micro_batch": 2, "grad_accum": 32, "gen_batch": 512,
     },
 }
 

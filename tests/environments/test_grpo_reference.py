@@ -143,3 +143,35 @@ def test_no_gradient_clipping_by_default(env):
     reported_clipped, applied_clipped = step(1.0)  # the knob still clips when asked
     assert reported_clipped == pytest.approx(reported, rel=1e-5)
     assert applied_clipped == pytest.approx(1.0, rel=1e-3)
+
+
+# ---------------------------------------------------------------- profiles
+
+
+# The reference's two launch scripts, as read (env/grpo/run_job.sh for a B200, run.sh for 80 GB):
+# --grpo_steps, --group_size, --rollout_subset_size, --batch_size, --gradient_accumulation_steps,
+# --learning_rate, --cliprange, --loss_type, --train_steps_per_rollout; and the grpo.py defaults
+# they keep (AdamW betas 0.9/0.95, weight decay 0, advantage eps 1e-6, std normalisation, 1,024
+# new tokens at temperature 1.0, top-p 1.0, vLLM at 0.55 of the GPU's memory).
+REFERENCE_SHAPES = {
+    "full": {"n_steps": 20, "group_size": 8, "prompts_per_step": 128, "micro_batch": 4,
+             "grad_accum": 16},
+    "h100": {"n_steps": 20, "group_size": 8, "prompts_per_step": 64, "micro_batch": 2,
+             "grad_accum": 32},
+}
+REFERENCE_COMMON = {"lr": 1e-5, "clip_range": 0.2, "loss_type": "grpo_clip", "epochs_per_rollout": 1,
+                    "beta1": 0.9, "beta2": 0.95, "weight_decay": 0.0, "adv_eps": 1e-6,
+                    "normalize_std": True, "max_new_tokens": 1024, "temperature": 1.0, "top_p": 1.0,
+                    "vllm_gpu_memory": 0.55, "grad_clip": 0.0, "shuffle_rollouts": False,
+                    "model": "Qwen/Qwen2.5-Math-1.5B"}
+
+
+@pytest.mark.parametrize("profile", ["full", "h100"])
+def test_the_gpu_profiles_have_the_reference_scripts_shapes(env, profile):
+    cfg = env.train_grpo.Config(profile=profile, **env.train_grpo.PROFILES[profile])
+    wanted = {**REFERENCE_COMMON, **REFERENCE_SHAPES[profile]}
+    assert {k: getattr(cfg, k) for k in wanted} == wanted
+    assert env.train_grpo.TIME_LIMIT_S[profile] == 3600  # `timeout 1h`
+    rollouts = cfg.prompts_per_step * cfg.group_size
+    assert rollouts % (cfg.micro_batch * cfg.grad_accum) == 0  # whole windows, as the reference
+    assert rollouts // (cfg.micro_batch * cfg.grad_accum) == {"full": 16, "h100": 8}[profile]

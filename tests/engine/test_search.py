@@ -63,7 +63,8 @@ def test_two_epoch_catalog_search_ranks_and_combines_winners(toy_env: Path, work
 def test_gate_waits_for_decisions_and_applies_them(toy_env: Path, workspace: Path,
                                                     tmp_path: Path) -> None:
     engine = start_cli("run", str(toy_env), "--name", "t", "--epochs", "1",
-                       "--ideas-per-epoch", "4", workspace=workspace)
+                       "--ideas-per-epoch", "4", "--confirm", "off", "--baseline-runs", "1",
+                       workspace=workspace)
     try:
         wait_for(lambda: phase(workspace) == "review_ideas", 60, "the idea gate",
                  proc=engine)
@@ -73,12 +74,16 @@ def test_gate_waits_for_decisions_and_applies_them(toy_env: Path, workspace: Pat
         assert all(r["attempts"] == 0 for r in proposed.values())
         edited = tmp_path / "edit.txt"
         edited.write_text("[Experiment] Bonus B, as edited by the researcher.\n"
-                          "[Code Changes] Set BONUS_B = 0.5.\n")
+                          "[Code Changes] Set BONUS_B = 1.5.\n")
+        # the catalog ideator runs only diffs: the researcher's edit brings its own
+        diff = tmp_path / "edit.diff"
+        diff.write_text((toy_env / "catalog" / "bonus_b.diff").read_text()
+                        .replace("+BONUS_B = 0.5", "+BONUS_B = 1.5"))
         cli("approve", str(proposed["bonus_a"]["id"]), workspace=workspace, check=True)
         cli("reject", str(proposed["penalty_c"]["id"]), str(proposed["crash"]["id"]),
             "--reason", "negative bonuses never help", workspace=workspace, check=True)
         cli("edit", str(proposed["bonus_b"]["id"]), "--text-file", str(edited),
-            workspace=workspace, check=True)
+            "--diff", str(diff), workspace=workspace, check=True)
         out, _ = engine.communicate(timeout=120)
         assert engine.returncode == 0, out
     finally:
@@ -93,7 +98,7 @@ def test_gate_waits_for_decisions_and_applies_them(toy_env: Path, workspace: Pat
     assert rows[b]["status"] == "superseded"
     (new,) = [r for r in rows.values() if r["edited_from"] == b]
     assert "as edited by the researcher" in new["text"] and new["parents"] == [b]
-    assert new["score"] == 4.5
+    assert new["score"] == 3.5  # the edit's own diff ran (5.0 - 1.5)
 
 
 def test_a_second_engine_on_the_same_search_is_refused(toy_env: Path, workspace: Path) -> None:

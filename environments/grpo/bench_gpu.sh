@@ -8,8 +8,9 @@
 # EVAL_TIMEOUT_S, default 240, the evaluation; the --set overrides go to the training runs,
 # e.g. --set n_steps=1 for one step.) math-verify must be installed in the interpreter's
 # site-packages: the grader's workers ignore PYTHONPATH.
-# GPU 0 runs the `h100` shape (64 prompts x 8, micro-batch 2); a second GPU, if there is one,
-# runs the `full` shape (128 prompts x 8, micro-batch 4) at the same time. Metrics, logs and
+# GPU 0 runs the `h100` shape (64 prompts x 8, micro-batch 2 x accumulation 32); a second GPU, if
+# there is one, runs the `full` shape (128 prompts x 8, micro-batch 4 x accumulation 16) at the
+# same time. Metrics, logs and
 # stage times go to OUT_DIR (the weights to a temporary folder); a markdown summary is printed.
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -26,7 +27,8 @@ export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 echo "$(date -u +%T) checking imports with $PY"
 timeout 120 "$PY" -c 'import torch, transformers, math_verify, safetensors; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__, "gpus", torch.cuda.device_count())' || exit 1
-EVAL_FILES=$("$PY" -c 'import tomllib; print(" ".join(tomllib.load(open("environment.toml", "rb"))["evaluate"]["files"]))')
+# [evaluate].files of environment.toml (read with re, not a TOML library: Python 3.10 has none)
+EVAL_FILES=$("$PY" -c 'import re; t = open("environment.toml").read(); s = re.search(r"\[evaluate\](.*?)\n\[", t, re.S).group(1); print(" ".join(re.findall(r"\"([^\"]+)\"", re.search(r"files = \[(.*?)\]", s, re.S).group(1))))')
 
 # One shape: training (saves the policy), then the evaluation stage from the saved policy.
 stage() {  # NAME GPU [extra training args...]
@@ -63,7 +65,7 @@ echo "$(date -u +%T) starting on $ngpu GPU(s)"
 stage h100_shape 0 "$@" &
 a=$!
 if [ "$ngpu" -ge 2 ]; then
-  stage full_shape 1 "$@" --set prompts_per_step=128 --set micro_batch=4 &
+  stage full_shape 1 "$@" --set prompts_per_step=128 --set micro_batch=4 --set grad_accum=16 &
   wait $!
 fi
 wait $a

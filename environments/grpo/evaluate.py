@@ -18,7 +18,7 @@ environment version, never the job's patched copy. It reads
 
 The policy is rebuilt from this profile's base model with the pristine modeling.py, the saved
 tensors must match its state dict key for key and shape for shape, and it is sampled with this
-file's EVAL_SAMPLING and EVAL_SEED through the pristine rollout.py, graded by grader.py (whose
+file's EVAL_SAMPLING and eval_seed() through the pristine rollout.py, graded by grader.py (whose
 math-verify workers start isolated, see grader.py). The score is the final policy's accuracy:
 the mean over problems of each problem's share of correct samples (EVAL_SAMPLES per problem),
 reported with its standard error over problems (`eval_accuracy_se`).
@@ -40,7 +40,7 @@ from data import Problem, default_data_dir, format_prompt, load_jsonl, synthetic
 from grader import STOP, Grader, grade_r1_zero
 from metrics import Reporter
 from modeling import load_policy, pick_dtype, sample_id_range
-from rollout import Sampling, make_backend
+from rollout import Sampling, derive_seed, make_backend
 from safetensors import SafetensorError, safe_open
 
 START = time.monotonic()
@@ -58,7 +58,7 @@ EVAL_SAMPLING = {
     "smoke": Sampling(temperature=1.0, top_p=1.0, max_new_tokens=24, stop=(STOP,)),
     "gpu-bench": Sampling(temperature=1.0, top_p=1.0, max_new_tokens=1024, stop=(STOP,)),
 }
-EVAL_SEED = 1234  # the sampling seed
+EVAL_SEED = 1234  # the sampling seed when the run has no IDEAFORGE_SEED (see eval_seed)
 EVAL_GEN_BATCH = {"full": 256, "h100": 256, "smoke": 0, "gpu-bench": 0}  # transformers rows per call
 VLLM_GPU_MEMORY = 0.55
 GRADER_WORKERS = {"full": 8, "h100": 8, "smoke": 1, "gpu-bench": 8}
@@ -164,13 +164,24 @@ def accuracy_and_se(per_problem: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(variance / n)
 
 
-def evaluate(backend, problems: list[Problem], grader: Grader, profile: str) -> dict[str, float]:
+def eval_seed() -> int:
+    """The evaluation's sampling seed: drawn from the run's IDEAFORGE_SEED when the engine set
+    one (each repeat of an idea then samples its evaluation independently, and each problem has
+    its own stream under vLLM: rollout.prompt_seeds), else the fixed EVAL_SEED."""
+    raw = os.environ.get("IDEAFORGE_SEED", "").strip()
+    return derive_seed(int(raw), "evaluation") if raw else EVAL_SEED
+
+
+def evaluate(backend, problems: list[Problem], grader: Grader, profile: str,
+             seed: int | None = None) -> dict[str, float]:
     """EVAL_SAMPLES[profile] samples per problem; a sample is correct when it is well formed and
-    equivalent to the reference. Rates are over all samples, the accuracy's SE over problems."""
+    equivalent to the reference. Rates are over all samples, the accuracy's SE over problems.
+    seed: the sampling seed (default: eval_seed())."""
     started = time.monotonic()
     k = EVAL_SAMPLES[profile]
     prompts = [format_prompt(p) for p in problems]
-    completions = backend.generate(prompts, n=k, sampling=EVAL_SAMPLING[profile], seed=EVAL_SEED)
+    seed = eval_seed() if seed is None else seed
+    completions = backend.generate(prompts, n=k, sampling=EVAL_SAMPLING[profile], seed=seed)
     responses = [c.text for group in completions for c in group]
     scores = grade_r1_zero(responses, [p.answer for p in problems for _ in range(k)], grader)
     correct = [s.correct and s.format_ok for s in scores]
@@ -220,15 +231,16 @@ def main() -> int:
         return 2
     step = int(meta["step"]) if isinstance(meta.get("step"), int) else 0
     problems, problem_seed = load_eval_problems(profile, args.test_jsonl, args.problem_seed)
+    sampling_seed = eval_seed()
     backend = make_backend(args.backend, model=model, tokenizer=tokenizer, model_name=spec,
-                           gpu_memory_utilization=VLLM_GPU_MEMORY, seed=EVAL_SEED,
+                           gpu_memory_utilization=VLLM_GPU_MEMORY, seed=sampling_seed,
                            gen_batch=EVAL_GEN_BATCH[profile], id_range=sample_id_range(spec))
     print(f"evaluating the policy of step {step} ({spec}, backend={backend.name}, device={device}) "
           f"on {len(problems)} problems; load_s={time.monotonic() - START:.1f}", flush=True)
-    results = evaluate(backend, problems, grader, profile)
+    results = evaluate(backend, problems, grader, profile, seed=sampling_seed)
     grader.close()
     extra: dict[str, object] = {"evaluator": "grpo/evaluate.py", "eval_problems": len(problems),
-                                "eval_samples": EVAL_SAMPLES[profile]}
+                                "eval_samples": EVAL_SAMPLES[profile], "sampling_seed": sampling_seed}
     if problem_seed is not None:
         extra["problem_seed"] = problem_seed
     train_seconds = os.environ.get("IDEAFORGE_TRAIN_SECONDS")

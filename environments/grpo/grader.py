@@ -25,7 +25,6 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Self
 
 STOP = "</answer>"
 # "... reasoning </think> <answer> final answer </answer>" (the response starts inside <think>).
@@ -203,7 +202,7 @@ class Grader:
                     w.kill()
         self._workers = []
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> Grader:  # (no Self annotation: Python 3.10 has none)
         return self
 
     def __exit__(self, *exc: object) -> None:

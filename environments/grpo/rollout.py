@@ -7,6 +7,7 @@ string, or at the token limit.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -29,6 +30,20 @@ class Completion:
     n_tokens: int  # tokens the backend generated for it
 
 
+def derive_seed(base: int, *labels: object) -> int:
+    """A seed for one named use of a run's seed (e.g. `derive_seed(seed, "rollout", step)`):
+    reproducible, and unrelated between different labels (a hash, not an offset, so that
+    seed 1's step 2 never meets seed 2's step 1). 63 bits."""
+    text = "/".join(str(part) for part in (base, *labels))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+def prompt_seeds(seed: int, count: int) -> list[int]:
+    """One sampling seed per prompt of a generate() call: prompt i's samples draw from their own
+    stream, so no two prompts share the noise of their j-th sample."""
+    return [derive_seed(seed, "prompt", i) for i in range(count)]
+
+
 def truncate_at_stop(text: str, stops: tuple[str, ...]) -> str:
     """Cut after the first stop string (kept, as vLLM's include_stop_str_in_output does)."""
     cut = None
@@ -37,6 +52,26 @@ def truncate_at_stop(text: str, stops: tuple[str, ...]) -> str:
         if at >= 0 and (cut is None or at + len(stop) < cut):
             cut = at + len(stop)
     return text if cut is None else text[:cut]
+
+
+def tokens_through_stop(tokenizer, token_ids: list[int], stops: tuple[str, ...]) -> int:
+    """The fewest leading tokens of token_ids whose text holds a stop string: the response's
+    length in tokens when generation ran on past its stop (what vLLM reports, which stops there).
+    All of them when no stop string is in the text."""
+    def holds_stop(k: int) -> bool:
+        text = tokenizer.decode(token_ids[:k], skip_special_tokens=True)
+        return any(stop in text for stop in stops)
+
+    if not holds_stop(len(token_ids)):
+        return len(token_ids)
+    low, high = 1, len(token_ids)  # holds_stop is monotone in k: binary search the first True
+    while low < high:
+        mid = (low + high) // 2
+        if holds_stop(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return low
 
 
 class StopOnText(StoppingCriteria):
@@ -88,6 +123,9 @@ class TransformersBackend:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
+        """`seed` starts one torch stream for the whole call: batched generate() draws every row's
+        noise from torch's global generator, so rows differ, but a prompt's samples also depend
+        on the rest of the batch (vLLM gives each prompt its own stream: prompt_seeds)."""
         rows = [p for p in prompts for _ in range(n)]
         step = self.gen_batch or len(rows)
         torch.manual_seed(seed)
@@ -134,10 +172,13 @@ class TransformersBackend:
         generated = out[:, prompt_len:]
         n_tokens = (generated != pad_id).sum(dim=1).tolist()
         texts = tok.batch_decode(generated, skip_special_tokens=True)
-        return [
-            Completion(text=truncate_at_stop(t, sampling.stop), n_tokens=k)
-            for t, k in zip(texts, n_tokens)
-        ]
+        completions = []
+        for row, (text, k) in enumerate(zip(texts, n_tokens)):
+            kept = truncate_at_stop(text, sampling.stop)
+            if kept != text:  # ran past the stop (StopOnText looks every few steps): uncount those
+                k = tokens_through_stop(tok, generated[row, :k].tolist(), sampling.stop)
+            completions.append(Completion(text=kept, n_tokens=k))
+        return completions
 
     def refresh(self, model) -> None:
         """Nothing to copy: this backend samples from the training model itself."""
@@ -174,17 +215,21 @@ class VLLMBackend:
         )
 
     def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
+        """Prompt i is sampled with seed prompt_seeds(seed, len(prompts))[i]: its own stream."""
         from vllm import SamplingParams
 
-        params = SamplingParams(
-            n=n,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_new_tokens,
-            stop=list(sampling.stop),
-            include_stop_str_in_output=True,
-            seed=seed,
-        )
+        params = [
+            SamplingParams(
+                n=n,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_new_tokens,
+                stop=list(sampling.stop),
+                include_stop_str_in_output=True,
+                seed=prompt_seed,
+            )
+            for prompt_seed in prompt_seeds(seed, len(prompts))
+        ]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [
             [Completion(text=o.text, n_tokens=len(o.token_ids)) for o in request.outputs]
@@ -199,13 +244,23 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def resolve_backend(kind: str, *, on_gpu: bool, model_name: str) -> str:
+    """"auto" -> "vllm" when vLLM is installed, on a GPU, for a checkpoint on disk or the hub
+    (random:* models have no checkpoint vLLM could load), else "transformers"."""
+    if kind == "auto":
+        usable = on_gpu and vllm_installed() and not model_name.startswith("random:")
+        return "vllm" if usable else "transformers"
+    if kind not in ("vllm", "transformers"):
+        raise ValueError(f"unknown backend {kind!r}")
+    return kind
+
+
 def make_backend(kind: str, *, model, tokenizer, model_name: str, gpu_memory_utilization: float,
                  seed: int, gen_batch: int = 0, id_range: tuple[int, int] | None = None):
-    """kind: "auto" (vLLM if installed, on a GPU, for a checkpoint on disk/hub), "vllm", "transformers"."""
-    if kind == "auto":
-        on_gpu = next(model.parameters()).is_cuda
-        usable = on_gpu and vllm_installed() and not model_name.startswith("random:")
-        kind = "vllm" if usable else "transformers"
+    """kind: "auto" (vLLM if installed, on a GPU, for a checkpoint on disk/hub), "vllm", "transformers".
+    For a model already loaded (the evaluator's order); training starts vLLM before its policy
+    (train_grpo.build_policy_and_backend)."""
+    kind = resolve_backend(kind, on_gpu=next(model.parameters()).is_cuda, model_name=model_name)
     if kind == "vllm":
         backend = VLLMBackend(model_name, gpu_memory_utilization, seed)
         backend.refresh(model)  # start from the training model's weights, whatever their origin

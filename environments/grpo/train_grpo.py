@@ -35,7 +35,7 @@ from grpo import (
 )
 from metrics import Reporter
 from modeling import load_policy, pick_dtype, sample_id_range
-from rollout import Sampling, make_backend
+from rollout import Sampling, TransformersBackend, VLLMBackend, derive_seed, resolve_backend
 from safetensors.torch import save_file
 
 RUN_START = time.monotonic()  # the wall-clock limit counts from here (after the imports)
@@ -236,6 +236,21 @@ def train_on_rollouts(model, optimizer, rollouts: list[Rollout], cfg: Config, pa
     }
 
 
+def build_policy_and_backend(cfg: Config, device: torch.device):
+    """(model, tokenizer, backend) in the reference's order: the vLLM engine first, on a GPU
+    that holds nothing yet, taking cfg.vllm_gpu_memory (0.55, the reference's) of its memory;
+    then the policy; then the engine gets the policy's weights (the first weight sync). The
+    transformers backend samples from the policy itself."""
+    kind = resolve_backend(cfg.backend, on_gpu=device.type == "cuda", model_name=cfg.model)
+    engine = VLLMBackend(cfg.model, cfg.vllm_gpu_memory, cfg.seed) if kind == "vllm" else None
+    model, tokenizer = load_policy(cfg.model, device, pick_dtype(cfg.dtype, device), seed=cfg.seed)
+    if engine is not None:
+        engine.refresh(model)  # start from the training model's weights, whatever their origin
+        return model, tokenizer, engine
+    return model, tokenizer, TransformersBackend(model, tokenizer, gen_batch=cfg.gen_batch,
+                                                 id_range=sample_id_range(cfg.model))
+
+
 def load_train_problems(cfg: Config, data_dir: Path) -> list[Problem]:
     if cfg.train_data == "synthetic":
         return synthetic_arithmetic(256, seed=cfg.seed)
@@ -285,15 +300,12 @@ def main() -> None:
     grader = Grader(workers=cfg.grader_workers, timeout_s=cfg.grade_timeout_s)  # starts in background
 
     train_problems = load_train_problems(cfg, default_data_dir())
-    model, tokenizer = load_policy(cfg.model, device, pick_dtype(cfg.dtype, device), seed=cfg.seed)
+    model, tokenizer, backend = build_policy_and_backend(cfg, device)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     pad_id = tokenizer.pad_token_id
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                   weight_decay=cfg.weight_decay)
-    backend = make_backend(cfg.backend, model=model, tokenizer=tokenizer, model_name=cfg.model,
-                           gpu_memory_utilization=cfg.vllm_gpu_memory, seed=cfg.seed,
-                           gen_batch=cfg.gen_batch, id_range=sample_id_range(cfg.model))
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, stop=(STOP,))
     print(f"backend={backend.name} device={device} train={len(train_problems)} "
           f"params={sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
@@ -307,7 +319,8 @@ def main() -> None:
         prompts = [format_prompt(p) for p in problems]
 
         t = time.monotonic()
-        groups = backend.generate(prompts, n=cfg.group_size, sampling=sampling, seed=cfg.seed * 100003 + step)
+        groups = backend.generate(prompts, n=cfg.group_size, sampling=sampling,
+                                  seed=derive_seed(cfg.seed, "rollout", step))
         times["time_rollout_s"] = time.monotonic() - t
         responses = [c.text for group in groups for c in group]
         generated_tokens = sum(c.n_tokens for group in groups for c in group)

@@ -249,10 +249,10 @@ class _FakeLLM:
         self.prefix_resets += 1
 
     def generate(self, prompts, params, use_tqdm=False):
-        self.params = params
+        self.params = params  # one SamplingParams per prompt (each its own seed)
         return [types.SimpleNamespace(outputs=[
             types.SimpleNamespace(text=f"{p} </think> <answer> {i} </answer>", token_ids=[1] * (i + 1))
-            for i in range(params.n)]) for p in prompts]
+            for i in range(sp.n)]) for p, sp in zip(prompts, params)]
 
 
 def test_vllm_glue_refreshes_weights_in_memory_and_maps_outputs(env, monkeypatch):
@@ -286,9 +286,9 @@ def test_vllm_glue_refreshes_weights_in_memory_and_maps_outputs(env, monkeypatch
     groups = backend.generate(["p"], n=2, sampling=sampling, seed=9)
     assert [(c.text, c.n_tokens) for c in groups[0]] == [
         ("p </think> <answer> 0 </answer>", 1), ("p </think> <answer> 1 </answer>", 2)]
-    params = llm.params
+    [params] = llm.params
     assert (params.n, params.max_tokens, params.stop, params.include_stop_str_in_output, params.seed) \
-        == (2, 7, ["</answer>"], True, 9)
+        == (2, 7, ["</answer>"], True, env.rollout.prompt_seeds(9, 1)[0])
 
 
 # ---------------------------------------------------------------- data and setup

@@ -175,3 +175,183 @@ def test_the_gpu_profiles_have_the_reference_scripts_shapes(env, profile):
     rollouts = cfg.prompts_per_step * cfg.group_size
     assert rollouts % (cfg.micro_batch * cfg.grad_accum) == 0  # whole windows, as the reference
     assert rollouts // (cfg.micro_batch * cfg.grad_accum) == {"full": 16, "h100": 8}[profile]
+
+
+# ---------------------------------------------------------------- sampling seeds
+
+
+def test_seeds_are_derived_per_use_and_reproducible(env):
+    derive = env.rollout.derive_seed
+    assert derive(7, "rollout", 1) == derive(7, "rollout", 1)  # reproducible
+    seeds = {derive(7, "rollout", 1), derive(7, "rollout", 2), derive(8, "rollout", 1),
+             derive(7, "evaluation")}
+    assert len(seeds) == 4 and all(0 <= s < 2**63 for s in seeds)
+    # no offset arithmetic: seed 1's step 2 is not seed 2's step 1
+    assert derive(1, "rollout", 2) != derive(2, "rollout", 1)
+    per_prompt = env.rollout.prompt_seeds(derive(7, "rollout", 1), 128)
+    assert len(set(per_prompt)) == 128
+    assert per_prompt == env.rollout.prompt_seeds(derive(7, "rollout", 1), 128)
+
+
+def test_the_evaluation_seed_follows_the_run_seed(env, monkeypatch):
+    monkeypatch.delenv("IDEAFORGE_SEED", raising=False)
+    assert env.evaluate.eval_seed() == env.evaluate.EVAL_SEED  # a run without a seed: the fixed one
+    monkeypatch.setenv("IDEAFORGE_SEED", "41")
+    first = env.evaluate.eval_seed()
+    monkeypatch.setenv("IDEAFORGE_SEED", "42")
+    second = env.evaluate.eval_seed()
+    assert len({first, second, env.evaluate.EVAL_SEED}) == 3  # each run's evaluation its own
+    monkeypatch.setenv("IDEAFORGE_SEED", "41")
+    assert env.evaluate.eval_seed() == first  # and reproducible
+    # never one of the training run's rollout seeds
+    assert first not in {env.rollout.derive_seed(41, "rollout", s) for s in range(1, 21)}
+
+
+class _FakeLLM:
+    """Stands in for vllm.LLM: records its arguments, the weights loaded into it (copies, as a
+    real engine copies them into its own buffers), prefix-cache resets and sampling requests."""
+
+    instances: ClassVar[list] = []
+    events: ClassVar[list[str]] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.loads: list[list[tuple[str, torch.Tensor]]] = []
+        self.prefix_resets = 0
+        self.requests: list = []
+        runner = types.SimpleNamespace(model=types.SimpleNamespace(load_weights=self._load))
+        self.llm_engine = types.SimpleNamespace(model_executor=types.SimpleNamespace(
+            driver_worker=types.SimpleNamespace(model_runner=runner)))
+        _FakeLLM.instances.append(self)
+        _FakeLLM.events.append("vllm engine")
+
+    def _load(self, weights):
+        self.loads.append([(name, tensor.detach().clone()) for name, tensor in weights])
+
+    def reset_prefix_cache(self):
+        self.prefix_resets += 1
+
+    def generate(self, prompts, params, use_tqdm=False):
+        self.requests.append((list(prompts), params))
+        return [types.SimpleNamespace(outputs=[
+            types.SimpleNamespace(text=f" </think> <answer> {j} </answer>", token_ids=[1] * (j + 2))
+            for j in range(p.n)]) for p in params]
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    fake = types.ModuleType("vllm")
+    fake.LLM = _FakeLLM
+    fake.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    _FakeLLM.instances.clear()
+    _FakeLLM.events.clear()
+    return fake
+
+
+def test_each_prompt_samples_from_its_own_stream_under_vllm(env, fake_vllm):
+    backend = env.rollout.VLLMBackend("some/model", 0.55, seed=3)
+    sampling = env.rollout.Sampling(max_new_tokens=9)
+    step_seed = env.rollout.derive_seed(3, "rollout", 1)
+    backend.generate(["a", "b", "c"], n=8, sampling=sampling, seed=step_seed)
+    backend.generate(["a", "b", "c"], n=8, sampling=sampling, seed=step_seed)
+    backend.generate(["a", "b", "c"], n=8, sampling=sampling, seed=env.rollout.derive_seed(3, "rollout", 2))
+    first, again, next_step = [[p.seed for p in params] for _, params in backend.llm.requests]
+    assert len(set(first)) == 3  # not one seed shared by every prompt's j-th sample
+    assert first == again == env.rollout.prompt_seeds(step_seed, 3)  # reproducible
+    assert not set(first) & set(next_step)  # another step, other streams
+    assert all(p.n == 8 and p.max_tokens == 9 for _, params in backend.llm.requests for p in params)
+
+
+def test_the_transformers_backend_is_reproducible_for_a_seed(env):
+    model, tok = _tiny(env)
+    backend = env.rollout.TransformersBackend(model, tok, id_range=env.modeling.sample_id_range("random:tiny"))
+    sampling = env.rollout.Sampling(max_new_tokens=12)
+
+    def texts(seed):
+        return [[c.text for c in g] for g in backend.generate(["1+1=", "2+2="], 2, sampling, seed)]
+
+    assert texts(11) == texts(11)
+    assert texts(11) != texts(12)
+    [[a, b], [c, d]] = texts(11)
+    assert len({a, b, c, d}) == 4  # every row its own noise
+
+
+# ---------------------------------------------------------------- vLLM start-up and weight sync
+
+
+def test_training_starts_vllm_before_the_policy_and_syncs_every_weight(env, fake_vllm, monkeypatch):
+    loaded = env.train_grpo.load_policy
+
+    def load_policy(*args, **kwargs):
+        _FakeLLM.events.append("policy")
+        return loaded(*args, **kwargs)
+
+    monkeypatch.setattr(env.train_grpo, "load_policy", load_policy)
+    cfg = env.train_grpo.Config(profile="smoke", model="random:tiny", backend="vllm", seed=5)
+    model, _, backend = env.train_grpo.build_policy_and_backend(cfg, torch.device("cpu"))
+    assert _FakeLLM.events == ["vllm engine", "policy"]  # the reference's order
+    [llm] = _FakeLLM.instances
+    assert llm.kwargs["gpu_memory_utilization"] == 0.55 and llm.kwargs["model"] == "random:tiny"
+    assert llm.kwargs["seed"] == 5
+
+    state = model.state_dict()
+    [first] = llm.loads  # the first sync, right after the policy was loaded
+    assert [name for name, _ in first] == list(state)  # every tensor, Hugging Face names
+    assert [tuple(t.shape) for _, t in first] == [tuple(t.shape) for t in state.values()]
+    assert all(torch.equal(t, state[name]) for name, t in first)
+    assert llm.prefix_resets == 1
+
+    with torch.no_grad():  # an optimizer step: the next sync sends the new values
+        model.model.norm.weight.add_(0.5)
+    backend.refresh(model)
+    second = dict(llm.loads[1])
+    assert torch.equal(second["model.norm.weight"], model.model.norm.weight)
+    assert torch.equal(second["model.norm.weight"], dict(first)["model.norm.weight"] + 0.5)
+    assert llm.prefix_resets == 2  # KV blocks of the old weights are dropped
+
+
+def test_the_transformers_backend_needs_no_engine(env, fake_vllm):
+    cfg = env.train_grpo.Config(profile="smoke", model="random:tiny", backend="auto")
+    model, _, backend = env.train_grpo.build_policy_and_backend(cfg, torch.device("cpu"))
+    assert backend.name == "transformers" and backend.model is model and _FakeLLM.instances == []
+
+
+# ---------------------------------------------------------------- small things
+
+
+def test_response_lengths_stop_at_the_stop_string(env):
+    _, tok = _tiny(env)
+    ids = tok("so 4 </think> <answer> 4 </answer> and then more text", add_special_tokens=False).input_ids
+    through = tok("so 4 </think> <answer> 4 </answer>", add_special_tokens=False).input_ids
+    assert env.rollout.tokens_through_stop(tok, ids, ("</answer>",)) == len(through)
+    assert env.rollout.tokens_through_stop(tok, through[:-3], ("</answer>",)) == len(through) - 3
+
+
+def test_generated_tokens_past_the_stop_are_not_counted(env, monkeypatch):
+    model, tok = _tiny(env)
+    backend = env.rollout.TransformersBackend(model, tok)
+    text = " 4 </think> <answer> 4 </answer> junk junk"
+    scripted = tok(text, add_special_tokens=False).input_ids
+
+    def generate(input_ids, **kwargs):  # the model "ran on" past its stop, as StopOnText allows
+        return torch.cat([input_ids, torch.tensor([scripted] * input_ids.shape[0])], dim=1)
+
+    monkeypatch.setattr(model, "generate", generate)
+    [[completion]] = backend.generate(["p"], 1, env.rollout.Sampling(max_new_tokens=64), seed=0)
+    assert completion.text == " 4 </think> <answer> 4 </answer>"
+    assert completion.n_tokens == len(tok(completion.text, add_special_tokens=False).input_ids)
+    assert completion.n_tokens < len(scripted)
+
+
+PY311_ONLY = ("from typing import Self", "typing.Self", "import tomllib", "ExceptionGroup",
+              "TaskGroup", "datetime.UTC", "StrEnum", "except*")
+
+
+def test_the_code_runs_on_the_python_its_pyproject_names(env):
+    pyproject = (ENV_DIR / "pyproject.toml").read_text()
+    assert 'requires-python = ">=3.10"' in pyproject
+    for path in [*ENV_DIR.glob("*.py"), *ENV_DIR.glob("*.sh"), *ENV_DIR.glob("scripts/*")]:
+        text = path.read_text()
+        assert [name for name in PY311_ONLY if name in text] == [], path.name

@@ -218,7 +218,7 @@ def _check_slurm(args: argparse.Namespace, path: Path, hosts: Any) -> int:
     else:
         store = _store_if_any(args)
         workdir = Path(store.workspace) / "slurm" if store is not None else Path.cwd()
-    lines = check(cfg, workdir, gpus_wanted=wanted)
+    lines = check(cfg, workdir, gpus_wanted=wanted, accept_new=args.accept_new)
     ok = all(c.ok is not False for c in lines)
     if args.json:
         sys.stdout.write(json.dumps({"file": str(path), "slurm": {

@@ -12,7 +12,7 @@ import re
 import shlex
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -175,14 +175,6 @@ def load(path: str | os.PathLike[str], *, check_files: bool = True) -> HostsFile
     top = _Checker(path, "top level")
     top.known(data, {"defaults", "hosts", "jump_hosts", "scheduling", "slurm"})
     policy = _policy(_Checker(path, "[scheduling]"), top.get(data, "scheduling", dict, {}))
-    if "slurm" in data:
-        if "hosts" in data:
-            raise top.fail("slurm", "and [[hosts]] are both set: a search runs either on SSH "
-                           "hosts or through Slurm; keep one of them")
-        slurm = slurm_config.parse(_Checker(path, "[slurm]"), top.get(data, "slurm", dict))
-        return HostsFile(path, (), policy, slurm)
-    defaults = top.get(data, "defaults", dict, {})
-    _Checker(path, "[defaults]").known(defaults, DEFAULT_FIELDS)
     jumps_t = top.get(data, "jump_hosts", dict, {})
     jumps: dict[str, Endpoint] = {}
     for jname, jt in jumps_t.items():
@@ -191,6 +183,16 @@ def load(path: str | os.PathLike[str], *, check_files: bool = True) -> HostsFile
             raise chk.fail(jname, "must be a table [jump_hosts.NAME]")
         chk.known(jt, ENDPOINT_FIELDS)
         jumps[jname] = _endpoint(chk, jname, jt, {}, check_files)
+    if "slurm" in data:
+        if "hosts" in data:
+            raise top.fail("slurm", "and [[hosts]] are both set: a search runs either on SSH "
+                           "hosts or through Slurm; keep one of them")
+        table = top.get(data, "slurm", dict)
+        chk = _Checker(path, "[slurm]")
+        slurm = slurm_config.parse(chk, table)
+        return HostsFile(path, (), policy, _slurm_login(chk, table, slurm, jumps, check_files))
+    defaults = top.get(data, "defaults", dict, {})
+    _Checker(path, "[defaults]").known(defaults, DEFAULT_FIELDS)
     rows = top.get(data, "hosts", list)
     if not rows:
         raise top.fail("hosts", "is empty: add at least one [[hosts]] table")
@@ -209,6 +211,37 @@ def load(path: str | os.PathLike[str], *, check_files: bool = True) -> HostsFile
                              "names must be unique")
         seen.add(h.name)
     return HostsFile(path, tuple(hosts), policy)
+
+
+def _slurm_login(chk: _Checker, table: Mapping[str, Any], cfg: SlurmConfig,
+                 jumps: Mapping[str, Endpoint], check_files: bool) -> SlurmConfig:
+    """`[slurm] login = "user@host"` and how to reach it: the fields of a [[hosts]] entry."""
+    if "login" not in table:
+        stray = sorted(slurm_config.LOGIN_FIELDS & set(table))
+        if stray:
+            raise chk.fail(stray[0], "only applies with login = \"user@host\" (SSH to a "
+                           "login node); set login or remove it")
+        return cfg
+    login = chk.get(table, "login", str)
+    if not (cfg.workdir or "").startswith("/"):
+        raise chk.fail("workdir", "must be an absolute path on the cluster's shared storage "
+                       "when login is set (its home there: ssh to it and run `echo ~`)")
+    user, at, address = login.rpartition("@")
+    if not address or (at and not user) or any(c.isspace() for c in login):
+        raise chk.fail("login", f"must be \"user@host\" or \"host\" (a login node of the "
+                       f"cluster), got {login!r}")
+    row = {k: v for k, v in table.items() if k in ENDPOINT_FIELDS - {"address", "user"}}
+    ep = _endpoint(chk, "login", {**row, "address": address, **({"user": user} if at else {})},
+                   {}, check_files)
+    jump = None
+    jump_name = chk.get(table, "jump", str, None)
+    if jump_name is not None:
+        if jump_name not in jumps:
+            known = ", ".join(sorted(jumps)) or "none defined"
+            raise chk.fail("jump", f"names {jump_name!r}, which is not a [jump_hosts.NAME] "
+                           f"table (jump hosts: {known})")
+        jump = jumps[jump_name]
+    return replace(cfg, login=ep, jump=jump)
 
 
 def _policy(chk: _Checker, table: Mapping[str, Any]) -> Policy:

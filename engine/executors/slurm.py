@@ -26,9 +26,9 @@ import json
 import logging
 import math
 import os
+import posixpath
 import shlex
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -37,13 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.environments import Environment, Profile
-from engine.executors import attempt_dir, runner, slurm_cli
+from engine.executors import attempt_dir, runner, slurm_access, slurm_cli
 from engine.executors.base import JobStatus, LaunchSpec, job_environment, job_time_limit
 from engine.executors.fleet import HostView, JobReport, LaunchOutcome, WatchItem
 from engine.executors.hosts import HostsFile
-from engine.executors.local import LocalExecutor
+from engine.executors.slurm_access import ClusterPath
 from engine.executors.slurm_cli import QueueRow, SlurmError
 from engine.executors.slurm_config import SlurmConfig
+from engine.executors.slurm_dirs import SlurmJobDirs
 from engine.patching import PatchError
 
 log = logging.getLogger(__name__)
@@ -66,25 +67,6 @@ INFRASTRUCTURE = {"NODE_FAIL": "its node failed", "BOOT_FAIL": "its node failed 
                   "PREEMPTED": "preempted by a job of higher priority"}
 
 
-class SlurmJobDirs(LocalExecutor):
-    """Attempt directories as the local executor writes them, minus the GPU indices: inside
-    the allocation the job sees the GPUs Slurm gave it."""
-
-    def __init__(self, root: Path, cfg: SlurmConfig, grace_s: float) -> None:
-        super().__init__(root, cpu_slots=1, gpus=[], python=cfg.python or sys.executable,
-                         grace_s=grace_s)
-        self.cfg = cfg
-
-    def _spec(self, spec: LaunchSpec, job_dir: Path) -> dict[str, object]:
-        body = super()._spec(spec, job_dir)
-        env = dict(body["env"])  # type: ignore[call-overload]
-        env.pop("CUDA_VISIBLE_DEVICES", None)
-        per = self.cfg.cpus_per_gpu or 1
-        env["OMP_NUM_THREADS"] = str(per * max(1, spec.profile.gpus))
-        body["env"] = env
-        return body
-
-
 class SlurmFleet:
     """The Fleet (engine/executors/fleet.py) of one Slurm cluster, seen as one host."""
 
@@ -98,12 +80,18 @@ class SlurmFleet:
         self.cfg: SlurmConfig = hosts.slurm
         self.policy = hosts.policy
         self.workspace_id: str = store.workspace_id()
-        if self.cfg.workdir:
-            base = Path(self.cfg.workdir).expanduser() / self.workspace_id
+        self.access = slurm_access.access_for(self.cfg)
+        if self.cfg.login is not None:  # the attempt folders are staged here, then copied
+            assert self.cfg.workdir  # (hosts.py: login needs an absolute workdir)
+            remote: str | None = posixpath.join(self.cfg.workdir, self.workspace_id)
+            local = Path(store.workspace) / "slurm-stage"
         else:
-            base = Path(store.workspace) / "slurm"
-        self.base = base
-        self.dirs = SlurmJobDirs(base, self.cfg, hosts.policy.kill_grace_s)
+            remote = None
+            local = (Path(self.cfg.workdir).expanduser() / self.workspace_id if
+                     self.cfg.workdir else Path(store.workspace) / "slurm")
+        self.base = ClusterPath(self.access, remote or str(local))
+        self.dirs = SlurmJobDirs(local, self.cfg, hosts.policy.kill_grace_s, self.access,
+                                 remote)
         self._rows: dict[int, QueueRow] | None = None  # ideaforge job id → its queue row
         self._snap: dict[int, QueueRow] = {}  # the rows one watch() reads
         self._rows_at = self._snap_at = 0.0  # when the squeue behind them was asked
@@ -136,7 +124,7 @@ class SlurmFleet:
                          ready=self._rows is not None, problem=self.error, elastic=True)]
 
     def job_dir(self, host: str, search_id: int, job_id: int) -> str:
-        return str(self.dirs.job_dir(search_id, job_id))
+        return self.dirs.cluster_dir(search_id, job_id)
 
     def log_copy(self, host: str, search_id: int, job_id: int) -> Path | None:
         return None  # the log is on storage this machine reads
@@ -182,7 +170,7 @@ class SlurmFleet:
 
     def _queue(self) -> list[QueueRow]:
         self.calls["squeue"] += 1
-        return slurm_cli.squeue()
+        return slurm_cli.squeue(self.access)
 
     def _tag(self, job_id: int, key: str) -> str:
         return f"{TAG}:{self.workspace_id}:{job_id}:{key[:16]}"
@@ -199,10 +187,15 @@ class SlurmFleet:
         """Submit the job once. None: Slurm did not answer; the engine asks again later."""
         try:
             written = self.dirs.write_attempt(spec)
+        except SlurmError as exc:
+            if exc.unreachable:  # the login node: ask again later
+                self.error = str(exc)
+                return None
+            return LaunchOutcome(error=f"{type(exc).__name__}: {exc}")
         except (PatchError, OSError, RuntimeError, ValueError) as exc:
             log.warning("job %d: launch failed: %s", spec.job_id, exc)
             return LaunchOutcome(error=f"{type(exc).__name__}: {exc}")
-        path = Path(job_dir)
+        path = self._at(job_dir)
         if written is None or (path / "slurm_job").exists():
             return LaunchOutcome()  # its runner started, or it was submitted: adopt it
         key = (path / "launch_key").read_text().strip()
@@ -222,7 +215,7 @@ class SlurmFleet:
             script = self._script(path)
             options = self._options(spec, path, key)
             self.calls["sbatch"] += 1
-            slurm_id = slurm_cli.sbatch(options, str(script), self._submit_env())
+            slurm_id = slurm_cli.sbatch(options, str(script), self._submit_env(), self.access)
         except SlurmError as exc:
             if exc.unreachable:
                 self.down_since = self.down_since or time.time()
@@ -235,8 +228,8 @@ class SlurmFleet:
         log.info("job %d: submitted as Slurm job %s", spec.job_id, slurm_id)
         return LaunchOutcome()
 
-    def _record(self, path: Path, slurm_id: str, spec: LaunchSpec) -> None:
-        runner._write(str(path / "slurm_job"), json.dumps(
+    def _record(self, path: ClusterPath, slurm_id: str, spec: LaunchSpec) -> None:
+        (path / "slurm_job").write_text(json.dumps(
             {"id": slurm_id, "submitted": time.time(), "time_min": self._minutes(spec)[0]}))
 
     def _minutes(self, spec: LaunchSpec) -> tuple[int, int]:
@@ -246,7 +239,7 @@ class SlurmFleet:
         lead = int(max(10, min(SIGNAL_LEAD_S, self.cfg.time_margin_s / 2)))
         return max(1, math.ceil((limit + lead) / 60)), lead
 
-    def _options(self, spec: LaunchSpec, path: Path, key: str) -> list[str]:
+    def _options(self, spec: LaunchSpec, path: ClusterPath, key: str) -> list[str]:
         gpus = spec.profile.gpus
         minutes, lead = self._minutes(spec)
         out = [f"--job-name={TAG}-{spec.job_id}", f"--comment={self._tag(spec.job_id, key)}",
@@ -261,25 +254,27 @@ class SlurmFleet:
             out.append(f"--cpus-per-task={self.cfg.cpus_per_gpu * max(1, gpus)}")
         return out + self.cfg.sbatch_options()
 
-    def _script(self, path: Path) -> Path:
+    def _script(self, path: ClusterPath) -> ClusterPath:
         """The batch script: it becomes the runner (exec), so Slurm's signals reach it."""
         script = path / "job.sbatch"
         runner_py = self._runner_copy()
         py = shlex.quote(self.dirs.python)
-        runner._write(str(script), "#!/bin/bash\n# ideaforge job: the runner does the rest\n"
-                      "# a port free on this node, for torchrun (--rdzv-endpoint=localhost:$IDEA"
-                      "FORGE_RDZV_PORT)\n"
-                      f"port=$({py} -c 'import socket; s = socket.socket(); "
-                      "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])')\n"
-                      "export MASTER_PORT=$port IDEAFORGE_RDZV_PORT=$port "
-                      "IDEAFORGE_HOST=\"${SLURMD_NODENAME:-$(hostname -s)}\"\n"
-                      "# Slurm requeued this job after it ran: the engine runs it again itself\n"
-                      "if [ \"${SLURM_RESTART_COUNT:-0}\" != 0 ] && [ -e started ]; then\n"
-                      "  echo \"$SLURM_RESTART_COUNT\" >> requeued; exit 0\nfi\n"
-                      f"exec {py} {shlex.quote(str(runner_py))} {shlex.quote(str(path))}\n")
+        pydir = shlex.quote(posixpath.dirname(self.dirs.python) or "/usr/bin")
+        script.write_text("#!/bin/bash\n# ideaforge job: the runner does the rest\n"
+                              f"export PATH={pydir}:\"$PATH\"\n"
+                          "# a port free on this node, for torchrun (--rdzv-endpoint=localhost:$IDEA"
+                          "FORGE_RDZV_PORT)\n"
+                          f"port=$({py} -c 'import socket; s = socket.socket(); "
+                          "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])')\n"
+                          "export MASTER_PORT=$port IDEAFORGE_RDZV_PORT=$port "
+                          "IDEAFORGE_HOST=\"${SLURMD_NODENAME:-$(hostname -s)}\"\n"
+                          "# Slurm requeued this job after it ran: the engine runs it again itself\n"
+                          "if [ \"${SLURM_RESTART_COUNT:-0}\" != 0 ] && [ -e started ]; then\n"
+                          "  echo \"$SLURM_RESTART_COUNT\" >> requeued; exit 0\nfi\n"
+                          f"exec {py} {shlex.quote(str(runner_py))} {shlex.quote(str(path))}\n")
         return script
 
-    def _runner_copy(self) -> Path:
+    def _runner_copy(self) -> ClusterPath:
         """runner.py and attempt_dir.py on the shared storage (content-hashed folder), so the
         compute nodes need nothing of ideaforge's installation."""
         if self._runner is not None and self._runner.exists():
@@ -288,9 +283,8 @@ class SlurmFleet:
         digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
         folder = self.base / f"runner-{digest}"
         if not (folder / "runner.py").exists():
-            folder.mkdir(parents=True, exist_ok=True)
             for src in sources:
-                runner._write(str(folder / src.name), src.read_text())
+                (folder / src.name).write_text(src.read_text())
         self._runner = folder / "runner.py"
         return self._runner
 
@@ -300,7 +294,7 @@ class SlurmFleet:
         env = job_environment(dict(os.environ))
         env.pop("CUDA_VISIBLE_DEVICES", None)
         env["PATH"] = self.dirs._path()
-        return env
+        return env if self.cfg.login is None else {}  # (over SSH: the login node's own)
 
     # -- watching ------------------------------------------------------------------------
     def watch(self, host: str, items: Sequence[WatchItem]) -> dict[int, JobReport] | None:
@@ -350,7 +344,7 @@ class SlurmFleet:
     def _status(self, item: WatchItem) -> JobStatus | None:
         """What the attempt directory and squeue say; None: Slurm's last word on the job is
         needed (it left the queue, or its `exit` alone does not tell why it ended)."""
-        path = Path(item.job_dir)
+        path = self._at(item.job_dir)
         row = self._row(item)
         state = row.state if row is not None else None
         if (path / "requeued").exists():  # a requeued copy ran (and did nothing)
@@ -381,19 +375,19 @@ class SlurmFleet:
                          note=f"Slurm job {row.slurm_id} running on {row.nodes} "
                          f"for {row.elapsed}")
 
-    def _ran_before_poll(self, path: Path) -> bool:
+    def _ran_before_poll(self, path: ClusterPath) -> bool:
         """Whether the job's runner had started before the squeue read this poll (a job seen
         pending then was not requeued: it started since); or a requeued copy of it ran."""
         if (path / "requeued").exists():
             return True
         try:
-            started = (path / "started").stat().st_mtime
+            started = (path / "started").mtime()
         except OSError:
             return False
         return started + RUN_SKEW_S < self._snap_at
 
     @staticmethod
-    def _needs_word(path: Path, ended: JobStatus) -> bool:
+    def _needs_word(path: ClusterPath, ended: JobStatus) -> bool:
         """Whether Slurm must say how a job with an `exit` ended: its runner was stopped by a
         TERM ideaforge did not send (scancel by hand, preemption, requeue, a failing node),
         or its job was killed by KILL (Slurm's OOM killer?)."""
@@ -404,7 +398,7 @@ class SlurmFleet:
     def _conclude(self, item: WatchItem) -> JobStatus:
         """The job left Slurm's queue (or `exit` needs Slurm's word): decide with what
         accounting said, once `exit` has had time to show on shared storage."""
-        path = Path(item.job_dir)
+        path = self._at(item.job_dir)
         row = self._row(item)
         sid = self._slurm_id(item.job_dir)
         said = row.state if row is not None else \
@@ -426,7 +420,7 @@ class SlurmFleet:
         (None: none was written). Slurm's infrastructure failing the job (node failure,
         preemption, requeue) is not the idea's fault: lost, and the engine runs it again;
         running out of memory or out of Slurm's time is the idea's own doing: it fails."""
-        path = Path(item.job_dir)
+        path = self._at(item.job_dir)
         sid = self._slurm_id(item.job_dir) or "?"
         if state in REQUEUED or state in INFRASTRUCTURE:
             if state in REQUEUED and sid not in self._dropped:
@@ -444,7 +438,7 @@ class SlurmFleet:
                              "[slurm] mem_per_gpu or make the idea use less", record=
                              ended.record if ended else None)
         if state == "TIMEOUT" and not (ended and ended.timed_out):
-            info = attempt_dir.read_json(os.path.join(item.job_dir, "slurm_job")) or {}
+            info = (path / "slurm_job").read_json() or {}
             limit = f"{info['time_min']} min" if info.get("time_min") else "its limit"
             return JobStatus("finished", failure=f"timed out: Slurm's time limit for job {sid} "
                              f"({limit}: the profile's timeout + kill grace + [slurm] "
@@ -464,7 +458,7 @@ class SlurmFleet:
     def _scancel(self, sid: str, *extra: str) -> None:
         self.calls["scancel"] += 1
         try:
-            slurm_cli.scancel(sid, *extra)
+            slurm_cli.scancel(sid, *extra, access=self.access)
         except SlurmError as exc:
             log.warning("slurm: scancel %s: %s", sid, exc)
 
@@ -472,7 +466,7 @@ class SlurmFleet:
         self.calls["sacct"] += 1
         self._sacct_at = time.monotonic()
         try:
-            said = slurm_cli.sacct(slurm_ids)
+            said = slurm_cli.sacct(slurm_ids, self.access)
             # an ended state is kept; one that says the job still waits or runs is asked again
             self._sacct.update({k: v for k, v in said.items() if v not in slurm_cli.PENDING
                                 and v not in slurm_cli.RUNNING})
@@ -482,21 +476,24 @@ class SlurmFleet:
             for sid in slurm_ids:
                 self._sacct.setdefault(sid, "")
 
+    def _at(self, job_dir: str) -> ClusterPath:
+        return ClusterPath(self.access, job_dir)
+
     def _key(self, job_dir: str) -> str:
         key = self._keys.get(job_dir)
         if key is None:
             try:
-                key = self._keys[job_dir] = (Path(job_dir) / "launch_key").read_text().strip()
+                key = self._keys[job_dir] = (self._at(job_dir) / "launch_key").read_text().strip()
             except OSError:
                 return ""
         return key
 
     def _slurm_id(self, job_dir: str) -> str | None:
-        info = attempt_dir.read_json(os.path.join(job_dir, "slurm_job"))
+        info = (self._at(job_dir) / "slurm_job").read_json()
         return str(info["id"]) if info and info.get("id") else None
 
     def _submitted(self, job_dir: str) -> float | None:
-        info = attempt_dir.read_json(os.path.join(job_dir, "slurm_job"))
+        info = (self._at(job_dir) / "slurm_job").read_json()
         return float(info["submitted"]) if info and info.get("submitted") else None
 
     # -- cancelling ----------------------------------------------------------------------
@@ -504,8 +501,8 @@ class SlurmFleet:
         """The runner stops the job (the `cancel` file, and TERM through Slurm); a job still
         waiting in the queue is removed from it. What happened: requested | finished |
         missing."""
-        path = Path(job_dir)
-        if not path.is_dir():
+        path = self._at(job_dir)
+        if not path.exists():
             return "missing"
         if (path / "exit").exists():
             return "finished"
@@ -521,14 +518,14 @@ class SlurmFleet:
         return "requested"
 
 
-def attempt_dir_status(path: Path) -> JobStatus:
+def attempt_dir_status(path: ClusterPath) -> JobStatus:
     info = json.loads((path / "exit").read_text())
     return JobStatus("finished", exit_code=info.get("code"),
                      timed_out=bool(info.get("timed_out")),
                      cancelled=bool(info.get("cancelled")), record=info)
 
 
-def _heartbeat(path: Path) -> float | None:
+def _heartbeat(path: ClusterPath) -> float | None:
     try:
         return float((path / "hb").read_text() or 0)
     except (OSError, ValueError):
@@ -544,6 +541,6 @@ def cancel_job(hosts: HostsFile, store: Any, job_dir: str) -> str:
 
 
 def executor_from_config(hosts: HostsFile, store: Any) -> SlurmFleet:
-    if shutil.which("sbatch") is None:
+    if hosts.slurm is not None and hosts.slurm.login is None and shutil.which("sbatch") is None:
         log.warning("slurm: sbatch is not on PATH; jobs will wait until it is")
     return SlurmFleet(hosts, store, background=True)

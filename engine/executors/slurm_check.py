@@ -1,5 +1,5 @@
 """What `ideaforge hosts check` reports for a `[slurm]` target (the console's call is still to
-be wired): Slurm's commands, its controller, the partition, the GPUs its nodes offer, and
+be wired): the login node (over SSH), Slurm's commands, its controller, the partition, the GPUs its nodes offer, and
 whether a job on a compute node can write to the shared `workdir`.
 
 Each check is one line: its name, ok (True / False / None when it could not be told) and
@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import re
 import secrets
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.executors import slurm_cli
+from engine.executors.slurm_access import ClusterAccess, ClusterPath, SshAccess, access_for
 from engine.executors.slurm_cli import SlurmError
 from engine.executors.slurm_config import SlurmConfig
 
@@ -31,15 +30,12 @@ class CheckLine:
     detail: str
 
 
-def _sinfo(*args: str) -> list[str]:
+def _sinfo(access: ClusterAccess, *args: str) -> list[str]:
     try:
-        out = subprocess.run(["sinfo", "--noheader", *args], capture_output=True, text=True,
-                             timeout=30, check=False, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SlurmError(f"sinfo: {exc}", unreachable=True) from None
-    if out.returncode != 0:
-        raise SlurmError(f"sinfo failed: {' '.join(out.stderr.split())[:300]}", unreachable=True)
-    return [line for line in out.stdout.splitlines() if line.strip()]
+        out = access.run(["sinfo", "--noheader", *args])
+    except SlurmError as exc:
+        raise SlurmError(str(exc), unreachable=True) from None
+    return [line for line in out.splitlines() if line.strip()]
 
 
 def gpus_per_node(gres: str) -> int:
@@ -47,19 +43,38 @@ def gpus_per_node(gres: str) -> int:
     return max((int(n) for n in GRES_RE.findall(gres)), default=0)
 
 
-def check(cfg: SlurmConfig, workdir: Path, *, gpus_wanted: int = 1, wait_s: float = 120.0
-          ) -> list[CheckLine]:
-    """Every check, in order; a later one is skipped (ok None) where an earlier one failed."""
-    lines: list[CheckLine] = []
-    lacking = [c for c in COMMANDS if shutil.which(c) is None]
-    if lacking:
-        return [CheckLine("commands", False, f"{', '.join(lacking)} not on PATH: run ideaforge "
-                          "on a login node of the cluster (or load its Slurm module)")]
-    lines.append(CheckLine("commands", True, ", ".join(COMMANDS) + " found" +
-                           ("" if shutil.which("sacct") else "; no sacct (fine)")))
+def check(cfg: SlurmConfig, workdir: Path | str, *, gpus_wanted: int = 1,
+          wait_s: float = 120.0, accept_new: bool = False) -> list[CheckLine]:
+    """Every check, in order; a later one is skipped (ok None) where an earlier one failed.
+    With `[slurm] login`, each runs over SSH on the login node (`accept_new`: record its
+    unknown host key, as `hosts check --accept-new` does for SSH hosts)."""
+    access = access_for(cfg, accept_new=accept_new)
     try:
-        slurm_cli.squeue()
-        rows = [r.split("|") for r in _sinfo("--format=%P|%a|%G|%D")]
+        return _check(access, cfg, str(workdir), gpus_wanted, wait_s)
+    finally:
+        access.close()
+
+
+def _check(access: ClusterAccess, cfg: SlurmConfig, workdir: str, gpus_wanted: int,
+           wait_s: float) -> list[CheckLine]:
+    lines: list[CheckLine] = []
+    if isinstance(access, SshAccess):
+        try:
+            access.expand("~")
+        except SlurmError as exc:
+            return [CheckLine("login", False, str(exc))]
+        lines.append(CheckLine("login", True, f"{access.where[3:]} answers (host key "
+                               f"{access.host_key})"))
+    lacking = [c for c in COMMANDS if not access.which(c)]
+    if lacking:
+        return lines + [CheckLine("commands", False, f"{', '.join(lacking)} not on PATH "
+                                  f"{access.where}: run ideaforge on a login node of the "
+                                  "cluster (or load its Slurm module)")]
+    lines.append(CheckLine("commands", True, ", ".join(COMMANDS) + " found" +
+                           ("" if access.which("sacct") else "; no sacct (fine)")))
+    try:
+        slurm_cli.squeue(access)
+        rows = [r.split("|") for r in _sinfo(access, "--format=%P|%a|%G|%D")]
     except SlurmError as exc:
         return lines + [CheckLine("controller", False, f"Slurm does not answer: {exc}")]
     lines.append(CheckLine("controller", True, "squeue and sinfo answer"))
@@ -80,30 +95,31 @@ def check(cfg: SlurmConfig, workdir: Path, *, gpus_wanted: int = 1, wait_s: floa
                            f"up to {most} GPU(s) per node in {name}" +
                            ("" if most >= gpus_wanted else
                             f"; the profile wants {gpus_wanted}: one node must hold them all")))
-    lines.append(_workdir_check(cfg, workdir, name, wait_s))
+    lines.append(_workdir_check(access, cfg, workdir, name, wait_s))
     return lines
 
 
-def _workdir_check(cfg: SlurmConfig, workdir: Path, partition: str, wait_s: float
-                   ) -> CheckLine:
-    """A tiny job on a compute node writes a file into the workdir; this machine reads it."""
+def _workdir_check(access: ClusterAccess, cfg: SlurmConfig, workdir: str, partition: str,
+                   wait_s: float) -> CheckLine:
+    """A tiny job on a compute node writes a file into the workdir; ideaforge reads it."""
+    folder = ClusterPath(access, workdir)
+    probe = folder / f".ideaforge-check-{secrets.token_hex(4)}"
     try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / f".ideaforge-check-{secrets.token_hex(4)}"
-        probe.with_suffix(".here").write_text("ok\n")
-        probe.with_suffix(".here").unlink()
-    except OSError as exc:
-        return CheckLine("workdir", False, f"{workdir} is not writable here: {exc}")
+        access.makedirs(workdir)
+        (folder / f"{probe.name}.here").write_text("ok\n")
+        access.unlink(f"{probe}.here")
+    except (OSError, SlurmError) as exc:
+        return CheckLine("workdir", False, f"{workdir} is not writable {access.where}: {exc}")
     options = ["--job-name=ideaforge-check", "--nodes=1", "--ntasks=1", "--time=1",
                "--output=/dev/null", *cfg.sbatch_options()]
     if not cfg.partition:
         options.append(f"--partition={partition}")
-    script = workdir / f"{probe.name}.sh"
+    script = folder / f"{probe.name}.sh"
     script.write_text(f"#!/bin/bash\necho \"$(hostname -s)\" > {probe}\n")
     try:
-        job = slurm_cli.sbatch(options, str(script))
+        job = slurm_cli.sbatch(options, str(script), access=access)
     except SlurmError as exc:
-        script.unlink(missing_ok=True)
+        access.unlink(str(script))
         return CheckLine("workdir", False, f"a test job was refused: {exc}")
     end = time.monotonic() + wait_s
     try:
@@ -112,7 +128,7 @@ def _workdir_check(cfg: SlurmConfig, workdir: Path, partition: str, wait_s: floa
                 node = probe.read_text().strip()
                 return CheckLine("workdir", True, f"{workdir}: a job on {node} wrote to it")
             time.sleep(0.5)
-        rows = [r for r in slurm_cli.squeue() if r.slurm_id == job]
+        rows = [r for r in slurm_cli.squeue(access) if r.slurm_id == job]
         state = f"{rows[0].state} ({rows[0].reason})" if rows else "gone from the queue"
         if rows and rows[0].state in slurm_cli.PENDING:
             return CheckLine("workdir", None, f"the test job {job} still waits ({state}) after "
@@ -121,8 +137,11 @@ def _workdir_check(cfg: SlurmConfig, workdir: Path, partition: str, wait_s: floa
                          f"{workdir}: put [slurm] workdir on storage the compute nodes share")
     finally:
         try:
-            slurm_cli.scancel(job)
+            slurm_cli.scancel(job, access=access)
         except SlurmError:
             pass
         for path in (probe, script):
-            path.unlink(missing_ok=True)
+            try:
+                access.unlink(str(path))
+            except SlurmError:
+                pass

@@ -1,17 +1,19 @@
 """Slurm's own commands, as the Slurm executor calls them: sbatch, squeue, sacct, scancel.
 
-Each call is one subprocess with a time limit; what Slurm printed is parsed here and nowhere
+Each call is one command with a time limit, here or on the login node over SSH
+(engine/executors/slurm_access.py); what Slurm printed is parsed here and nowhere
 else. A failing command raises `SlurmError` with Slurm's own words; `unreachable` tells a
 controller that does not answer (try later) from a refusal (this job cannot be submitted).
 """
 
 from __future__ import annotations
 
-import getpass
-import os
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.executors.slurm_access import ClusterAccess
 
 #: squeue's fields: job id, state, reason, node list, elapsed time, comment (our tag).
 SQUEUE_FORMAT = "%i|%T|%r|%N|%M|%k"
@@ -41,34 +43,22 @@ class QueueRow:
     comment: str
 
 
-def _run(args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 30.0
-         ) -> str:
-    try:
-        proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout,
-                              env=env, check=False, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise SlurmError(f"{args[0]} is not installed here (not on PATH): run ideaforge on "
-                         "a login node of the cluster", unreachable=True) from None
-    except subprocess.TimeoutExpired:
-        raise SlurmError(f"{args[0]} did not answer within {timeout:.0f} s",
-                         unreachable=True) from None
-    if proc.returncode != 0:
-        said = " ".join((proc.stderr or proc.stdout).split())[:400] or "no message"
-        low = said.lower()
-        raise SlurmError(f"{args[0]} failed (exit {proc.returncode}): {said}",
-                         unreachable=any(w in low for w in UNREACHABLE_WORDS))
-    return proc.stdout
+def _run(args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 30.0,
+         access: ClusterAccess | None = None) -> str:
+    """The command, here or on the login node (engine/executors/slurm_access.py)."""
+    from engine.executors.slurm_access import LocalAccess
+
+    return (access or LocalAccess()).run(args, env=env, timeout=timeout)
 
 
-def user() -> str:
-    return os.environ.get("USER") or getpass.getuser()
-
-
-def squeue() -> list[QueueRow]:
+def squeue(access: ClusterAccess | None = None) -> list[QueueRow]:
     """Every job of this user that Slurm still remembers (finished ones for MinJobAge too):
     ONE call, whatever the number of jobs."""
-    out = _run(["squeue", "--noheader", "--states=all", f"--user={user()}",
-                f"--format={SQUEUE_FORMAT}"])
+    from engine.executors.slurm_access import LocalAccess
+
+    access = access or LocalAccess()
+    out = _run(["squeue", "--noheader", "--states=all", f"--user={access.user()}",
+                f"--format={SQUEUE_FORMAT}"], access=access)
     rows = []
     for line in out.splitlines():
         parts = line.split("|", 5)
@@ -77,13 +67,13 @@ def squeue() -> list[QueueRow]:
     return rows
 
 
-def sacct(slurm_ids: Sequence[str]) -> dict[str, str]:
+def sacct(slurm_ids: Sequence[str], access: ClusterAccess | None = None) -> dict[str, str]:
     """{Slurm job id: state} from accounting, for jobs squeue forgot. Raises SlurmError where
     there is no accounting ("Slurm accounting storage is disabled")."""
     if not slurm_ids:
         return {}
     out = _run(["sacct", "--noheader", "--parsable2", "--allocations",
-                f"--jobs={','.join(slurm_ids)}", "--format=JobIDRaw,State"])
+                f"--jobs={','.join(slurm_ids)}", "--format=JobIDRaw,State"], access=access)
     states = {}
     for line in out.splitlines():
         job, _, state = line.partition("|")
@@ -92,14 +82,15 @@ def sacct(slurm_ids: Sequence[str]) -> dict[str, str]:
     return states
 
 
-def sbatch(options: Sequence[str], script: str, env: dict[str, str] | None = None) -> str:
-    """Submit `script` (a path); the new job's id."""
-    out = _run(["sbatch", "--parsable", *options, script], env=env, timeout=60)
+def sbatch(options: Sequence[str], script: str, env: dict[str, str] | None = None,
+           access: ClusterAccess | None = None) -> str:
+    """Submit `script` (a path on the cluster); the new job's id."""
+    out = _run(["sbatch", "--parsable", *options, script], env=env, timeout=60, access=access)
     job = out.strip().split(";")[0]
     if not job.isdigit():
         raise SlurmError(f"sbatch printed no job id: {out.strip()[:200]!r}")
     return job
 
 
-def scancel(slurm_id: str, *extra: str) -> None:
-    _run(["scancel", *extra, slurm_id])
+def scancel(slurm_id: str, *extra: str, access: ClusterAccess | None = None) -> None:
+    _run(["scancel", *extra, slurm_id], access=access)

@@ -1,8 +1,9 @@
 """hosts.toml's `[slurm]` table: run jobs through a Slurm cluster's own queue.
 
 Parsing and validation only (every field: hosts.toml.example). ideaforge runs on a login node
-and calls the local `sbatch`, `squeue`, `sacct` and `scancel`; the attempt directories live in
-`workdir`, which the compute nodes must see (shared storage).
+and calls the local `sbatch`, `squeue`, `sacct` and `scancel`, or reaches one over SSH
+(`login`, parsed in engine/executors/hosts.py); the attempt directories live in `workdir`,
+which the compute nodes must see (shared storage).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.executors.hosts import _Checker
+    from engine.executors.hosts import Endpoint, _Checker
 
 SLURM_FIELDS = {"partition", "account", "qos", "constraint", "extra_sbatch", "workdir",
                 "python", "max_queued", "cpus_per_gpu", "mem_per_gpu", "time_margin_s",
                 "poll_interval", "unreachable_after"}
+#: `login = "user@host"` and how to reach it (as a [[hosts]] entry): engine/executors/hosts.py.
+LOGIN_FIELDS = {"login", "port", "identity_file", "known_hosts", "connect_timeout", "jump"}
 #: Options ideaforge sets itself: an `extra_sbatch` line may not set them again.
 OWN_OPTIONS = ("--job-name", "--comment", "--output", "--error", "--gres", "--gpus", "--time",
                "--signal", "--chdir", "--nodes", "--ntasks", "--array", "--wrap", "-J", "-o",
@@ -42,6 +45,8 @@ class SlurmConfig:
     time_margin_s: float = 300.0  # Slurm's --time = the job's own limit + grace + this
     poll_interval: float = 5.0  # seconds between the squeue calls
     unreachable_after: float = 120.0  # squeue failing this long: the jobs are unreachable
+    login: Endpoint | None = None  # SSH to this login node (None: ideaforge runs on one)
+    jump: Endpoint | None = None  # through this jump host
 
     def sbatch_options(self) -> list[str]:
         """The site's options, in the order they are written into the script."""
@@ -53,7 +58,7 @@ class SlurmConfig:
 
 def parse(chk: _Checker, table: Mapping[str, Any]) -> SlurmConfig:
     """The `[slurm]` table; a HostsError naming the field when a value cannot work."""
-    chk.known(table, SLURM_FIELDS)
+    chk.known(table, SLURM_FIELDS | LOGIN_FIELDS)
     words = {}
     for key in ("partition", "account", "qos", "constraint"):
         value = chk.get(table, key, str, None)

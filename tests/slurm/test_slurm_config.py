@@ -17,9 +17,12 @@ def test_the_documented_slurm_table_parses(tmp_path: Path) -> None:
     toml = "\n".join(line[2:] for line in block if line.startswith("# ") and "=" in line
                      or line == "# [slurm]")
     path = tmp_path / "slurm.toml"
-    path.write_text(toml)
-    cfg = load(path).slurm
+    path.write_text(toml + '\n[jump_hosts.bastion]\naddress = "bastion.example.edu"\n')
+    cfg = load(path, check_files=False).slurm
     assert cfg is not None and cfg.partition == "gpu" and cfg.max_queued == 16
+    assert cfg.login is not None and cfg.jump is not None and cfg.jump.name == "bastion"
+    assert (cfg.login.login_user(), cfg.login.address, cfg.login.port) == (
+        "alice", "login.cluster.example.edu", 22)
     assert cfg.sbatch_options() == ["--partition=gpu", "--account=my-lab", "--qos=normal",
                                     "--constraint=h100", "--mail-type=NONE", "--exclusive"]
     assert cfg.mem_per_gpu == "64G" and cfg.cpus_per_gpu == 8
@@ -33,6 +36,13 @@ def test_the_documented_slurm_table_parses(tmp_path: Path) -> None:
     ('[slurm]\nmem_per_gpu = "lots"\n', "field 'mem_per_gpu' must be a Slurm size"),
     ('[slurm]\nworkdir = "shared"\n', "field 'workdir' must be an absolute path"),
     ('[slurm]\n[[hosts]]\nname = "a"\naddress = "b"\n', "[[hosts]] are both set"),
+    ('[slurm]\nlogin = "a@"\nworkdir = "/w"\n', "field 'login' must be \"user@host\""),
+    ('[slurm]\nlogin = "a@b"\n', "field 'workdir' must be an absolute path on the cluster"),
+    ('[slurm]\nlogin = "a@b"\nworkdir = "~/w"\n', "run `echo ~`"),
+    ('[slurm]\nport = 2222\n', "field 'port' only applies with login"),
+    ('[slurm]\nlogin = "b"\nworkdir = "/w"\njump = "x"\n', "names 'x', which is not a"),
+    ('[slurm]\nlogin = "b"\nworkdir = "/w"\nidentity_file = "/nope"\n',
+     "identity_file' names /nope, which does not exist"),
 ])
 def test_a_bad_slurm_table_is_refused_with_one_line(body: str, needle: str, tmp_path: Path,
                                                     toy_env: Path) -> None:

@@ -27,21 +27,91 @@ from collections import deque
 from dataclasses import dataclass
 
 STOP = "</answer>"
-# "... reasoning </think> <answer> final answer </answer>" (the response starts inside <think>).
-_R1_ZERO = re.compile(r"^(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*$", re.DOTALL)
-_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+# The reference's format check, literally: "... reasoning </think> <answer> final answer </answer>"
+# (the response starts inside <think>; one space between the tags, no other whitespace).
+FORMAT_MARK = "</think> <answer>"
 
 
 def extract_r1_zero_answer(response: str) -> str | None:
-    """The answer of a well-formed response, or None when the format is broken."""
-    match = _R1_ZERO.match(response)
-    if match is None:
+    """The answer of a well-formed response ("" when the tags hold nothing: well formed, wrong),
+    or None when the format is broken.
+
+    As the reference: the response must hold the literal "</think> <answer>" and "</answer>";
+    the answer is the text after the last "<answer>". Stricter, for responses the stop string
+    never produces (sampling stops at the first "</answer>"): exactly one "</answer>", and
+    nothing but whitespace after it."""
+    if FORMAT_MARK not in response or response.count(STOP) != 1:
         return None
-    think, answer = match.group("think"), match.group("answer")
-    if any(tag in think for tag in _TAGS) or any(tag in answer for tag in _TAGS):
+    answer, stop, after = response.rsplit("<answer>", 1)[1].partition(STOP)
+    if not stop or after.strip():
         return None
-    answer = answer.strip()
-    return answer or None
+    return answer.strip()
+
+
+# Relations math-verify reads as "the last side is the answer": "41 = 42" would count as 42.
+_RELATION = re.compile(r"=|\\approx|\\simeq|\\equiv|≈")
+# A side that only names the unknown ("x", "y_1", "\\theta", "f(x)", "AB"), which a final
+# "x = 5" may carry.
+_NAME = re.compile(r"^(?:[A-Za-z]{1,3}|\\[A-Za-z]+)(?:_\{?[A-Za-z0-9]+\}?)?(?:\([A-Za-z]\))?$")
+# A number written in a base: 1011_2, 1011_{2}, 10_{16} (not a name such as x_1)
+_BASE = re.compile(r"(?<![A-Za-z\\])([0-9][0-9A-F]*)_\{?([0-9]+)\}?")
+# A unit (\text{ cm}, \mbox{m}, \mathrm{km}) and the power it is raised to (none = 1)
+_UNIT = re.compile(r"\\(?:text|mbox|mathrm)\{\s*([A-Za-z]+)\s*\}(?:\^\{?([0-9]+)\}?)?")
+
+
+def _top_level_split(text: str, pattern: re.Pattern) -> list[str]:
+    """text split at matches of pattern that are outside (), [] and {}."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(text):
+        ch = text[i]
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0:
+            match = pattern.match(text, i)
+            if match:
+                parts.append(text[start:i])
+                start = i = match.end()
+                continue
+        i += 1
+    parts.append(text[start:])
+    return [part.strip() for part in parts]
+
+
+def answer_sides(gold: str, answer: str) -> list[str]:
+    """The sides of the answer that must each equal the gold: "x = 5" -> ["5"], "41 = 42" ->
+    ["41", "42"], "42 \\approx 41" -> ["42", "41"]; sides that only name the unknown are
+    dropped. The whole answer when the gold is itself a relation (an equation answer), or when
+    the answer lists several things (a top-level comma: "x = 1, y = 2")."""
+    if _RELATION.search(gold) or _top_level_split(answer, re.compile(",")) != [answer.strip()]:
+        return [answer]
+    sides = _top_level_split(answer, _RELATION)
+    if len(sides) == 1:
+        return [answer]
+    values = [side for side in sides if side and not _NAME.match(side.strip("$ "))]
+    return values or [answer]
+
+
+def _bases(text: str) -> list[int]:
+    return [int(base) for _, base in _BASE.findall(text)]
+
+
+def notation_differs(gold: str, answer: str) -> bool:
+    """True when the answer's number base or its unit's power differs from the gold's, which
+    math-verify ignores (it drops subscripts and units): 1011_2 vs 1011_3 or 1011 (a number
+    without a base is base 10: 5 vs 5_{10} agree), 5 cm^2 vs 5 cm^3, 12 cm vs 12 cm^2. Units
+    themselves may be left out (5 vs 5 cm^2 is not a difference)."""
+    gold_bases, answer_bases = _bases(gold), _bases(answer)
+    if gold_bases or answer_bases:
+        if (gold_bases or [10]) != (answer_bases or [10]):
+            return True
+    gold_units, answer_units = _UNIT.findall(gold), _UNIT.findall(answer)
+    if gold_units and answer_units:
+        def powers(units):
+            return [int(power or 1) for _, power in units]
+        return powers(gold_units) != powers(answer_units)
+    return False
 
 
 def _normalise(text: str) -> str:
@@ -53,7 +123,18 @@ def _normalise(text: str) -> str:
 
 
 def equivalent(gold: str, answer: str) -> bool:
-    """math-verify equivalence, gold first. Unbounded in time: call it through `Grader`."""
+    """math-verify equivalence, gold first, made stricter where math-verify accepts a wrong
+    answer: every side of a relation must equal the gold (answer_sides), and bases and unit
+    powers must agree (notation_differs). Unbounded in time: call it through `Grader`."""
+    if notation_differs(gold, answer):
+        return False
+    sides = answer_sides(gold, answer)
+    if sides != [answer]:
+        return all(_verify(gold, side) for side in sides)
+    return _verify(gold, answer)
+
+
+def _verify(gold: str, answer: str) -> bool:
     from math_verify import parse, verify
 
     gold_parsed = parse("\\boxed{" + gold + "}", parsing_timeout=None)
@@ -218,7 +299,7 @@ class Score:
 
 def grade_r1_zero(responses: list[str], golds: list[str], grader: Grader) -> list[Score]:
     answers = [extract_r1_zero_answer(r) for r in responses]
-    to_check = [i for i, a in enumerate(answers) if a is not None]
+    to_check = [i for i, a in enumerate(answers) if a]  # an empty answer is wrong: no parser
     verdicts = grader.equivalent_many([(golds[i], answers[i]) for i in to_check])  # type: ignore[misc]
     correct = [False] * len(responses)
     for i, ok in zip(to_check, verdicts):

@@ -94,7 +94,8 @@ def test_equivalent_forms_are_accepted_and_wrong_answers_rejected(grader):
         "2+2 is 4 <answer> 4 </answer>",  # no </think>
         "2+2 is 4 </think> 4",  # no answer tags
         "2+2 is 4 </think> <answer> 4",  # unterminated
-        "2+2 is 4 </think> <answer>  </answer>",  # empty answer
+        "2+2 is 4 </think><answer> 4 </answer>",  # not the literal "</think> <answer>"
+        "2+2 is 4 </think>\n<answer> 4 </answer>",
         "2+2 </think> <answer> 3 </answer> </think> <answer> 4 </answer>",  # two answers
         "2+2 is 4 </think> <answer> 4 </answer> and more text",  # text after the answer
     ],
@@ -108,12 +109,13 @@ def test_malformed_responses_get_no_reward(env, grader, response):
 def test_r1_zero_reward_separates_format_from_accuracy(env, grader):
     responses = [
         "half of one </think> <answer> \\frac{1}{2} </answer>",
-        "half of one </think><answer>0.5</answer>",
+        "half of one </think> <answer>0.5</answer>",
         "a guess </think> <answer> 7 </answer>",
+        "no idea </think> <answer>  </answer>",  # well formed, nothing to grade: wrong
     ]
-    scores = env.grader.grade_r1_zero(responses, ["1/2", "\\frac12", "8"], grader)
+    scores = env.grader.grade_r1_zero(responses, ["1/2", "\\frac12", "8", "8"], grader)
     assert [(s.reward, s.format_ok, s.correct) for s in scores] == [
-        (1.0, True, True), (1.0, True, True), (0.0, True, False)]
+        (1.0, True, True), (1.0, True, True), (0.0, True, False), (0.0, True, False)]
 
 
 def test_a_pathological_answer_is_bounded_in_time_even_off_the_main_thread(env):

@@ -355,3 +355,62 @@ def test_the_code_runs_on_the_python_its_pyproject_names(env):
     for path in [*ENV_DIR.glob("*.py"), *ENV_DIR.glob("*.sh"), *ENV_DIR.glob("scripts/*")]:
         text = path.read_text()
         assert [name for name in PY311_ONLY if name in text] == [], path.name
+
+
+# ---------------------------------------------------------------- grading
+
+
+@pytest.fixture(scope="module")
+def grader(env):
+    pytest.importorskip("math_verify")
+    with env.grader.Grader(workers=2, timeout_s=3.0) as g:
+        yield g
+
+
+# math-verify alone accepts every one of these (it reads a relation's last side as the answer,
+# and drops subscripts and units); each is wrong.
+WRONG_BUT_MATH_VERIFY_ACCEPTS = [
+    ("42", "41 = 42"),
+    ("42", "42 \\approx 41"),
+    ("1011_2", "1011_3"),  # another base
+    ("1011_2", "1011"),  # no base: base 10
+    ("10_8", "10_{16}"),
+    ("5\\text{ cm}^2", "5\\text{ cm}^3"),  # another power of the unit
+    ("12\\text{ cm}", "12\\text{ cm}^2"),
+]
+STILL_RIGHT = [
+    ("42", "x = 42"),
+    ("42", "42 \\approx 42"),
+    ("\\frac12", "x \\approx 0.5"),
+    ("3", "x_1 = 3"),  # a subscripted name is not a base
+    ("8", "\\log_2 256 = 8"),
+    ("1011_2", "1011_{2}"),
+    ("5", "5_{10}"),
+    ("5\\text{ cm}^2", "5"),  # units may be left out
+    ("5\\text{ cm}^2", "5 \\text{ cm}^2"),
+    ("(1,2)", "x = 1, y = 2"),
+    ("y = 2x + 3", "y = 3 + 2x"),  # an equation answer is compared whole
+]
+
+
+def test_wrong_answers_math_verify_accepts_are_rejected(grader):
+    verdicts = grader.equivalent_many(WRONG_BUT_MATH_VERIFY_ACCEPTS + STILL_RIGHT)
+    got = dict(zip(WRONG_BUT_MATH_VERIFY_ACCEPTS + STILL_RIGHT, verdicts))
+    assert [pair for pair in WRONG_BUT_MATH_VERIFY_ACCEPTS if got[pair]] == []
+    assert [pair for pair in STILL_RIGHT if not got[pair]] == []
+
+
+@pytest.mark.parametrize(("response", "answer"), [
+    ("so 4 </think> <answer> 4 </answer>", "4"),
+    ("so 4 </think> <answer> 4 </answer>\n", "4"),
+    ("so 4 </think> <answer>\\boxed{4}</answer>", "\\boxed{4}"),
+    ("so <answer> 3 </think> <answer> 4 </answer>", "4"),  # the last <answer>, as the reference
+    ("a </think> b </think> <answer> 4 </answer>", "4"),
+    ("so </think> <answer>  </answer>", ""),  # well formed, empty: wrong, not malformed
+    ("so 4 </think><answer> 4 </answer>", None),  # the reference's literal "</think> <answer>"
+    ("so 4 </think>  <answer> 4 </answer>", None),
+    ("so 4 </think>\n<answer> 4 </answer>", None),
+    ("so 4 </think> <answer> 4", None),
+])
+def test_the_format_is_the_references(env, response, answer):
+    assert env.grader.extract_r1_zero_answer(response) == answer

@@ -387,7 +387,10 @@ def _cancel_slurm(store: Any, job: Any) -> str:
     if hosts.slurm is None:
         raise _usage(f"job {job.id} ran through Slurm, but {hosts.path} has no [slurm] table "
                      "any more: put it back to cancel the job")
-    return slurm.cancel_job(hosts, store, job.job_dir)
+    try:
+        return slurm.cancel_job(hosts, store, job.job_dir)
+    except slurm.SlurmError as exc:  # (its login node, over SSH, does not answer)
+        raise _usage(f"cannot reach Slurm to cancel job {job.id}: {exc}") from None
 
 
 def _cancel_remote(store: Any, job: Any) -> str:

@@ -231,7 +231,7 @@ def _slurm_login(chk: _Checker, table: Mapping[str, Any], cfg: SlurmConfig,
         raise chk.fail("login", f"must be \"user@host\" or \"host\" (a login node of the "
                        f"cluster), got {login!r}")
     row = {k: v for k, v in table.items() if k in ENDPOINT_FIELDS - {"address", "user"}}
-    ep = _endpoint(chk, "login", {**row, "address": address, **({"user": user} if at else {})},
+    ep = _endpoint(chk, address, {**row, "address": address, **({"user": user} if at else {})},
                    {}, check_files)
     jump = None
     jump_name = chk.get(table, "jump", str, None)

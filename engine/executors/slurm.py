@@ -298,6 +298,13 @@ class SlurmFleet:
 
     # -- watching ------------------------------------------------------------------------
     def watch(self, host: str, items: Sequence[WatchItem]) -> dict[int, JobReport] | None:
+        try:
+            return self._watch(items)
+        except SlurmError as exc:  # the login node stopped answering mid-read: as squeue
+            self.error = str(exc)
+            return None
+
+    def _watch(self, items: Sequence[WatchItem]) -> dict[int, JobReport] | None:
         rows = self._rows  # (the poller replaces it whole: read it once)
         if rows is None:
             return None  # squeue failed: nothing is known, nothing is concluded
@@ -534,10 +541,14 @@ def _heartbeat(path: ClusterPath) -> float | None:
 
 def cancel_job(hosts: HostsFile, store: Any, job_dir: str) -> str:
     """Cancel one job from outside the engine (`ideaforge cancel`, `stop --cancel-jobs`):
-    what `SlurmFleet.cancel` answered."""
+    what `SlurmFleet.cancel` answered. Raises SlurmError where the cluster (its login node)
+    cannot be reached."""
     fleet = SlurmFleet(hosts, store)
-    fleet.refresh(force=True)  # a running job gets TERM through Slurm; a queued one leaves
-    return fleet.cancel(HOST, job_dir)
+    try:
+        fleet.refresh(force=True)  # a running job gets TERM through Slurm; a queued one leaves
+        return fleet.cancel(HOST, job_dir)
+    finally:
+        fleet.access.close()
 
 
 def executor_from_config(hosts: HostsFile, store: Any) -> SlurmFleet:

@@ -251,7 +251,8 @@ class SshAccess(ClusterAccess):
             code, out, err = conn.run(line, timeout=timeout)
         except SshError as exc:
             self.close()
-            raise SlurmError(f"{args[0]} {self.where}: {exc}", unreachable=True) from None
+            raise SlurmError(f"login node {self.login.address}: {args[0]}: {exc}",
+                             unreachable=True) from None
         text_out, text_err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
         if code == 127:
             raise SlurmError(f"{args[0]} is not installed {self.where} (not on its PATH): "

@@ -9,6 +9,7 @@ import getpass
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,11 +38,21 @@ class LoginNode(SshdHost):
 
 
 @pytest.fixture
-def login(slurm: Cluster, ssh_keys: Path, tmp_path: Path) -> Iterator[Path]:  # noqa: F811
-    """hosts.toml whose [slurm] table reaches the cluster through the login node."""
+def login_node(slurm: Cluster, ssh_keys: Path, tmp_path: Path  # noqa: F811
+               ) -> Iterator[LoginNode]:
     node = LoginNode(tmp_path / "hosts", "login", ssh_keys / "user.pub", ssh_keys / "host_a",
                      0)
     node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def login(login_node: LoginNode, ssh_keys: Path, tmp_path: Path) -> Path:  # noqa: F811
+    """hosts.toml whose [slurm] table reaches the cluster through the login node."""
+    node = login_node
     known = tmp_path / "known_hosts"
     pub = (ssh_keys / "host_a.pub").read_text().split()
     known.write_text(f"[127.0.0.1]:{node.port} {pub[0]} {pub[1]}\n")
@@ -50,10 +61,7 @@ def login(slurm: Cluster, ssh_keys: Path, tmp_path: Path) -> Iterator[Path]:  # 
                      f'identity_file = "{ssh_keys / "user"}"\nknown_hosts = "{known}"\n'
                      f'workdir = "{tmp_path / "cluster"}"\npython = "{sys.executable}"\n'
                      "poll_interval = 0.2\ntime_margin_s = 60\n")
-    try:
-        yield hosts
-    finally:
-        node.stop()
+    return hosts
 
 
 def _no_local_slurm(tmp_path: Path) -> dict[str, str]:
@@ -107,6 +115,26 @@ def test_cancel_over_ssh_stops_a_running_job(login: Path, toy_env: Path,
     fleet.access.close()
 
 
+def test_a_login_node_that_stops_answering_concludes_nothing(
+        login: Path, login_node: LoginNode, toy_env: Path, tmp_path: Path) -> None:
+    fleet = SlurmFleet(load_hosts(login), Store(tmp_path / "ws"))
+    job_dir = fleet.job_dir(HOST, 1, 1)
+    outcome = fleet.launch(HOST, _spec(toy_env, "sleep 2; python train.py", 1, 1), job_dir)
+    assert outcome is not None and outcome.error is None, (outcome, fleet.error)
+    item = WatchItem(1, job_dir, 0, 0)
+    _until(fleet, [item], {"running"})
+    login_node.stop()  # the job goes on on its node; ideaforge can no longer see it
+    fleet.refresh(force=True)
+    assert fleet.watch(HOST, [item]) is None and fleet.down_since is not None
+    assert "login node 127.0.0.1" in (fleet.error or ""), fleet.error
+    time.sleep(3)  # it ends meanwhile
+    login_node.start()  # back: the same connection settings, a new connection
+    report = _until(fleet, [item], {"finished"})[1]
+    assert report.status.exit_code == 0 and fleet.down_since is None
+    assert [(p["name"], p["value"]) for p in report.points][-1] == ("score", 5.0)
+    fleet.access.close()
+
+
 def test_hosts_check_passes_for_the_login_target(login: Path, toy_env: Path,
                                                  tmp_path: Path) -> None:
     proc = cli("hosts", "check", "--hosts", str(login), "--env", str(toy_env),
@@ -115,3 +143,17 @@ def test_hosts_check_passes_for_the_login_target(login: Path, toy_env: Path,
     for name in ("login: ok", "commands: ok", "controller: ok", "partition: ok: debug",
                  "gpus: ok: up to 4", f"workdir: ok: {tmp_path / 'cluster'}: a job on "):
         assert f"  {name}" in proc.stdout, proc.stdout
+
+
+def test_an_unknown_login_host_key_fails_the_check_until_accepted(
+        login: Path, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text("")  # the login node's key was never recorded
+    proc = cli("hosts", "check", "--hosts", str(login), workspace=tmp_path / "ws", timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "  login: FAILED" in proc.stdout and "--accept-new" in proc.stdout, proc.stdout
+    assert known.read_text() == ""
+    proc = cli("hosts", "check", "--hosts", str(login), "--accept-new",
+               workspace=tmp_path / "ws", timeout=60)
+    assert proc.returncode == 0 and "  login: ok" in proc.stdout, proc.stdout + proc.stderr
+    assert "127.0.0.1" in known.read_text()

@@ -329,13 +329,18 @@ class IdeaBoard(ReportsWorkerErrors, ScrollView, can_focus=True):
         self.call_after_refresh(self._reveal_cursor)
         self._highlight()
 
-    def _reveal_cursor(self) -> bool:
+    def _reveal_cursor(self, tries: int = 0) -> bool:
         """Scroll so that the cursor's row is on screen; True if it scrolled."""
         top = int(self.scroll_y)
         if self.cursor < top:
             self.scroll_to(y=self.cursor, animate=False)
         elif self.cursor >= top + self.page_rows:
-            self.scroll_to(y=self.cursor - self.page_rows + 1, animate=False)
+            want = self.cursor - self.page_rows + 1
+            self.scroll_to(y=want, animate=False)
+            if want > self.max_scroll_y and tries < 20:
+                # the layout has not caught up with a new virtual height yet (a loaded
+                # machine): the scroll was clamped, so try again after the next refresh
+                self.call_after_refresh(self._reveal_cursor, tries + 1)
         else:
             return False
         return True

@@ -103,9 +103,8 @@ def notation_differs(gold: str, answer: str) -> bool:
     without a base is base 10: 5 vs 5_{10} agree), 5 cm^2 vs 5 cm^3, 12 cm vs 12 cm^2. Units
     themselves may be left out (5 vs 5 cm^2 is not a difference)."""
     gold_bases, answer_bases = _bases(gold), _bases(answer)
-    if gold_bases or answer_bases:
-        if (gold_bases or [10]) != (answer_bases or [10]):
-            return True
+    if (gold_bases or answer_bases) and (gold_bases or [10]) != (answer_bases or [10]):
+        return True
     gold_units, answer_units = _UNIT.findall(gold), _UNIT.findall(answer)
     if gold_units and answer_units:
         def powers(units):
@@ -126,6 +125,9 @@ def equivalent(gold: str, answer: str) -> bool:
     """math-verify equivalence, gold first, made stricter where math-verify accepts a wrong
     answer: every side of a relation must equal the gold (answer_sides), and bases and unit
     powers must agree (notation_differs). Unbounded in time: call it through `Grader`."""
+    answer = answer.strip()
+    if answer.endswith(".") and not answer.endswith("\\."):  # "9." closes a sentence
+        answer = answer[:-1].rstrip()
     if notation_differs(gold, answer):
         return False
     sides = answer_sides(gold, answer)
@@ -283,7 +285,7 @@ class Grader:
                     w.kill()
         self._workers = []
 
-    def __enter__(self) -> Grader:  # (no Self annotation: Python 3.10 has none)
+    def __enter__(self) -> Grader:  # noqa: PYI034  (no Self annotation: Python 3.10 has none)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -390,6 +390,8 @@ STILL_RIGHT = [
     ("5\\text{ cm}^2", "5 \\text{ cm}^2"),
     ("(1,2)", "x = 1, y = 2"),
     ("y = 2x + 3", "y = 3 + 2x"),  # an equation answer is compared whole
+    ("9", "9."),  # the full stop that ends a sentence
+    ("\\frac{14}{3}", "\\frac{14}{3}."),
 ]
 
 
@@ -414,3 +416,23 @@ def test_wrong_answers_math_verify_accepts_are_rejected(grader):
 ])
 def test_the_format_is_the_references(env, response, answer):
     assert env.grader.extract_r1_zero_answer(response) == answer
+
+
+def test_the_benchmarks_reading_of_the_reference_rules():
+    """bench/grpo_reference_rules.py restates the reference's rules; pin what the agreement
+    benchmark relies on, including the reference's own quirks."""
+    sys.path.insert(0, str(ENV_DIR.parents[1] / "bench"))
+    try:
+        rules = importlib.import_module("grpo_reference_rules")
+    finally:
+        sys.path.pop(0)
+    grade = rules.reference_grade
+    assert grade("so </think> <answer> \\boxed{\\dfrac{1}{2}} </answer>", "\\frac12") == (True, True)
+    assert grade("so </think><answer> 4 </answer>", "4") == (False, False)
+    assert grade("so </think> <answer> 0.5 </answer>", "\\frac{1}{2}") == (True, True)
+    assert grade("so </think> <answer> 180 miles </answer>", "180") == (True, True)
+    assert grade("so </think> <answer> \\frac{2}{4} </answer>", "\\frac{1}{2}") == (True, False)
+    assert grade("so </think> <answer> 5 = 4 </answer>", "4") == (True, True)  # its "k =" rule
+    assert grade("so </think> <answer> 41 = 42 </answer>", "42") == (True, False)
+    assert grade("so </think> <answer> 9. </answer>", "9") == (True, True)
+    assert grade("so </think> <answer> \\boxed{4 </answer>", "4") == (True, False)

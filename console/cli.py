@@ -177,21 +177,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _idea_dict(i: Any, baseline: float | None = None, goal: str | None = None
-               ) -> dict[str, Any]:
-    """An idea as JSON. `delta`: its score against the baseline; with the search's `goal`,
-    signed so that positive means better than the baseline (the raw difference without)."""
+def _idea_dict(i: Any, baseline: float | None = None) -> dict[str, Any]:
+    """An idea as JSON. `delta`: its score minus the baseline's, as the board's Δ column and
+    every export since the first round (which side is better follows the metric's goal)."""
     d = i.to_dict()
     d["parents"] = list(i.parents)
-    d["delta"] = _delta(i.score, baseline, goal or "maximize")
+    d["delta"] = _delta(i.score, baseline)
     return d
 
 
-def _delta(score: float | None, baseline: float | None, goal: str) -> float | None:
-    """How much better than the baseline (positive: better, whichever way the metric goes)."""
+def _delta(score: float | None, baseline: float | None) -> float | None:
+    """score − baseline: negative is better for a metric to minimize, positive to maximize."""
     if score is None or baseline is None:
         return None
-    return score - baseline if goal == "maximize" else baseline - score
+    return score - baseline
 
 
 #: `ideas --sort`: id order (as stored), best score first, by status, most runs first.
@@ -225,7 +224,7 @@ def cmd_ideas(args: argparse.Namespace) -> int:
     ideas = _sorted_ideas(ops.list_ideas(store, s.id, args.epoch), args.sort, s.goal)
     if args.json:
         checked = console_queries.verifications(store, search_id=s.id)
-        _print_json([{**_idea_dict(i, s.baseline, s.goal),
+        _print_json([{**_idea_dict(i, s.baseline),
                       **_verification_dict(checked.get(i.id, verification.UNKNOWN))}
                      for i in ideas])
         return 0
@@ -236,15 +235,15 @@ def cmd_ideas(args: argparse.Namespace) -> int:
     for i in ideas:
         q = " [quarantine]" if i.quarantine == "pending" else ""
         twin = f" [≈ #{i.twin_of}]" if i.twin_of else ""
-        delta = _delta(i.score, s.baseline, s.goal)
+        delta = _delta(i.score, s.baseline)
         sys.stdout.write(f"{i.id:>5} {i.epoch:>3} {i.origin:<8} {i.status:<16} "
                          f"{standing.score_text(i):>23} {standing.mark(i) or ' '} "
                          f"{'-' if delta is None else f'{delta:+.4f}':>9} "
                          f"{i.attempts:>3}  {i.title[:60]}{q}{twin}\n")
     if s.baseline is not None and any(i.score is not None for i in ideas):
-        sys.stdout.write(f"Δ: better than the baseline {s.baseline:.4f} by this much "
-                         f"(positive is better; {s.metric_name} is to "
-                         f"{'maximize' if s.goal == 'maximize' else 'minimize'})\n")
+        sys.stdout.write(f"Δ: score − baseline {s.baseline:.4f} ({s.metric_name} is to "
+                         f"{'maximize: positive' if s.goal == 'maximize' else 'minimize: negative'}"
+                         " is better)\n")
     if any(i.confirmation for i in ideas):
         sys.stdout.write("score: the mean of the idea's runs ± its standard error ×runs; "
                          "✓ confirmed by repeats, ○ unconfirmed, ✗ refuted\n")
@@ -495,9 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--epoch", type=int, help="only this epoch's ideas (epochs count from 0)")
     x.add_argument("--sort", choices=IDEA_SORTS, default="id", help="order: id (as "
                    "proposed), score (best first, unscored last), status, runs (most first)")
-    x.add_argument("--json", action="store_true", help="print JSON; `delta` is the score's "
-                   "gain over the baseline, positive when better (for a metric to minimize, "
-                   "baseline − score)")
+    x.add_argument("--json", action="store_true", help="print JSON; `delta` is score − baseline "
+                   "(as the board's Δ: negative is better for a metric to minimize)")
     x = add("show", cmd_show, "one idea: text, note, attempts, diff, jobs")
     x.add_argument("idea", type=int, help="the idea's id")
     x.add_argument("--json", action="store_true", help="print JSON instead of text")

@@ -65,7 +65,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     job["metrics"] = [{"name": m.name, "step": m.step, "value": m.value,
                                        "time_s": m.time_s} for m in lines.get(j.id, ())]
                 jobs.append(job)
-            rows.append({**_idea_dict(i, s.baseline, s.goal), "jobs": jobs})
+            rows.append({**_idea_dict(i, s.baseline), "jobs": jobs})
         _print_json({"search": _status_dict(store, s), "ideas": rows})
     elif args.metrics:
         w = csv.DictWriter(sys.stdout, fieldnames=METRIC_COLUMNS)
@@ -79,7 +79,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         w = csv.DictWriter(sys.stdout, fieldnames=IDEA_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for i in ideas:
-            r = _idea_dict(i, s.baseline, s.goal)
+            r = _idea_dict(i, s.baseline)
             w.writerow({**r, "parents": " ".join(map(str, r["parents"])),
                         **_run_times(runs.get(i.id, []))})
     if args.patched:

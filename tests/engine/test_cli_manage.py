@@ -52,8 +52,8 @@ def test_status_names_the_best_idea_and_ideas_sort_with_a_delta(toy_env: Path,
     assert [i["title"] for i in by_score][:4] == [ideas[w]["title"] for w in
                                                    ("bonus A", "bonus B", "baseline", "bonus C")]
     assert by_score[-1]["id"] == ideas["crashes"]["id"]  # unscored last
-    # Δ: positive is better, for a metric to minimize too
-    assert [i["delta"] for i in by_score] == [1.0, 0.5, 0.0, -1.0, None]
+    # Δ: score − baseline, as on the board and in export (the toy's score is to minimize)
+    assert [i["delta"] for i in by_score] == [-1.0, -0.5, 0.0, 1.0, None]
     assert [i["id"] for i in _json(workspace, "ideas", "t")] == sorted(
         i["id"] for i in by_score)  # the default order is as before: by id
     assert [i["status"] for i in _json(workspace, "ideas", "t", "--sort", "status")] == [
@@ -61,9 +61,9 @@ def test_status_names_the_best_idea_and_ideas_sort_with_a_delta(toy_env: Path,
     rows = cli("ideas", "t", "--sort", "score", workspace=workspace, check=True).stdout
     lines = rows.splitlines()
     assert "Δ" in lines[0]
-    assert "+1.0000" in lines[1] and "Raise bonus A" in lines[1]
-    assert "-1.0000" in lines[4] and "bonus C" in lines[4]
-    assert "positive is better" in rows and "minimize" in rows
+    assert "-1.0000" in lines[1] and "Raise bonus A" in lines[1]
+    assert "+1.0000" in lines[4] and "bonus C" in lines[4]
+    assert "score − baseline 5.0000 (score is to minimize: negative is better)" in rows
     bad = cli("ideas", "t", "--sort", "title", workspace=workspace)
     assert bad.returncode == 2 and "invalid choice: 'title'" in bad.stderr
 

@@ -133,10 +133,12 @@ def running(store: Store, search_id: int | None = None) -> dict[int, JobProgress
             tail = s.exec(select(MetricPoint.name, MetricPoint.value, MetricPoint.step)
                           .where(MetricPoint.job_id == job_id)
                           .order_by(MetricPoint.id.desc()).limit(TAIL)).all()  # type: ignore[union-attr]
-            # The training metric: the newest line that is not the score (which only the
-            # evaluation stage writes) — else whatever came last.
-            pick = next((t for t in tail if t[0] not in (score_name, "void")),
-                        tail[0] if tail else None)
+            # The training metric: the newest loss line (what a researcher watches), else
+            # the newest line that is not the score (which only the evaluation stage
+            # writes: a throughput, an accuracy…), else whatever came last.
+            curves = [t for t in tail if t[0] not in (score_name, "void")]
+            pick = next((t for t in curves if "loss" in t[0].lower()),
+                        curves[0] if curves else tail[0] if tail else None)
             step = pick[2] if pick is not None else None
             if step is None:
                 step = next((t[2] for t in tail if t[2] is not None), None)

@@ -122,6 +122,11 @@ def test_progress_reads_the_training_metric_and_the_profiles_time_limit(
     assert p.label(1075.0) == "step 3 · train_loss 5.3 · 15s over limit"
     assert list(by_idea(progress)) == [live]
     assert running(store, s.id + 1) == {}
+    # a throughput logged after the loss (nanogpt's tokens_per_s): the loss is still shown
+    job_ops.ingest_metrics(store, job, 100, 200, [
+        {"name": "train_loss", "value": 5.1, "step": 4},
+        {"name": "tokens_per_s", "value": 24590.0, "step": 4}])
+    assert running(store, s.id)[job].label(1010.0) == "step 4 · train_loss 5.1 · 50s left"
 
 
 def test_past_the_training_budget_a_graded_job_counts_down_its_evaluation(

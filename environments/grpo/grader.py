@@ -59,6 +59,9 @@ _BASE = re.compile(r"(?<![A-Za-z\\])([0-9][0-9A-F]*)_\{?([0-9]+)\}?")
 _UNIT = re.compile(r"\\(?:text|mbox|mathrm)\{\s*([A-Za-z]+)\s*\}(?:\^\{?([0-9]+)\}?)?")
 
 
+_THOUSANDS = re.compile(r"(\d),(?:\\!)?\s*(\d{3})(?!\d)")
+
+
 def _top_level_split(text: str, pattern: re.Pattern) -> list[str]:
     """text split at matches of pattern that are outside (), [] and {}."""
     parts, depth, start, i = [], 0, 0, 0
@@ -84,7 +87,8 @@ def answer_sides(gold: str, answer: str) -> list[str]:
     ["41", "42"], "42 \\approx 41" -> ["42", "41"]; sides that only name the unknown are
     dropped. The whole answer when the gold is itself a relation (an equation answer), or when
     the answer lists several things (a top-level comma: "x = 1, y = 2")."""
-    if _RELATION.search(gold) or _top_level_split(answer, re.compile(",")) != [answer.strip()]:
+    listed = _THOUSANDS.sub(r"\1\2", answer)  # 10,\!080 and 58,500 are one number, not a list
+    if _RELATION.search(gold) or _top_level_split(listed, re.compile(",")) != [listed.strip()]:
         return [answer]
     sides = _top_level_split(answer, _RELATION)
     if len(sides) == 1:
@@ -133,7 +137,12 @@ def equivalent(gold: str, answer: str) -> bool:
     sides = answer_sides(gold, answer)
     if sides != [answer]:
         return all(_verify(gold, side) for side in sides)
-    return _verify(gold, answer)
+    if _verify(gold, answer):
+        return True
+    # "-50\%" for -50: math-verify reads a negative percentage as a fraction (a positive one it
+    # compares both ways); a percent sign the gold does not have is the unit here.
+    percent = re.fullmatch(r"(.*?)\s*\\?%", answer, re.DOTALL)
+    return bool(percent) and "%" not in gold and _verify(gold, percent.group(1))
 
 
 def _verify(gold: str, answer: str) -> bool:

@@ -377,6 +377,7 @@ WRONG_BUT_MATH_VERIFY_ACCEPTS = [
     ("10_8", "10_{16}"),
     ("5\\text{ cm}^2", "5\\text{ cm}^3"),  # another power of the unit
     ("12\\text{ cm}", "12\\text{ cm}^2"),
+    ("-50", "-51\\%"),
 ]
 STILL_RIGHT = [
     ("42", "x = 42"),
@@ -391,6 +392,8 @@ STILL_RIGHT = [
     ("(1,2)", "x = 1, y = 2"),
     ("y = 2x + 3", "y = 3 + 2x"),  # an equation answer is compared whole
     ("9", "9."),  # the full stop that ends a sentence
+    ("-50", "-50\\%"),  # a percent sign the gold does not have
+    ("10,\\!080", "x = 10,\\!080"),  # a thousands separator is not a list
     ("\\frac{14}{3}", "\\frac{14}{3}."),
 ]
 

@@ -554,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; continue with `ideaforge resume SEARCH`\n")
         return 130
+    except BrokenPipeError:  # `ideaforge ideas S | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
+        return 141  # as a process killed by SIGPIPE
     except EngineExit as exc:
         sys.stderr.write(f"ideaforge: {exc}\n")
         return exc.code

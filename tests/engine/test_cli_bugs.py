@@ -219,3 +219,27 @@ def test_bug8_demo_says_what_it_will_run(tmp_path: Path) -> None:
     a_file.write_text("")
     proc = cli("demo", "--auto", workspace=a_file)
     assert proc.returncode == 2 and f"demo: {plan}" in proc.stderr, proc.stderr
+
+
+def test_a_listing_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    """`ideaforge ideas S | head`: the reader leaves early; no error is printed."""
+    from engine.store import Store, ops
+    from tests.console.builders import add_many_ideas
+
+    ws = tmp_path / "ws"
+    store = Store(ws)
+    s = ops.create_search(store, name="big", env_name="toy", env_path=str(tmp_path),
+                          env_version="v", profile="smoke", model="catalog", epochs=1,
+                          ideas_per_epoch=2, metric_name="score", goal="minimize",
+                          baseline=5.0, status="finished")
+    add_many_ideas(store, s.id, 3000)  # far more than a pipe holds
+    store.close()
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "--workspace", str(ws),
+                             "ideas", "big"], cwd=REPO, env=base_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert first.split()[:2] == [b"id", b"ep"] and err == ""

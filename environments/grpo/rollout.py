@@ -113,6 +113,29 @@ class KeepIdRange(LogitsProcessor):
         return scores
 
 
+class SampleFromRowStreams(LogitsProcessor):
+    """Samples every row's next token from its own stream: row r's t-th token is the inverse CDF
+    of its (temperature, top-p) distribution at uniforms[r, t]. Only that token is left finite,
+    so generate()'s greedy pick takes it. A row's draws thus depend on its own uniforms, not on
+    the other rows of the batch (batched sampling from torch's one generator would)."""
+
+    def __init__(self, uniforms: torch.Tensor, temperature: float, top_p: float, prompt_len: int):
+        self.uniforms, self.temperature, self.top_p = uniforms, temperature, top_p
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        t = input_ids.shape[1] - self.prompt_len
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:  # the smallest set of most likely tokens whose mass reaches top_p
+            ranked, order = probs.sort(dim=-1, descending=True)
+            ranked = ranked.masked_fill(ranked.cumsum(-1) - ranked >= self.top_p, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, ranked)
+        cdf = probs.cumsum(-1)
+        u = self.uniforms[:, t].to(cdf.device).unsqueeze(1) * cdf[:, -1:]
+        token = torch.searchsorted(cdf, u, right=True).clamp(max=cdf.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter(-1, token, 0.0)
+
+
 class TransformersBackend:
     name = "transformers"
 
@@ -123,23 +146,26 @@ class TransformersBackend:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
-        """`seed` starts one torch stream for the whole call: batched generate() draws every row's
-        noise from torch's global generator, so rows differ, but a prompt's samples also depend
-        on the rest of the batch (vLLM gives each prompt its own stream: prompt_seeds)."""
+        """Prompt i samples from its own stream, seeded prompt_seeds(seed, len(prompts))[i] (as
+        under vLLM): its n samples take their uniforms from it, whatever else is in the batch."""
         rows = [p for p in prompts for _ in range(n)]
         step = self.gen_batch or len(rows)
-        torch.manual_seed(seed)
+        uniforms = torch.cat([
+            torch.rand(n, sampling.max_new_tokens, generator=torch.Generator().manual_seed(s))
+            for s in prompt_seeds(seed, len(prompts))
+        ]) if rows else torch.zeros(0, sampling.max_new_tokens)
         was_training = self.model.training
         self.model.eval()
         try:
             texts: list[Completion] = []
             for start in range(0, len(rows), step):
-                texts.extend(self._generate_rows(rows[start:start + step], sampling))
+                texts.extend(self._generate_rows(rows[start:start + step], sampling,
+                                                 uniforms[start:start + step]))
         finally:
             self.model.train(was_training)
         return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
 
-    def _generate_rows(self, rows: list[str], sampling: Sampling) -> list[Completion]:
+    def _generate_rows(self, rows: list[str], sampling: Sampling, uniforms: torch.Tensor) -> list[Completion]:
         tok = self.tokenizer
         side, tok.padding_side = tok.padding_side, "left"
         try:
@@ -150,12 +176,9 @@ class TransformersBackend:
         enc = {k: v.to(device) for k, v in enc.items()}
         prompt_len = enc["input_ids"].shape[1]
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        greedy = sampling.temperature <= 0
+        # Sampling is ours (SampleFromRowStreams), so generate() itself always picks greedily.
         config = GenerationConfig(
-            do_sample=not greedy,
-            temperature=None if greedy else sampling.temperature,
-            top_p=None if greedy else sampling.top_p,
-            top_k=None if greedy else 0,
+            do_sample=False, temperature=None, top_p=None, top_k=None,
             max_new_tokens=sampling.max_new_tokens,
             pad_token_id=pad_id,
             eos_token_id=tok.eos_token_id,
@@ -163,6 +186,9 @@ class TransformersBackend:
         processors = LogitsProcessorList()
         if self.id_range != (0, self.model.config.vocab_size):
             processors.append(KeepIdRange(*self.id_range))
+        if sampling.temperature > 0:
+            processors.append(SampleFromRowStreams(uniforms.to(device), sampling.temperature,
+                                                   sampling.top_p, prompt_len))
         out = self.model.generate(
             **enc,
             generation_config=config,

@@ -264,18 +264,39 @@ def test_each_prompt_samples_from_its_own_stream_under_vllm(env, fake_vllm):
     assert all(p.n == 8 and p.max_tokens == 9 for _, params in backend.llm.requests for p in params)
 
 
-def test_the_transformers_backend_is_reproducible_for_a_seed(env):
+def test_the_transformers_backend_gives_each_prompt_its_own_stream(env):
     model, tok = _tiny(env)
     backend = env.rollout.TransformersBackend(model, tok, id_range=env.modeling.sample_id_range("random:tiny"))
     sampling = env.rollout.Sampling(max_new_tokens=12)
 
-    def texts(seed):
-        return [[c.text for c in g] for g in backend.generate(["1+1=", "2+2="], 2, sampling, seed)]
+    def texts(prompts, seed, gen_batch=0):
+        backend.gen_batch = gen_batch
+        return [[c.text for c in g] for g in backend.generate(prompts, 2, sampling, seed)]
 
-    assert texts(11) == texts(11)
-    assert texts(11) != texts(12)
-    [[a, b], [c, d]] = texts(11)
-    assert len({a, b, c, d}) == 4  # every row its own noise
+    both = texts(["1+1=", "2+2="], 11)
+    assert both == texts(["1+1=", "2+2="], 11)  # reproducible
+    assert both != texts(["1+1=", "2+2="], 12)
+    [[a, b], [c, d]] = both
+    assert len({a, b, c, d}) == 4  # every sample its own draws
+    assert texts(["1+1="], 11) == both[:1]  # prompt 0's samples do not depend on prompt 1
+    assert texts(["1+1=", "2+2="], 11, gen_batch=1) == both  # nor on how rows are batched
+    same_text = texts(["1+1=", "1+1="], 11)
+    assert same_text[0] != same_text[1]  # the same prompt twice: two streams
+
+
+def test_row_streams_sample_by_inverse_cdf(env):
+    scores = torch.log(torch.tensor([[0.5, 0.3, 0.2]] * 4))
+    uniforms = torch.tensor([[0.1], [0.6], [0.9], [0.5]])
+    ids = torch.zeros(4, 7, dtype=torch.long)  # 7 prompt tokens, no token generated yet
+    sample = env.rollout.SampleFromRowStreams(uniforms, temperature=1.0, top_p=1.0, prompt_len=7)
+    picked = sample(ids, scores.clone())
+    # cdf 0.5, 0.8, 1.0: 0.1 -> 0, 0.6 -> 1, 0.9 -> 2, 0.5 -> 1 (the first cdf above u)
+    assert picked.argmax(-1).tolist() == [0, 1, 2, 1]
+    assert bool(torch.isinf(picked).sum(-1).eq(2).all())  # one finite score per row
+    nucleus = env.rollout.SampleFromRowStreams(uniforms, temperature=1.0, top_p=0.6, prompt_len=7)
+    # top-p 0.6 keeps tokens 0 and 1 (0.5 + 0.3 reaches it); u is scaled to their mass 0.8:
+    # 0.08 -> 0, 0.48 -> 0, 0.72 -> 1, 0.4 -> 0
+    assert nucleus(ids, scores.clone()).argmax(-1).tolist() == [0, 0, 1, 0]
 
 
 # ---------------------------------------------------------------- vLLM start-up and weight sync

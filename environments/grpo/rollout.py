@@ -214,11 +214,14 @@ def refresh_vllm_weights(llm, model) -> None:
     """Copies the training model's weights into a colocated vLLM engine, without touching disk.
 
     Current (V1) engines, created with VLLM_ENABLE_V1_MULTIPROCESSING=0 so that the model lives
-    in this process: load_weights takes (name, tensor) pairs in Hugging Face naming. The prefix
+    in this process: load_weights takes (name, tensor) pairs in Hugging Face naming. The model
+    runner hangs off `driver_worker.worker` there (vLLM issue 16434) and off `driver_worker` in
+    V0 engines (the reference's); both are taken. The prefix
     cache still holds KV blocks computed with the old weights, so it must be dropped.
     """
-    runner_model = llm.llm_engine.model_executor.driver_worker.model_runner.model
-    runner_model.load_weights(model.state_dict().items())
+    worker = llm.llm_engine.model_executor.driver_worker
+    worker = getattr(worker, "worker", worker)  # V1 wraps its worker (WorkerWrapperBase.worker)
+    worker.model_runner.model.load_weights(model.state_dict().items())
     llm.reset_prefix_cache()
 
 

@@ -220,8 +220,10 @@ class _FakeLLM:
         self.prefix_resets = 0
         self.requests: list = []
         runner = types.SimpleNamespace(model=types.SimpleNamespace(load_weights=self._load))
-        self.llm_engine = types.SimpleNamespace(model_executor=types.SimpleNamespace(
-            driver_worker=types.SimpleNamespace(model_runner=runner)))
+        # V1's in-process executor: the worker wrapper holds the worker, which holds the runner
+        # (test_grpo.py's stand-in has V0's shape, the reference's)
+        worker = types.SimpleNamespace(worker=types.SimpleNamespace(model_runner=runner))
+        self.llm_engine = types.SimpleNamespace(model_executor=types.SimpleNamespace(driver_worker=worker))
         _FakeLLM.instances.append(self)
         _FakeLLM.events.append("vllm engine")
 

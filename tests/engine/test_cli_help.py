@@ -54,7 +54,7 @@ def test_help_as_the_user_reads_it(workspace) -> None:
     assert flat.count("(default:") == flat.count("(default: ") and "default: None" not in flat
     ideas = " ".join(cli("ideas", "--help", workspace=workspace).stdout.split())
     assert "{id,score,status,runs}" in ideas and "(default: id)" in ideas
-    assert "positive when better" in ideas
+    assert "`delta` is score − baseline" in ideas
     top = cli("--help", workspace=workspace).stdout
     for command in ("envs", "delete", "rename", "note", "retry"):
         assert f"    {command} " in top, command

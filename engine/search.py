@@ -44,6 +44,8 @@ from engine.store.views import IdeaView, SearchView
 log = logging.getLogger(__name__)
 
 TERMINAL = {"scored", "failed", "implement_failed", "rejected", "skipped", "superseded"}
+#: Ended ideas that do not count towards an epoch's share (they never ran).
+SET_ASIDE = {"rejected", "skipped", "superseded"}
 
 
 class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMixin):
@@ -186,8 +188,18 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
 
     def _start(self, key: str, coro: Any) -> None:
         task = asyncio.create_task(coro)
-        task.add_done_callback(lambda _t: self._wake.set())
+        task.add_done_callback(lambda t: self._task_done(key, t))
         self.tasks[key] = task
+
+    def _task_done(self, key: str, task: asyncio.Task[None]) -> None:
+        """Wake the loop when a finished task may unblock something now: the last task of
+        its kind (N implementations finishing cost one pass, not N), or a failed one. The
+        others are picked up by the next tick."""
+        kind = key.split(":", 1)[0] + ":"
+        failed = not task.cancelled() and task.exception() is not None
+        if failed or not any(k.startswith(kind) and not t.done()
+                             for k, t in self.tasks.items()):
+            self._wake.set()
 
     def _reap_tasks(self) -> None:
         for key, task in list(self.tasks.items()):
@@ -356,12 +368,17 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
             self.progress(note)
 
     def _epoch_share_done(self, epoch: int) -> float:
-        ideas = [i for i in ops.list_ideas(self.store, self.search_id, epoch)
-                 if i.status not in ("rejected", "skipped", "superseded")]
-        if not ideas:
+        """The share of the epoch's ideas that ended (rejected, skipped and superseded ones
+        left out). Counted in an index: the unfinished ones first (few, while the epoch
+        runs), and the whole epoch only when a threshold below 1 needs the exact share."""
+        unfinished = ops.count_ideas(self.store, self.search_id, epoch, not_statuses=TERMINAL)
+        if not unfinished:
             return 1.0
-        done = sum(i.status in TERMINAL for i in ideas)
-        return done / len(ideas)
+        if self.search.advance_at >= 1.0:
+            return 0.0  # below any threshold of 1: the exact share is not needed
+        counts = ops.counts_by_status(self.store, self.search_id, epoch)
+        done = sum(n for st, n in counts.items() if st in TERMINAL and st not in SET_ASIDE)
+        return done / (done + unfinished)
 
     # ------------------------------------------------------------------ propose
     def _propose(self, s: SearchView) -> bool:
@@ -466,11 +483,26 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
 
     # ------------------------------------------------------------------ implement
     def _implement(self, epoch: int) -> bool:
-        """Start implementation tasks; True once no idea of the epoch awaits one."""
-        todo = ops.list_ideas(self.store, self.search_id, epoch, ("approved", "implementing"))
+        """Start implementation tasks; True once no idea of the epoch awaits one.
+
+        Per tick this reads only what is new: approved ideas (moved on at once), and the
+        implementing ones only when fewer tasks run than ideas wait (an engine that restarted,
+        or a task that failed): the ideas already being implemented are counted, not read."""
+        waiting = ops.count_ideas(self.store, self.search_id, epoch, ("approved", "implementing"))
+        if not waiting:
+            return True
+        if self._fatal:
+            return False
+        # A task not yet done holds its idea in implementing: fewer such tasks than ideas in
+        # implementing (any epoch) means some idea has none.
+        busy = sum(k.startswith("implement:") and not t.done() for k, t in self.tasks.items())
+        implementing = ops.count_ideas(self.store, self.search_id, None, ("implementing",))
+        todo = ops.list_ideas(self.store, self.search_id, epoch,
+                              ("approved", "implementing") if implementing > busy
+                              else ("approved",))
         fresh = [i.id for i in todo if i.status == "approved"
                  and f"implement:{i.id}" not in self.tasks]
-        if fresh and not self._fatal:
+        if fresh:
             # One transaction for the whole batch, before any model call goes out.
             moved = set(ops.transition_ideas(self.store, fresh, "approved", "implementing",
                                              "idea {id} → implementing"))
@@ -478,9 +510,9 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
                     for i in todo]
         for idea in todo:
             key = f"implement:{idea.id}"
-            if key not in self.tasks and not self._fatal:
+            if key not in self.tasks:
                 self._start(key, self._implement_idea(idea))
-        return not todo
+        return False
 
     async def _implement_idea(self, idea: IdeaView) -> None:
         st = self.store

@@ -148,6 +148,7 @@ class Store:
         with self.engine.begin() as conn:
             if not inspect(conn).get_table_names():
                 SQLModel.metadata.create_all(conn)
+                migrations.create_indexes(conn)
                 conn.execute(text("INSERT OR IGNORE INTO meta (key, value) "
                                   "VALUES ('schema_version', :v)"), {"v": str(migrations.CURRENT)})
                 return
@@ -162,6 +163,8 @@ class Store:
             migrations.upgrade(self.engine, found)
             # New tables of this release that an old database lacks are created empty.
             SQLModel.metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                migrations.create_indexes(conn)  # on tables create_all has just made
 
     def schema_version(self) -> int:
         with self.session(write=False) as s:

@@ -141,18 +141,37 @@ def leases(store: Store) -> dict[str, dict[int, int]]:
     return out
 
 
-def queued_jobs(store: Store, executor: str, own_search: int, live_within_s: float = 30.0
-                ) -> list[QueuedJob]:
+#: How many queued jobs, oldest first, one placement round reads (every wide job, which the
+#: scheduler puts first whatever its place, is read too): a queue of 10,000 jobs costs a tick
+#: what a queue of this many does. The next rounds see the rest as the front drains.
+QUEUE_WINDOW = 512
+
+
+def queued_jobs(store: Store, executor: str, own_search: int, live_within_s: float = 30.0,
+                window: int | None = None) -> list[QueuedJob]:
     """Queued jobs of this search, and of other searches whose engine is alive (their wide
-    jobs' reservations must be respected here too)."""
+    jobs' reservations must be respected here too); none when this search has none queued.
+    Read from the index on (state, executor, queued_at, id): the oldest `window` of them and
+    every wide one."""
     cutoff = time.time() - live_within_s
-    with store.session() as s:
-        q = (select(Job, Search.env_path).join(Search, Search.id == Job.search_id)  # type: ignore[arg-type]
-             .where(Job.executor == executor, Job.state == "queued")
-             .where((Job.search_id == own_search) | (col(Search.engine_heartbeat) > cutoff))
-             .order_by(Job.queued_at, Job.id))
+    window = window or QUEUE_WINDOW
+    with store.session(write=False) as s:
+        mine = s.exec(select(Job.id).where(Job.state == "queued", Job.executor == executor,
+                                           Job.search_id == own_search).limit(1)).first()
+        if mine is None:
+            return []
+        base = (select(Job, Search.env_path).join(Search, Search.id == Job.search_id)  # type: ignore[arg-type]
+                .where(Job.state == "queued", Job.executor == executor)
+                .where((Job.search_id == own_search) | (col(Search.engine_heartbeat) > cutoff))
+                .order_by(Job.queued_at, Job.id))
+        rows = list(s.exec(base.limit(window)).all())
+        if len(rows) >= window:
+            seen = {job.id for job, _ in rows}
+            rows += [r for r in s.exec(base.where(Job.gpus_wanted > 1)).all()
+                     if r[0].id not in seen]
+            rows.sort(key=lambda r: (r[0].queued_at, r[0].id))
         return [QueuedJob(JobView.of(job), env_path, job.search_id == own_search)
-                for job, env_path in s.exec(q).all()]
+                for job, env_path in rows]
 
 
 def orphan_jobs(store: Store, executor: str, own_search: int, live_within_s: float = 30.0

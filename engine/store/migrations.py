@@ -22,6 +22,9 @@ History:
 10. `decision.diff`: a researcher's own diff on an idea they add or edit.
 11. `job.external_id`, `job.external_state`, `job.external_reason`, `job.node`: a scheduler's
     word on the job (Slurm: its job id, state, pending reason and node) for the jobs screen.
+12. indexes `ix_idea_search_epoch_status`, `ix_idea_search_status` and
+    `ix_job_state_executor_queued`: the engine's tick counts and lists what is due from them
+    instead of reading a whole epoch or queue (cost follows what changed, not what exists).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
-CURRENT = 11
+CURRENT = 12
 
 
 def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
@@ -108,9 +111,29 @@ def _to_11(conn: Connection) -> None:
         _add_column(conn, "job", column, "VARCHAR")
 
 
+#: (name, table, columns) of the indexes schema 12 adds (a new database gets them too).
+INDEXES_12 = (
+    ("ix_idea_search_epoch_status", "idea", "search_id, epoch, status"),
+    ("ix_idea_search_status", "idea", "search_id, status, epoch"),
+    ("ix_job_state_executor_queued", "job", "state, executor, queued_at, id"),
+)
+
+
+def create_indexes(conn: Connection) -> None:
+    """The indexes that `models` does not declare (made by a new database too)."""
+    for name, table, columns in INDEXES_12:
+        if table in inspect(conn).get_table_names():
+            conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
+
+
+def _to_12(conn: Connection) -> None:
+    create_indexes(conn)
+
+
 STEPS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4, 5: _to_5,
                                                   6: _to_6, 7: _to_7, 8: _to_8, 9: _to_9,
-                                                  10: _to_10, 11: _to_11}
+                                                  10: _to_10, 11: _to_11,
+                                                  12: _to_12}
 
 
 def upgrade(engine: Engine, found: int) -> None:

@@ -499,11 +499,30 @@ def events(store: Store, search_id: int, after_id: int = 0, limit: int = 200
         return [EventView.of(r) for r in s.exec(q).all()]
 
 
-def counts_by_status(store: Store, search_id: int) -> dict[str, int]:
+def counts_by_status(store: Store, search_id: int, epoch: int | None = None
+                     ) -> dict[str, int]:
+    """How many ideas of the search (of one `epoch`) are in each status: counted in an index
+    (`ix_idea_search_epoch_status`), no idea is read."""
     with store.session(write=False) as s:
-        q = select(Idea.status, func.count()).where(Idea.search_id == search_id).group_by(
-            Idea.status)
-        return {status: int(n) for status, n in s.exec(q).all()}
+        q = select(Idea.status, func.count()).where(Idea.search_id == search_id)
+        if epoch is not None:
+            q = q.where(Idea.epoch == epoch)
+        return {status: int(n) for status, n in s.exec(q.group_by(Idea.status)).all()}
+
+
+def count_ideas(store: Store, search_id: int, epoch: int | None = None,
+                statuses: Iterable[str] | None = None,
+                not_statuses: Iterable[str] | None = None) -> int:
+    """How many ideas match, counted in an index (no idea is read)."""
+    with store.session(write=False) as s:
+        q = select(func.count()).select_from(Idea).where(Idea.search_id == search_id)
+        if epoch is not None:
+            q = q.where(Idea.epoch == epoch)
+        if statuses is not None:
+            q = q.where(col(Idea.status).in_(list(statuses)))
+        if not_statuses is not None:
+            q = q.where(col(Idea.status).not_in(list(not_statuses)))
+        return int(s.exec(q).one())
 
 
 

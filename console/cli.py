@@ -145,17 +145,25 @@ def _epoch_label(epoch: int, epochs: int) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from engine.store import ops
+    from console import cli_read
 
-    store = _store(args, read=True)
-    searches = [ops.find_search(store, args.search)] if args.search else ops.list_searches(store)
-    benched = _benched_hosts(store)
-    rows = [_status_dict(store, s, benched) for s in searches]
+    fast = cli_read.status(args)  # stdlib sqlite3: no ORM import (None: the path below)
+    if fast is not None:
+        rows, benched, workspace = fast
+    else:
+        from engine.store import ops
+
+        store = _store(args, read=True)
+        searches = ([ops.find_search(store, args.search)] if args.search
+                    else ops.list_searches(store))
+        benched = _benched_hosts(store)
+        rows = [_status_dict(store, s, benched) for s in searches]
+        workspace = store.workspace
     if args.json:
         _print_json(rows[0] if args.search else rows)
         return 0
     if not rows:
-        sys.stdout.write(f"no searches in {store.workspace}\n")
+        sys.stdout.write(f"no searches in {workspace}\n")
     for h in benched:
         sys.stdout.write(f"host {h.name} quarantined until "
                          f"{time.strftime('%H:%M', time.localtime(h.quarantined_until))} after "
@@ -217,13 +225,21 @@ def _verification_dict(v: Any) -> dict[str, Any]:
 
 
 def cmd_ideas(args: argparse.Namespace) -> int:
-    from engine.store import console_queries, ops, verification
+    from console import cli_read
+    from engine.store import verification
 
-    store = _store(args, read=True)
-    s = ops.find_search(store, args.search)
-    ideas = _sorted_ideas(ops.list_ideas(store, s.id, args.epoch), args.sort, s.goal)
-    if args.json:
+    fast = cli_read.ideas(args)  # stdlib sqlite3: no ORM import (None: the path below)
+    if fast is not None:
+        s, found, checked = fast
+    else:
+        from engine.store import console_queries, ops
+
+        store = _store(args, read=True)
+        s = ops.find_search(store, args.search)
+        found = ops.list_ideas(store, s.id, args.epoch)
         checked = console_queries.verifications(store, search_id=s.id)
+    ideas = _sorted_ideas(found, args.sort, s.goal)
+    if args.json:
         _print_json([{**_idea_dict(i, s.baseline),
                       **_verification_dict(checked.get(i.id, verification.UNKNOWN))}
                      for i in ideas])

@@ -178,3 +178,49 @@ def test_new_and_upgraded_workspaces_have_the_tick_indexes(tmp_path: Path) -> No
         assert {n for n, _, _ in INDEXES_12} <= names
         assert int(version) == CURRENT
     assert os.path.exists(db)
+
+
+def test_cli_reads_without_the_orm_say_what_the_orm_path_says(
+        toy_env: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A real search (catalog, repeats, a baseline run): `status` and `ideas`, JSON and text,
+    from the stdlib sqlite3 reader in a fresh process are what the ORM path prints."""
+    import json
+    import subprocess
+    import sys
+
+    from console import cli, cli_read
+    from tests.conftest import REPO, base_env
+    from tests.conftest import cli as run_cli
+
+    proc = run_cli("run", str(toy_env), "--name", "t", "--epochs", "2", "--ideas-per-epoch",
+                   "4", "--auto", "--confirm-share", "1", workspace=workspace)
+    assert proc.returncode == 0, proc.stderr
+    Store(workspace)  # idle: nothing changes between the two reads
+    commands = (["status", "--json"], ["status", "t", "--json"], ["status"],
+                ["ideas", "t", "--json"], ["ideas", "t"], ["ideas", "t", "--epoch", "1",
+                                                           "--sort", "score"])
+    fast = {}
+    for args in commands:
+        out = subprocess.run([sys.executable, "-X", "importtime", "-m", "console.cli",
+                              "--workspace", str(workspace), *args], cwd=REPO,
+                             env=base_env(), capture_output=True, text=True, check=True)
+        fast[tuple(args)] = out.stdout
+        imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines()}
+        assert not {"sqlalchemy", "sqlmodel", "litellm"} & imported, args
+    monkeypatch.setattr(cli_read, "status", lambda args: None)
+    monkeypatch.setattr(cli_read, "ideas", lambda args: None)
+    for args in commands:
+        assert cli.main(["--workspace", str(workspace), *args]) == 0
+        slow = capsys.readouterr().out
+        if "--json" in args:
+            assert json.loads(fast[tuple(args)]) == json.loads(slow), args
+        else:
+            assert fast[tuple(args)] == slow, args
+    assert json.loads(fast[("ideas", "t", "--json")])[0]["verified"] is not None
+
+
+def test_the_fast_reader_knows_the_current_schema() -> None:
+    from console import cli_read
+
+    assert cli_read.SCHEMA == CURRENT

@@ -209,7 +209,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--problem-seed", type=int, help="smoke: the seed of the arithmetic "
                         "problems (default: $IDEAFORGE_EVAL_SEED, else a fresh one; recorded "
                         "in the score lines)")
-    parser.add_argument("--backend", default="auto", choices=["auto", "vllm", "transformers"])
+    parser.add_argument("--backend", default="auto", choices=["auto", "vllm", "native", "transformers"])
     return parser.parse_args()
 
 

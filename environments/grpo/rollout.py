@@ -273,13 +273,21 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+BACKENDS = ("vllm", "native", "transformers")
+
+
 def resolve_backend(kind: str, *, on_gpu: bool, model_name: str) -> str:
     """"auto" -> "vllm" when vLLM is installed, on a GPU, for a checkpoint on disk or the hub
-    (random:* models have no checkpoint vLLM could load), else "transformers"."""
-    if kind == "auto":
+    (random:* models have no checkpoint vLLM could load), else "native" on a GPU and
+    "transformers" on a CPU; $GRPO_ROLLOUT_BACKEND (vllm | native | transformers) forces one."""
+    if kind == "auto" and os.environ.get("GRPO_ROLLOUT_BACKEND", "").strip():  # forces one
+        kind = os.environ["GRPO_ROLLOUT_BACKEND"].strip()
+        if kind not in BACKENDS:
+            raise ValueError(f"GRPO_ROLLOUT_BACKEND={kind!r}: use one of {', '.join(BACKENDS)}")
+    if kind == "auto":  # no vLLM on a GPU: the native backend (native_rollout.py)
         usable = on_gpu and vllm_installed() and not model_name.startswith("random:")
-        return "vllm" if usable else "transformers"
-    if kind not in ("vllm", "transformers"):
+        return "vllm" if usable else "native" if on_gpu else "transformers"
+    if kind not in BACKENDS:
         raise ValueError(f"unknown backend {kind!r}")
     return kind
 
@@ -296,4 +304,7 @@ def make_backend(kind: str, *, model, tokenizer, model_name: str, gpu_memory_uti
         return backend
     if kind == "transformers":
         return TransformersBackend(model, tokenizer, gen_batch=gen_batch, id_range=id_range)
+    if kind == "native":
+        from native_rollout import NativeBackend
+        return NativeBackend(model, tokenizer, id_range=id_range)
     raise ValueError(f"unknown backend {kind!r}")

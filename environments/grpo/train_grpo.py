@@ -77,7 +77,7 @@ class Config:
     profile: str = "full"
     model: str = "Qwen/Qwen2.5-Math-1.5B"
     train_data: str = ""  # JSON lines path; "" = <data dir>/math_train.jsonl; "synthetic"
-    backend: str = "auto"  # auto | vllm | transformers
+    backend: str = "auto"  # auto | vllm | native | transformers
     vllm_gpu_memory: float = 0.55
     gen_batch: int = 0  # transformers backend: rows per generate() call (0 = all)
     n_steps: int = 20
@@ -247,6 +247,9 @@ def build_policy_and_backend(cfg: Config, device: torch.device):
     if engine is not None:
         engine.refresh(model)  # start from the training model's weights, whatever their origin
         return model, tokenizer, engine
+    if kind == "native":  # native_rollout.py: static KV cache, CUDA graphs
+        from native_rollout import NativeBackend
+        return model, tokenizer, NativeBackend(model, tokenizer, id_range=sample_id_range(cfg.model))
     return model, tokenizer, TransformersBackend(model, tokenizer, gen_batch=cfg.gen_batch,
                                                  id_range=sample_id_range(cfg.model))
 
@@ -262,7 +265,7 @@ def parse_args() -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--profile", default="full", choices=sorted(PROFILES))
     parser.add_argument("--model", help="hub id or local path (default: the profile's)")
     parser.add_argument("--train-jsonl", help="MATH-style JSON lines to train on")
-    parser.add_argument("--backend", choices=["auto", "vllm", "transformers"])
+    parser.add_argument("--backend", choices=["auto", "vllm", "native", "transformers"])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a Config field, e.g. --set n_steps=3")
     parser.add_argument("--wandb", action="store_true", help="also log to Weights & Biases")

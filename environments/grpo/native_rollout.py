@@ -236,10 +236,17 @@ class NativeBackend:
                     state.step(*key)
                 torch.cuda.current_stream(device).wait_stream(side)
                 graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool):
-                    state.step(*key)
-                graphs[key] = graph
-                stats["graphs_captured"] += 1
+                try:
+                    with torch.cuda.graph(graph, pool=pool):
+                        state.step(*key)
+                except RuntimeError as exc:  # decode on without graphs (slower), say why
+                    self.use_graphs = False
+                    stats["graph_error"] = f"{type(exc).__name__}: {exc}"[:500]
+                    print(f"native rollout: CUDA graph capture failed, decoding without graphs: "
+                          f"{stats['graph_error']}", flush=True)
+                else:
+                    graphs[key] = graph
+                    stats["graphs_captured"] += 1
                 stats["capture_s"] += time.perf_counter() - c0
             t += 1
             stats["decode_steps"] += 1

@@ -86,6 +86,32 @@ def test_greedy_tokens_equal_transformers_generate_with_left_padding(env, tokeni
     assert backend.last_stats["decode_steps"] == 39
 
 
+def test_an_end_of_sequence_token_ends_its_row_as_in_generate(env, tokenizer):
+    model = tiny_qwen2(seed=5)
+    ids = [tokenizer(p, add_special_tokens=False).input_ids for p in PROMPTS]
+    Sampling = env.rollout.Sampling
+    plain = env.native_rollout.NativeBackend(model, _Vocab(384), min_bucket=1)
+    free = plain.generate_ids(ids, Sampling(temperature=0.0, max_new_tokens=30, stop=()), torch.zeros(4, 30))
+    # an "end of sequence" that some rows write early and some never
+    eos = next(t for t in free[0][3:] if sum(t in row for row in free) in (1, 2, 3))
+    vocab = _Vocab(384)
+    vocab.eos_token_id = eos
+    backend = env.native_rollout.NativeBackend(model, vocab, min_bucket=1, check_every=2)
+    got = backend.generate_ids(ids, Sampling(temperature=0.0, max_new_tokens=30, stop=()), torch.zeros(4, 30))
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    enc = tokenizer(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    tokenizer.padding_side = side
+    config = transformers.GenerationConfig(do_sample=False, max_new_tokens=30, pad_token_id=0, eos_token_id=eos)
+    out = model.generate(**enc, generation_config=config)[:, enc["input_ids"].shape[1]:].tolist()
+    expected = [row[:row.index(eos) + 1] if eos in row else row for row in out]
+    assert got == expected
+    assert any(len(row) < 30 for row in got) and any(len(row) == 30 for row in got)
+    # the same rows in batches of two (as when the KV cache holds fewer rows than asked for)
+    small = env.native_rollout.NativeBackend(model, vocab, min_bucket=1, check_every=2, max_batch_rows=2)
+    assert small.generate_ids(ids, Sampling(temperature=0.0, max_new_tokens=30, stop=()), torch.zeros(4, 30)) == got
+    assert small.last_stats["batches"] == 2
+
+
 def test_sampled_completions_equal_the_transformers_backend_for_the_same_seed(env, tokenizer):
     model = tiny_qwen2(seed=1, scale=0.1)
     sampling = env.rollout.Sampling(temperature=0.9, top_p=0.9, max_new_tokens=24)

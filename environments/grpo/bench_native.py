@@ -37,12 +37,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from data import Problem, format_prompt, load_jsonl, synthetic_arithmetic  # noqa: E402
-from modeling import RANDOM_CONFIGS  # noqa: E402
-from native_rollout import NativeBackend  # noqa: E402
-from rollout import Sampling, TransformersBackend  # noqa: E402
+import torch
+import transformers
+from data import Problem, format_prompt, load_jsonl, synthetic_arithmetic
+from modeling import RANDOM_CONFIGS
+from native_rollout import NativeBackend
+from rollout import Sampling, TransformersBackend
 
 STOP = "</answer>"
 ID_RANGE = (3, 131)  # ByT5's ASCII bytes, as modeling.sample_id_range gives random models
@@ -53,18 +53,18 @@ QWEN25_MATH_15B = {
     "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
 }
 GPU_SHAPES = {
-    "h100": dict(model=RANDOM_CONFIGS["random:qwen2-0.5b"], model_name="random Qwen2-0.5B shape",
-                 prompts=64, group=8, new_tokens=1024, prompt_tokens=600, gen_batch=512),
-    "paper": dict(model=QWEN25_MATH_15B, model_name="random Qwen2.5-Math-1.5B shape",
-                  prompts=128, group=8, new_tokens=1024, prompt_tokens=600, gen_batch=512,
-                  micro_batch=4, grad_accum=16),
+    "h100": {"model": RANDOM_CONFIGS["random:qwen2-0.5b"], "model_name": "random Qwen2-0.5B shape",
+             "prompts": 64, "group": 8, "new_tokens": 1024, "prompt_tokens": 600, "gen_batch": 512},
+    "paper": {"model": QWEN25_MATH_15B, "model_name": "random Qwen2.5-Math-1.5B shape",
+              "prompts": 128, "group": 8, "new_tokens": 1024, "prompt_tokens": 600, "gen_batch": 512,
+              "micro_batch": 4, "grad_accum": 16},
 }
 TINY_SHAPES = {
-    "h100": dict(model=RANDOM_CONFIGS["random:tiny"], model_name="random:tiny", prompts=2, group=2,
-                 new_tokens=12, prompt_tokens=60, gen_batch=4),
-    "paper": dict(model={**RANDOM_CONFIGS["random:tiny"], "num_hidden_layers": 3}, model_name="tiny, 3 layers",
-                  prompts=2, group=2, new_tokens=8, prompt_tokens=80, gen_batch=4, micro_batch=2,
-                  grad_accum=2),
+    "h100": {"model": RANDOM_CONFIGS["random:tiny"], "model_name": "random:tiny", "prompts": 2, "group": 2,
+             "new_tokens": 12, "prompt_tokens": 60, "gen_batch": 4},
+    "paper": {"model": {**RANDOM_CONFIGS["random:tiny"], "num_hidden_layers": 3}, "model_name": "tiny, 3 layers",
+              "prompts": 2, "group": 2, "new_tokens": 8, "prompt_tokens": 80, "gen_batch": 4,
+              "micro_batch": 2, "grad_accum": 2},
 }
 
 
@@ -203,7 +203,7 @@ def grpo_step(model, tokenizer, backend, prompts, answers, shape: dict, device, 
     try:
         from grader import Grader
         grader = Grader(workers=8 if device.type == "cuda" else 1, timeout_s=5.0)
-    except Exception as exc:  # math-verify missing: rewards are 0 (a random model earns none)
+    except Exception as exc:  # noqa: BLE001 - math-verify missing: rewards are 0 (a random model earns none)
         report["grader"] = f"not used: {type(exc).__name__}: {exc}"[:300]
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                   weight_decay=cfg.weight_decay)
@@ -277,7 +277,7 @@ def main() -> int:
                     "torch": torch.__version__, "transformers": transformers.__version__,
                     "dtype": str(dtype).removeprefix("torch."), "tiny": args.tiny, "shapes": [],
                     "skipped": []}
-    left = lambda: args.budget_s - (time.perf_counter() - started)  # noqa: E731
+    left = lambda: args.budget_s - (time.perf_counter() - started)
 
     def save() -> None:
         report["wall_s"] = time.perf_counter() - started
@@ -310,7 +310,7 @@ def main() -> int:
                 row["grpo_step"] = step
                 try:
                     grpo_step(model, tokenizer, native, prompts, answers, shape, device, step)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - reported, the rest still runs
                     step["error"] = f"{type(exc).__name__}: {exc}"[:1000]
                     traceback.print_exc()
                 if "rollout" in step:
@@ -336,11 +336,11 @@ def main() -> int:
                 row["speedup_vs_full_native"] = row["native"]["tokens_per_s"] / row["transformers"]["tokens_per_s"]
             row["native_x_floor"] = row["native"].get("decode_ms_per_step", row["native"]["ms_per_step"]) \
                 / row["floor_ms_per_step"]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported, the other shapes still run
             row["error"] = f"{type(exc).__name__}: {exc}"[:1000]
             traceback.print_exc()
         finally:
-            model = native = reference = None  # noqa: F841
+            model = native = reference = None
             free_cuda(device)
             save()
     save()
@@ -350,10 +350,11 @@ def main() -> int:
 
 def markdown(report: dict) -> str:
     card = report.get("card", {})
-    lines = [f"### Rollout backends — {report['device']}, torch {report['torch']}, transformers "
-             f"{report['transformers']}, {report['dtype']}",
-             "", f"Measured: {card.get('matmul_dtype', '')} matmul {card.get('matmul_tflops', 0):.1f} TFLOP/s, "
-             f"copy bandwidth {card.get('bandwidth_gbs', 0):.0f} GB/s. Wall {report.get('wall_s', 0):.0f} s.", "",
+    title = (f"### Rollout backends — {report['device']}, torch {report['torch']}, transformers "
+             f"{report['transformers']}, {report['dtype']}")
+    measured = (f"Measured: {card.get('matmul_dtype', '')} matmul {card.get('matmul_tflops', 0):.1f} TFLOP/s, "
+                f"copy bandwidth {card.get('bandwidth_gbs', 0):.0f} GB/s. Wall {report.get('wall_s', 0):.0f} s.")
+    lines = [title, "", measured, "",
              "| shape | rows × new tokens | backend | tokens/s | ms/step | floor ms/step | × floor | peak GiB |",
              "|---|---|---|---|---|---|---|---|"]
     for row in report["shapes"]:
@@ -393,11 +394,11 @@ def markdown(report: dict) -> str:
         step = row.get("grpo_step")
         if step:
             times = step.get("times", {})
-            lines += ["", f"GRPO step, `full` shape ({row['model']}, {row['rows']} rollouts × {row['new_tokens']} "
-                      f"tokens, native backend), optimizer steps {step.get('optimizer_steps')}, peak "
-                      f"{step.get('peak_memory_gib', 0):.1f} GiB{'; ' + step['grader'] if 'grader' in step else ''}"
-                      f"{'; ERROR ' + step['error'] if 'error' in step else ''}:", "",
-                      "| phase | seconds |", "|---|---|"]
+            head = (f"GRPO step, `full` shape ({row['model']}, {row['rows']} rollouts × {row['new_tokens']} "
+                    f"tokens, native backend), optimizer steps {step.get('optimizer_steps')}, peak "
+                    f"{step.get('peak_memory_gib', 0):.1f} GiB{'; ' + step['grader'] if 'grader' in step else ''}"
+                    f"{'; ERROR ' + step['error'] if 'error' in step else ''}:")
+            lines += ["", head, "", "| phase | seconds |", "|---|---|"]
             lines += [f"| {k.removesuffix('_s')} | {v:.2f} |" for k, v in times.items()]
     if report["skipped"]:
         lines += ["", "Skipped: " + "; ".join(report["skipped"])]

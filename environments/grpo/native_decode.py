@@ -109,10 +109,12 @@ class DecodeState:
     # ------------------------------------------------------------------ prefill
 
     def prefill(self, start: int, ids: torch.Tensor, attention: torch.Tensor) -> None:
-        """Rows [start, start + len(ids)): left-padded prompt ids [n, P] and their mask. Writes
-        their keys/values into the cache, samples their first token (uniform column 0)."""
+        """Rows [start, start + len(ids)): prompt ids [n, w] left-padded to the chunk's own width
+        w <= P, and their mask. Writes their keys/values into cache columns [P - w, P) (the
+        columns before stay padding), samples their first token (uniform column 0)."""
         n, width = ids.shape
         rows = slice(start, start + n)
+        first_column = self.prompt_width - width
         position = (attention.cumsum(-1) - 1).clamp(min=0)
         cos = self.cos[position].unsqueeze(1)  # [n, 1, P, D]
         sin = self.sin[position].unsqueeze(1)
@@ -129,8 +131,8 @@ class DecodeState:
             k = attn.k_proj(h).view(n, width, self.kv_heads, self.head_dim).transpose(1, 2)
             v = attn.v_proj(h).view(n, width, self.kv_heads, self.head_dim).transpose(1, 2)
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-            keys[rows, :, :width].copy_(k)
-            values[rows, :, :width].copy_(v)
+            keys[rows, :, first_column:self.prompt_width].copy_(k)
+            values[rows, :, first_column:self.prompt_width].copy_(v)
             k = k.repeat_interleave(self.group, dim=1)
             v = v.repeat_interleave(self.group, dim=1)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling)
@@ -141,7 +143,7 @@ class DecodeState:
         self.token[rows] = first
         self.generated[rows, 0] = first
         self.position[rows] = attention.sum(-1)
-        self.pad[rows] = width - attention.sum(-1)
+        self.pad[rows] = self.prompt_width - attention.sum(-1)
         if self.eos_id is not None:
             self.done[rows] = first == self.eos_id
 

@@ -154,14 +154,21 @@ class NativeBackend:
                  "graphs_captured": 0, "capture_s": 0.0, "prefill_s": 0.0, "decode_s": 0.0,
                  "decode_steps": 0, "row_steps": 0, "compactions": 0, "checks_s": 0.0,
                  "kv_cache_bytes": 0}
-        results: list[list[int]] = []
+        # Rows by prompt length: prefill chunks (and batches) hold prompts of similar lengths,
+        # so little of their work is padding; the results go back to the callers' order.
+        order = sorted(range(len(prompt_ids)), key=lambda r: len(prompt_ids[r]))
+        results: list[list[int]] = [[] for _ in prompt_ids]
         was_training = self.model.training
         self.model.eval()
         try:
-            for start in range(0, len(prompt_ids), batch):
-                chunk = prompt_ids[start:start + batch]
-                results.extend(self._run_batch(chunk, width_p, cache_width, sampling,
-                                               uniforms[start:start + len(chunk)], stats))
+            for start in range(0, len(order), batch):
+                rows = order[start:start + batch]
+                chunk = [prompt_ids[r] for r in rows]
+                width = max(len(p) for p in chunk)
+                out = self._run_batch(chunk, width, round_up(width + T, 64), sampling,
+                                      uniforms[torch.tensor(rows)], stats)
+                for r, ids in zip(rows, out):
+                    results[r] = ids
                 stats["batches"] += 1
         finally:
             self.model.train(was_training)
@@ -203,11 +210,12 @@ class NativeBackend:
         per_chunk = max(1, self.prefill_tokens // width_p)
         for start in range(0, n, per_chunk):
             rows = prompt_ids[start:start + per_chunk]
-            ids = torch.full((len(rows), width_p), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(rows), width_p), dtype=torch.long)
+            width = max(len(p) for p in rows)
+            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(rows), width), dtype=torch.long)
             for r, p in enumerate(rows):
-                ids[r, width_p - len(p):] = torch.tensor(p)
-                attention[r, width_p - len(p):] = 1
+                ids[r, width - len(p):] = torch.tensor(p)
+                attention[r, width - len(p):] = 1
             state.prefill(start, ids.to(device), attention.to(device))
         self._sync()
         stats["prefill_s"] += time.perf_counter() - t0
@@ -218,6 +226,7 @@ class NativeBackend:
         active_rows = buckets[0]
         graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        side = torch.cuda.Stream(device) if self.use_graphs else None  # warm-ups and captures
         t = 1  # tokens generated so far per row (token 0 came from the prefill)
         t0 = time.perf_counter()
         self._check(slots, finished, t, sampling.stop, eos, stats)
@@ -230,15 +239,13 @@ class NativeBackend:
                 graphs[key].replay()
             else:  # run the step eagerly (warm-up, real work), then capture it for the next ones
                 c0 = time.perf_counter()
-                side = torch.cuda.Stream(device)
                 side.wait_stream(torch.cuda.current_stream(device))
                 with torch.cuda.stream(side):
                     state.step(*key)
-                torch.cuda.current_stream(device).wait_stream(side)
+                side.synchronize()
                 graph = torch.cuda.CUDAGraph()
                 try:
-                    with torch.cuda.graph(graph, pool=pool):
-                        state.step(*key)
+                    self._capture(graph, pool, key, side)
                 except RuntimeError as exc:  # decode on without graphs (slower), say why
                     self.use_graphs = False
                     stats["graph_error"] = f"{type(exc).__name__}: {exc}"[:500]
@@ -273,6 +280,18 @@ class NativeBackend:
         del graphs
         self.state = None
         return [finished[r] for r in range(n)]
+
+    def _capture(self, graph, pool, key: tuple[int, int], stream) -> None:
+        """Records one step into graph on `stream` (recording runs nothing; the step was just run
+        there as the warm-up). torch.cuda.graph() would also run gc.collect() and empty the
+        allocator's cache at every capture; this does not."""
+        with torch.cuda.stream(stream):
+            graph.capture_begin(pool=pool)
+            try:
+                self.state.step(*key)
+            finally:
+                graph.capture_end()
+        torch.cuda.current_stream(stream.device).wait_stream(stream)
 
     @staticmethod
     def _cut_eos(ids: list[int], eos: int | None) -> list[int]:

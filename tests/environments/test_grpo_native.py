@@ -82,6 +82,10 @@ def test_greedy_tokens_equal_transformers_generate_with_left_padding(env, tokeni
                                torch.zeros(len(ids), 40))
     assert got == expected
     assert all(len(set(row)) > 5 for row in got)  # context-dependent text, not one token repeated
+    # one prompt per prefill chunk, each chunk padded only to its own longest prompt
+    one_by_one = env.native_rollout.NativeBackend(model, tokenizer, min_bucket=1, prefill_tokens=1)
+    assert one_by_one.generate_ids(ids, env.rollout.Sampling(temperature=0.0, max_new_tokens=40, stop=()),
+                                   torch.zeros(len(ids), 40)) == expected
     # the keys width grew in chunks of 16 past the longest prompt: more than one width was used
     assert backend.last_stats["decode_steps"] == 39
 
@@ -246,7 +250,7 @@ def test_auto_takes_native_on_a_gpu_without_vllm_and_a_variable_forces_a_backend
 def test_the_benchmark_runs_its_tiny_shape_on_a_cpu(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OUT": str(tmp_path)}
     done = subprocess.run([sys.executable, str(ENV_DIR / "bench_native.py"), "--tiny"],
-                          capture_output=True, text=True, timeout=120, env=env)
+                          capture_output=True, text=True, timeout=120, env=env, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((tmp_path / "bench_native.json").read_text())
     for shape in report["shapes"]:

@@ -38,10 +38,10 @@ for key, value in (("LITELLM_LOCAL_MODEL_COST_MAP", "True"), ("WANDB_MODE", "dis
                    ("HF_HUB_OFFLINE", "1"), ("TOY_SLEEP_S", "0")):
     os.environ.setdefault(key, value)
 
-from engine.executors.local import LocalExecutor  # noqa: E402
-from engine.search import SearchEngine  # noqa: E402
-from engine.store import Store, ops  # noqa: E402
-from engine.store.models import Idea  # noqa: E402
+from engine.executors.local import LocalExecutor
+from engine.search import SearchEngine
+from engine.store import Store, ops
+from engine.store.models import Idea
 
 TOY = REPO / "tests" / "fixtures" / "toyenv"
 SLOTS = 8

@@ -25,9 +25,10 @@ DIFF = (Path(__file__).resolve().parent.parent / "fixtures" / "toyenv" / "catalo
 
 
 def _search(store: Store, toy_env: Path, **extra: object):
-    fields = dict(name="s", env_name="toy", env_path=str(toy_env), env_version="v",
-                  profile="smoke", model="catalog", epochs=1, ideas_per_epoch=4, auto=True,
-                  metric_name="score", goal="minimize", baseline=5.0)
+    fields: dict[str, object] = {
+        "name": "s", "env_name": "toy", "env_path": str(toy_env), "env_version": "v",
+        "profile": "smoke", "model": "catalog", "epochs": 1, "ideas_per_epoch": 4,
+        "auto": True, "metric_name": "score", "goal": "minimize", "baseline": 5.0}
     fields.update(extra)
     return ops.create_search(store, **fields)
 

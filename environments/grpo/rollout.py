@@ -302,9 +302,9 @@ def make_backend(kind: str, *, model, tokenizer, model_name: str, gpu_memory_uti
         backend = VLLMBackend(model_name, gpu_memory_utilization, seed)
         backend.refresh(model)  # start from the training model's weights, whatever their origin
         return backend
-    if kind == "transformers":
-        return TransformersBackend(model, tokenizer, gen_batch=gen_batch, id_range=id_range)
     if kind == "native":
         from native_rollout import NativeBackend
         return NativeBackend(model, tokenizer, id_range=id_range)
+    if kind == "transformers":
+        return TransformersBackend(model, tokenizer, gen_batch=gen_batch, id_range=id_range)
     raise ValueError(f"unknown backend {kind!r}")

@@ -144,6 +144,8 @@ class NativeBackend:
         width_p = max(len(p) for p in prompt_ids)
         if min(len(p) for p in prompt_ids) == 0:
             raise ValueError("the native rollout backend needs at least one prompt token per row")
+        if T < 1:
+            raise ValueError(f"max_new_tokens must be at least 1 (got {T})")
         cache_width = round_up(width_p + T, 64)
         plan = plan_rows(self.model, len(prompt_ids), cache_width, T, self.memory_fraction,
                          self.prefill_tokens)

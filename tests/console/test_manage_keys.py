@@ -45,13 +45,13 @@ async def test_rename_and_delete_a_search(make_app: MakeApp, built: Built) -> No
         await until(pilot, lambda: isinstance(app.screen, PromptScreen), what="the name")
         app.screen.query_one(Input).value = "toy-1"  # taken
         await pilot.press("enter")
-        await until(pilot, lambda: any("already exists" in n for n in notes(app)), 5,
+        await until(pilot, lambda: any("already exists" in n for n in notes(app)), 30,
                     "the refusal", state=lambda: notes(app))
         await pilot.press("r")
         await until(pilot, lambda: isinstance(app.screen, PromptScreen), what="the name")
         app.screen.query_one(Input).value = "grpo-reference"
         await pilot.press("enter")
-        await until(pilot, lambda: "grpo-reference" in names_shown(app), 10, "the new name",
+        await until(pilot, lambda: "grpo-reference" in names_shown(app), 30, "the new name",
                     state=lambda: names_shown(app))
         assert ops.find_search(built.store, built.imported_id).name == "grpo-reference"
 
@@ -63,12 +63,12 @@ async def test_rename_and_delete_a_search(make_app: MakeApp, built: Built) -> No
         await pilot.press("D")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
         await pilot.press("y")
-        await until(pilot, lambda: names_shown(app) == ["toy-1"], 10, "the search gone",
+        await until(pilot, lambda: names_shown(app) == ["toy-1"], 30, "the search gone",
                     state=lambda: names_shown(app))
         assert [s.search.name for s in cq.search_summaries(built.store)] == ["toy-1"]
 
         await pilot.press("up", "D")  # toy-1 has an engine attached
-        await until(pilot, lambda: any("stop it first" in n for n in notes(app)), 5,
+        await until(pilot, lambda: any("stop it first" in n for n in notes(app)), 30,
                     "the refusal", state=lambda: notes(app))
         assert not isinstance(app.screen, ConfirmScreen)
         assert len(cq.search_summaries(built.store)) == 1
@@ -85,7 +85,7 @@ async def test_note_and_retry_an_idea_from_the_board(make_app: MakeApp, built: B
         await pilot.press(*"try", "space", *"longer")
         await pilot.press("enter")
         await until(pilot, lambda: manage.get_note(built.store, built.ideas["a"])
-                    == "try longer", 5, "the note stored")
+                    == "try longer", 30, "the note stored")
         await pilot.press("N")  # the note is there to edit
         await until(pilot, lambda: isinstance(app.screen, PromptScreen), what="the note")
         assert app.screen.query_one(Input).value == "try longer"
@@ -94,19 +94,24 @@ async def test_note_and_retry_an_idea_from_the_board(make_app: MakeApp, built: B
         await pilot.press("enter")  # the idea's detail shows the note above its text
         await until(pilot, lambda: isinstance(app.screen, IdeaDetailScreen)
                     and app.screen.detail is not None, what="the detail")
-        said = shown(app.screen.query_one("#idea-text", Static))
-        assert said.startswith("Note: try longer") and "Raise bonus A" in said, said
+        # (the text pane is filled from the loaded detail a frame later)
+        text = lambda: shown(app.screen.query_one("#idea-text", Static))  # noqa: E731
+        said = await until(pilot, lambda: text().startswith("Note: try longer") and text(),
+                           what="the note in the detail", state=text)
+        assert "Raise bonus A" in said, said
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, IdeaDetailScreen), what="back")
 
         await pilot.press("t")  # a scored idea: retry does not apply
         await until(pilot, lambda: any("only a failed or cancelled idea can be retried" in n
-                                       for n in notes(app)), 5, "the reason")
+                                       for n in notes(app)), 30, "the reason")
         await cursor_to(pilot, crash)
         await pilot.press("t")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
         await pilot.press("y")
-        await until(pilot, lambda: board(pilot).total == 12, 10, "the new attempt")
+        await until(pilot, lambda: board(pilot).total == 12, 30, "the new attempt")
         (new,) = [r for r in cq.children_briefs(built.store, crash)]
         assert new.kind == "retry" and new.status == "implemented"  # its diff runs again
-        assert any(f"#{crash} retried as #{new.id}" in n for n in notes(app))
+        await until(pilot, lambda: any(f"#{crash} retried as #{new.id}" in n
+                                       for n in notes(app)), what="the retry's notice",
+                    state=lambda: notes(app))

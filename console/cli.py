@@ -79,26 +79,15 @@ def _status_dict(store: Any, s: Any, benched: list[Any] | None = None) -> dict[s
     rank = standing.standing(everything, s.goal, s.confirm)
     base = next((i for i in everything if i.origin == "baseline"), None)
     jobs = job_ops.list_jobs(store, s.id)
-    return {"name": s.name, "id": s.id, "environment": s.env_name, "profile": s.profile,
-            "model": s.model, "status": s.status, "phase": s.phase, "epoch": s.epoch,
-            "epochs": s.epochs, "auto": s.auto, "review_diffs": s.review_diffs,
-            "advance_at": s.advance_at, "max_cost_usd": s.max_cost_usd,
-            "max_gpu_hours": s.max_gpu_hours,
-            "best_score": rank.best.score if rank.best else None,
-            "best_idea": rank.best.id if rank.best else None,
-            "best": _brief(rank.best), "leading": _brief(rank.leading),
-            "confirm": s.confirm, "baseline": s.baseline,
-            "baseline_runs": base.runs if base else 0,
-            "baseline_se": base.score_se if base else None,
-            "metric": s.metric_name, "goal": s.goal,
-            "cost_usd": round(ops.llm_cost(store, s.id), 6),
-            "llm_calls": ops.llm_call_count(store, s.id),
-            "gpu_hours": round(console_queries.gpu_hours(store, s.id), 6),
-            "ideas": ops.counts_by_status(store, s.id),
-            "jobs": {st: sum(j.state == st for j in jobs) for st in {j.state for j in jobs}},
-            "engine_pid": s.engine_pid, "message": s.message,
-            "quarantined_hosts": sorted(h.name for h in (
-                _benched_hosts(store) if benched is None else benched))}
+    from console.cli_read import status_fields
+
+    return status_fields(
+        s, rank, base, cost=ops.llm_cost(store, s.id), calls=ops.llm_call_count(store, s.id),
+        gpu_hours=console_queries.gpu_hours(store, s.id),
+        ideas=ops.counts_by_status(store, s.id),
+        jobs={st: sum(j.state == st for j in jobs) for st in {j.state for j in jobs}},
+        benched=sorted(h.name for h in (_benched_hosts(store) if benched is None
+                                        else benched)))
 
 
 def _brief(i: Any) -> dict[str, Any] | None:

@@ -81,7 +81,6 @@ def _benched(conn: sqlite3.Connection) -> list[Any]:
 def _status_dict(conn: sqlite3.Connection, s: SearchView, benched: list[Any]
                  ) -> dict[str, Any]:
     """`cli._status_dict`, field for field."""
-    from console.cli import _brief
     from engine import standing
 
     everything = _ideas(conn, s.id)
@@ -98,6 +97,19 @@ def _status_dict(conn: sqlite3.Connection, s: SearchView, benched: list[Any]
         "WHERE search_id = ?", (now, s.id)).fetchone()[0]
     ideas = dict(conn.execute("SELECT status, count(*) FROM idea WHERE search_id = ? "
                               "GROUP BY status", (s.id,)).fetchall())
+    return status_fields(s, rank, base, cost=float(cost or 0.0), calls=int(calls),
+                         gpu_hours=float(gpu_s or 0.0) / 3600,
+                         ideas={k: int(v) for k, v in ideas.items()},
+                         jobs={k: int(v) for k, v in jobs.items()},
+                         benched=sorted(h.name for h in benched))
+
+
+def status_fields(s: Any, rank: Any, base: Any, *, cost: float, calls: int, gpu_hours: float,
+                  ideas: dict[str, int], jobs: dict[str, int], benched: list[str]
+                  ) -> dict[str, Any]:
+    """`status --json`'s object for one search, whichever path read its parts."""
+    from console.cli import _brief
+
     return {"name": s.name, "id": s.id, "environment": s.env_name, "profile": s.profile,
             "model": s.model, "status": s.status, "phase": s.phase, "epoch": s.epoch,
             "epochs": s.epochs, "auto": s.auto, "review_diffs": s.review_diffs,
@@ -110,12 +122,9 @@ def _status_dict(conn: sqlite3.Connection, s: SearchView, benched: list[Any]
             "baseline_runs": base.runs if base else 0,
             "baseline_se": base.score_se if base else None,
             "metric": s.metric_name, "goal": s.goal,
-            "cost_usd": round(float(cost or 0.0), 6), "llm_calls": int(calls),
-            "gpu_hours": round(float(gpu_s or 0.0) / 3600, 6),
-            "ideas": {k: int(v) for k, v in ideas.items()},
-            "jobs": {k: int(v) for k, v in jobs.items()},
-            "engine_pid": s.engine_pid, "message": s.message,
-            "quarantined_hosts": sorted(h.name for h in benched)}
+            "cost_usd": round(cost, 6), "llm_calls": calls,
+            "gpu_hours": round(gpu_hours, 6), "ideas": ideas, "jobs": jobs,
+            "engine_pid": s.engine_pid, "message": s.message, "quarantined_hosts": benched}
 
 
 def _searches(conn: sqlite3.Connection) -> list[SearchView]:

@@ -233,15 +233,7 @@ def _slurm_login(chk: _Checker, table: Mapping[str, Any], cfg: SlurmConfig,
     row = {k: v for k, v in table.items() if k in ENDPOINT_FIELDS - {"address", "user"}}
     ep = _endpoint(chk, address, {**row, "address": address, **({"user": user} if at else {})},
                    {}, check_files)
-    jump = None
-    jump_name = chk.get(table, "jump", str, None)
-    if jump_name is not None:
-        if jump_name not in jumps:
-            known = ", ".join(sorted(jumps)) or "none defined"
-            raise chk.fail("jump", f"names {jump_name!r}, which is not a [jump_hosts.NAME] "
-                           f"table (jump hosts: {known})")
-        jump = jumps[jump_name]
-    return replace(cfg, login=ep, jump=jump)
+    return replace(cfg, login=ep, jump=_jump(chk, table, jumps))
 
 
 def _policy(chk: _Checker, table: Mapping[str, Any]) -> Policy:
@@ -325,14 +317,7 @@ def _host(chk: _Checker, row: Mapping[str, Any], defaults: Mapping[str, Any],
     unreachable = float(chk.get(merged, "unreachable_after", (int, float), 30.0))
     if unreachable < 1:
         raise chk.fail("unreachable_after", f"must be at least 1 second, got {unreachable}")
-    jump: Endpoint | None = None
-    jump_name = chk.get(merged, "jump", str, None)
-    if jump_name is not None:
-        if jump_name not in jumps:
-            known = ", ".join(sorted(jumps)) or "none defined"
-            raise chk.fail("jump", f"names {jump_name!r}, which is not a [jump_hosts.NAME] "
-                           f"table (jump hosts: {known})")
-        jump = jumps[jump_name]
+    jump = _jump(chk, merged, jumps)
     envs: dict[str, HostEnv] = {}
     for ename, et in chk.get(merged, "environments", dict, {}).items():
         prefix = f"environments.{ename}."
@@ -373,3 +358,15 @@ def _host(chk: _Checker, row: Mapping[str, Any], defaults: Mapping[str, Any],
         max_jobs=max_jobs, labels=tuple(labels), python=python, jump=jump,
         poll_interval=poll, unreachable_after=unreachable, environments=envs, env_vars=env_vars,
     )
+
+
+def _jump(chk: Any, table: dict[str, Any], jumps: dict[str, Endpoint]) -> Endpoint | None:
+    """The [jump_hosts.NAME] endpoint a host or login table names with `jump` (None: none)."""
+    name = chk.get(table, "jump", str, None)
+    if name is None:
+        return None
+    if name not in jumps:
+        known = ", ".join(sorted(jumps)) or "none defined"
+        raise chk.fail("jump", f"names {name!r}, which is not a [jump_hosts.NAME] table "
+                       f"(jump hosts: {known})")
+    return jumps[name]

@@ -10,6 +10,7 @@ from typing import Any
 from textual.pilot import Pilot
 
 from console.widgets.idea_board import IdeaBoard
+from console.widgets.key_bar import KeyBar
 from console.widgets.search_header import SearchHeader
 from engine.store.console_queries import BoardRow
 
@@ -52,3 +53,14 @@ async def cursor_to(pilot: Pilot[Any], idea_id: int) -> BoardRow:
         await pilot.press(*["down"] * index)
     assert b.current is not None and b.current.id == idea_id, (b.cursor, index)
     return b.current
+
+
+async def jobs_settled(pilot: Pilot[Any]) -> None:
+    """Before a picture of the jobs screen: background work done and the key bar caught up.
+    The key bar follows the highlighted running job a frame after the table fills (its
+    bindings signal); a loaded machine could take the picture before it offers c Cancel."""
+    await until(pilot, lambda: not any(w.is_running for w in pilot.app.workers),
+                what="background work to finish")
+    bar = pilot.app.screen.query_one(KeyBar)
+    await until(pilot, lambda: "Cancel" in bar.plain, what="the key bar's c Cancel")
+    await pilot.pause()

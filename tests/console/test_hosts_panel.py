@@ -14,11 +14,10 @@ from console import fmt
 from console.app import IdeaforgeApp
 from console.screens.jobs import JobsScreen
 from console.widgets.hosts_panel import HostsPanel
-from console.widgets.key_bar import KeyBar
 from engine.store import Store
 from engine.store import hosts_queries as hq
 from tests.console.builders import NOW, Built
-from tests.console.helpers import board, until
+from tests.console.helpers import board, jobs_settled, until
 
 MakeApp = Callable[..., IdeaforgeApp]
 H100 = "NVIDIA H100 80GB HBM3"
@@ -85,12 +84,6 @@ def test_jobs_and_hosts_with_idle_hosts(snap_compare: Any, make_app: MakeApp, bu
 
     async def steps(pilot: Pilot[Any]) -> None:
         await open_hosts(pilot, 4)
-        await until(pilot, lambda: not any(w.is_running for w in pilot.app.workers),
-                    what="background work to finish")
-        # the key bar follows the highlighted running job a frame later (its bindings signal):
-        # a loaded machine could take the picture before it offers c Cancel
-        bar = pilot.app.screen.query_one(KeyBar)
-        await until(pilot, lambda: "Cancel" in bar.plain, what="the key bar's c Cancel")
-        await pilot.pause()
+        await jobs_settled(pilot)
 
     assert snap_compare(make_app(poll_s=3600), terminal_size=(150, 40), run_before=steps)

@@ -95,7 +95,7 @@ async def test_note_and_retry_an_idea_from_the_board(make_app: MakeApp, built: B
         await until(pilot, lambda: isinstance(app.screen, IdeaDetailScreen)
                     and app.screen.detail is not None, what="the detail")
         # (the text pane is filled from the loaded detail a frame later)
-        text = lambda: shown(app.screen.query_one("#idea-text", Static))  # noqa: E731
+        text = lambda: shown(app.screen.query_one("#idea-text", Static))
         said = await until(pilot, lambda: text().startswith("Note: try longer") and text(),
                            what="the note in the detail", state=text)
         assert "Raise bonus A" in said, said

@@ -18,7 +18,7 @@ from console.widgets.diff_view import DiffView
 from console.widgets.hosts_panel import HostsPanel
 from console.widgets.lineage_tree import LineageTree
 from tests.console.builders import Built
-from tests.console.helpers import board, cursor_to, header_text, until
+from tests.console.helpers import board, cursor_to, header_text, jobs_settled, until
 
 SIZE = (150, 40)
 MakeApp = Callable[..., IdeaforgeApp]
@@ -80,7 +80,7 @@ def test_jobs_and_hosts(snap_compare: Any, make_app: MakeApp) -> None:
         await pilot.press("2")
         await until(pilot, lambda: isinstance(pilot.app.screen, JobsScreen)
                     and pilot.app.screen.query_one(HostsPanel).row_count == 2, what="jobs")
-        await settled(pilot)
+        await jobs_settled(pilot)
 
     assert snap_compare(app_of(make_app), terminal_size=SIZE, run_before=steps)
 

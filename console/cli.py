@@ -85,7 +85,7 @@ def _status_dict(store: Any, s: Any, benched: list[Any] | None = None) -> dict[s
         s, rank, base, cost=ops.llm_cost(store, s.id), calls=ops.llm_call_count(store, s.id),
         gpu_hours=console_queries.gpu_hours(store, s.id),
         ideas=ops.counts_by_status(store, s.id),
-        jobs={st: sum(j.state == st for j in jobs) for st in {j.state for j in jobs}},
+        jobs={st: sum(j.state == st for j in jobs) for st in sorted({j.state for j in jobs})},
         benched=sorted(h.name for h in (_benched_hosts(store) if benched is None
                                         else benched)))
 
@@ -256,18 +256,25 @@ def cmd_ideas(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from console import fmt
-    from engine.store import console_queries, job_ops, manage, ops, verification
+    from console import cli_read_more, fmt
 
-    store = _store(args, read=True)
-    i = ops.get_idea(store, args.idea)
-    note = manage.get_note(store, i.id)
-    attempts = ops.list_attempts(store, i.id)
-    jobs = job_ops.list_jobs(store, idea_id=i.id)
-    children = ops.children_of(store, i.id)
-    checked = console_queries.verifications(store, [i.id]).get(i.id, verification.UNKNOWN)
-    gpu_hours = console_queries.idea_gpu_hours(store, [i.id])[i.id]
-    own_se = _evaluator_se(store, i, jobs)
+    fast = cli_read_more.show(args)  # stdlib sqlite3: no ORM import (None: the path below)
+    if fast is None:
+        from engine.store import console_queries, job_ops, manage, ops, verification
+
+        store = _store(args, read=True)
+        i = ops.get_idea(store, args.idea)
+        jobs = job_ops.list_jobs(store, idea_id=i.id)
+        fast = cli_read_more.Shown(
+            idea=i, note=manage.get_note(store, i.id), attempts=ops.list_attempts(store, i.id),
+            jobs=jobs, children=ops.children_of(store, i.id),
+            checked=console_queries.verifications(store, [i.id]).get(i.id,
+                                                                     verification.UNKNOWN),
+            gpu_hours=console_queries.idea_gpu_hours(store, [i.id])[i.id],
+            own_se=_evaluator_se(store, i, jobs))
+    i, note, attempts, jobs, children, checked, gpu_hours, own_se = (
+        fast.idea, fast.note, fast.attempts, fast.jobs, fast.children, fast.checked,
+        fast.gpu_hours, fast.own_se)
     if args.json:
         d = _idea_dict(i)
         d.update(note=note, children=children, attempts=[a.to_dict() for a in attempts],
@@ -340,16 +347,22 @@ def _ancestry(store: Any, idea_id: int) -> dict[str, Any]:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from engine.store import ops
+    from console import cli_read_more
 
-    store = _store(args, read=True)
-    tree = _ancestry(store, args.idea)
-    descendants: list[int] = []
-    frontier = [args.idea]
-    while frontier:
-        kids = ops.children_of(store, frontier.pop())
-        descendants += [k for k in kids if k not in descendants]
-        frontier += kids
+    fast = cli_read_more.lineage(args)  # stdlib sqlite3: no ORM import (None: below)
+    if fast is not None:
+        tree, descendants = fast
+    else:
+        from engine.store import ops
+
+        store = _store(args, read=True)
+        tree = _ancestry(store, args.idea)
+        descendants = []
+        frontier = [args.idea]
+        while frontier:
+            kids = ops.children_of(store, frontier.pop())
+            descendants += [k for k in kids if k not in descendants]
+            frontier += kids
     if args.json:
         _print_json({"ancestry": tree, "descendants": descendants})
         return 0

@@ -45,16 +45,21 @@ def _run_times(jobs: list[Any]) -> dict[str, Any]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from engine import environments
-    from engine.patching import apply_to_copy
-    from engine.store import metric_queries, ops
+    from console import cli_read_more
 
-    store = _store(args, read=True)
-    s = ops.find_search(store, args.search)
-    ideas = ops.list_ideas(store, s.id)
-    runs = metric_queries.job_runs(store, s.id)
-    lines = (metric_queries.metric_lines(store, [j.id for js in runs.values() for j in js])
-             if args.metrics else {})
+    got = cli_read_more.export(args)  # stdlib sqlite3: no ORM import (None: the path below)
+    if got is None:
+        from engine.store import metric_queries, ops
+
+        store = _store(args, read=True)
+        s = ops.find_search(store, args.search)
+        runs = metric_queries.job_runs(store, s.id)
+        got = cli_read_more.Exported(
+            search=s, ideas=ops.list_ideas(store, s.id), runs=runs,
+            lines=(metric_queries.metric_lines(store, [j.id for js in runs.values() for j in js])
+                   if args.metrics else {}),
+            status=_status_dict(store, s) if args.format == "json" else None)
+    s, ideas, runs, lines = got.search, got.ideas, got.runs, got.lines
     if args.format == "json":
         rows = []
         for i in ideas:
@@ -66,7 +71,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                                        "time_s": m.time_s} for m in lines.get(j.id, ())]
                 jobs.append(job)
             rows.append({**_idea_dict(i, s.baseline), "jobs": jobs})
-        _print_json({"search": _status_dict(store, s), "ideas": rows})
+        _print_json({"search": got.status, "ideas": rows})
     elif args.metrics:
         w = csv.DictWriter(sys.stdout, fieldnames=METRIC_COLUMNS)
         w.writeheader()
@@ -83,6 +88,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             w.writerow({**r, "parents": " ".join(map(str, r["parents"])),
                         **_run_times(runs.get(i.id, []))})
     if args.patched:
+        from engine import environments
+        from engine.patching import apply_to_copy
+
         env = environments.load(s.env_path)
         out = Path(args.patched)
         out.mkdir(parents=True, exist_ok=True)

@@ -44,19 +44,25 @@ def _schema_ok(conn: sqlite3.Connection) -> bool:
 def _ideas(conn: sqlite3.Connection, search_id: int, epoch: int | None = None
            ) -> list[IdeaView]:
     """`ops.list_ideas`: the search's ideas (of one epoch) in id order, parents and attempts."""
-    where, params = "search_id = ?", [search_id]
-    if epoch is not None:
-        where, params = where + " AND epoch = ?", [search_id, epoch]
+    if epoch is None:
+        return ideas_where(conn, "search_id = ?", [search_id])
+    return ideas_where(conn, "search_id = ? AND epoch = ?", [search_id, epoch])
+
+
+def ideas_where(conn: sqlite3.Connection, where: str, params: list[Any]) -> list[IdeaView]:
+    """The ideas matching `where` (`column = ?` terms joined by AND) in id order, as
+    `ops._idea_views` builds them: parents sorted, attempts counted."""
     rows = conn.execute(f"SELECT {', '.join(_IDEA_COLUMNS)} FROM idea WHERE {where} "
                         "ORDER BY id", params).fetchall()
+    joined = "i." + where.replace(" AND ", " AND i.")
     parents: dict[int, list[int]] = {}
     for child, parent in conn.execute(
             "SELECT p.child_id, p.parent_id FROM idea_parent p JOIN idea i ON i.id = p.child_id "
-            f"WHERE i.{where.replace(' AND ', ' AND i.')}", params):
+            f"WHERE {joined}", params):
         parents.setdefault(child, []).append(parent)
     attempts = dict(conn.execute(
         "SELECT a.idea_id, count(*) FROM patch_attempt a JOIN idea i ON i.id = a.idea_id "
-        f"WHERE i.{where.replace(' AND ', ' AND i.')} GROUP BY a.idea_id", params).fetchall())
+        f"WHERE {joined} GROUP BY a.idea_id", params).fetchall())
     out = []
     for row in rows:
         data = dict(zip(_IDEA_COLUMNS, row, strict=True))
@@ -86,8 +92,8 @@ def _status_dict(conn: sqlite3.Connection, s: SearchView, benched: list[Any]
     everything = _ideas(conn, s.id)
     rank = standing.standing(everything, s.goal, s.confirm)
     base = next((i for i in everything if i.origin == "baseline"), None)
-    jobs = dict(conn.execute("SELECT state, count(*) FROM job WHERE search_id = ? "
-                             "GROUP BY state", (s.id,)).fetchall())
+    jobs = dict(sorted(conn.execute("SELECT state, count(*) FROM job WHERE search_id = ? "
+                                    "GROUP BY state", (s.id,)).fetchall()))
     cost, calls = conn.execute("SELECT sum(cost_usd), count(*) FROM llm_call "
                                "WHERE search_id = ?", (s.id,)).fetchone()
     now = time.time()

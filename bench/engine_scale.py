@@ -9,12 +9,15 @@ ideas. For each N it reports, each the median of `--repeat` runs:
 - run: engine CPU per finished job while jobs run (a `--window` s window once jobs flow), ms;
 - idle: engine CPU while one long job runs and every other idea of the epoch has scored, in %
   of one core;
-- CLI (at `--cli-at` ideas): `status --json` and `ideas --json`, wall seconds from process start.
+- CLI (at `--cli-at` ideas): `status --json`, `ideas --json`, `show` (text and JSON), `lineage`
+  and `export` (JSON and CSV), wall seconds from process start (`--cli-orm`: each also through
+  the ORM path).
 
 The engine runs in this process; its CPU is this process's (children excluded: the jobs and
 their runners are other processes).
 
     .venv/bin/python bench/engine_scale.py [--sizes 100,1000,10000] [--repeat 3] [--window 8]
+    .venv/bin/python bench/engine_scale.py --only cli --cli-orm  # the CLI alone
 """
 
 from __future__ import annotations
@@ -167,19 +170,40 @@ def _kill(pid_file: Path) -> None:
         pass
 
 
-def cli_latency(tmp: Path, n: int, repeat: int) -> dict[str, float]:
+#: The CLI with every stdlib reader answering None: the ORM path, for comparison.
+ORM_PATH = ("import sys\n"
+            "from console import cli_read, cli_read_more\n"
+            "for name in ('show', 'lineage', 'export'):\n"
+            "    setattr(cli_read_more, name, lambda args: None)\n"
+            "cli_read.status = cli_read.ideas = lambda args: None\n"
+            "from console.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+
+
+def cli_latency(tmp: Path, n: int, repeat: int, orm: bool = False) -> dict[str, float]:
+    """Wall seconds from process start of each read command (median of `repeat`); with `orm`,
+    also of the same command through the ORM path (keys ending in " (ORM)")."""
     store, _ = make_search(tmp, n, "scored", "run")
+    mid = n // 2
+    with sqlite3.connect(store.path, timeout=30) as conn:  # `lineage mid`: ten generations
+        conn.executemany("INSERT INTO idea_parent (child_id, parent_id, kind) VALUES (?, ?, ?)",
+                         [(mid - k, mid - k - 1, "exploit") for k in range(10)])
     out: dict[str, float] = {}
     for name, args in (("status --json", ["status", "--json"]),
-                       ("ideas --json", ["ideas", "scale", "--json"])):
-        walls = []
-        for _ in range(repeat):
-            t0 = time.monotonic()
-            subprocess.run([sys.executable, "-m", "console.cli", "--workspace",
-                            str(store.workspace), *args], cwd=REPO, check=True,
-                           stdout=subprocess.DEVNULL)
-            walls.append(time.monotonic() - t0)
-        out[name] = statistics.median(walls)
+                       ("ideas --json", ["ideas", "scale", "--json"]),
+                       ("show", ["show", str(mid)]), ("show --json", ["show", str(mid), "--json"]),
+                       ("lineage", ["lineage", str(mid)]),
+                       ("export (json)", ["export", "scale"]),
+                       ("export --format csv", ["export", "scale", "--format", "csv"])):
+        for label, head in ((name, ["-m", "console.cli"]),
+                            *([(f"{name} (ORM)", ["-c", ORM_PATH])] if orm else [])):
+            walls = []
+            for _ in range(repeat):
+                t0 = time.monotonic()
+                subprocess.run([sys.executable, *head, "--workspace", str(store.workspace),
+                                *args], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+                walls.append(time.monotonic() - t0)
+            out[label] = statistics.median(walls)
     return out
 
 
@@ -190,11 +214,14 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=8.0)
     ap.add_argument("--cli-at", type=int, default=1000)
     ap.add_argument("--only", default="implement,run,idle,cli")
+    ap.add_argument("--cli-orm", action="store_true", help="also time each CLI read through "
+                    "the ORM path")
     args = ap.parse_args()
     only = set(args.only.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="engine-scale-"))
     try:
-        for n in (int(x) for x in args.sizes.split(",")):
+        engine_parts = only & {"implement", "run", "idle"}
+        for n in (int(x) for x in args.sizes.split(",") if engine_parts):
             row = {}
             if "implement" in only:
                 row["implement ms/idea"] = statistics.median(
@@ -207,7 +234,7 @@ def main() -> None:
                     idle_cpu(tmp, n, args.window) for _ in range(args.repeat))
             print(f"N={n}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True)
         if "cli" in only:
-            lat = cli_latency(tmp, args.cli_at, args.repeat)
+            lat = cli_latency(tmp, args.cli_at, args.repeat, args.cli_orm)
             print(f"CLI at {args.cli_at} ideas: " +
                   ", ".join(f"{k} {v:.3f} s" for k, v in lat.items()), flush=True)
     finally:

@@ -120,6 +120,13 @@ def test_an_unknown_id_falls_back_to_the_orm_path_and_its_message(
     assert "sqlalchemy" in imported
 
 
+def test_no_database_falls_back_to_the_orm_path_and_its_message(tmp_path: Path) -> None:
+    for args in (["show", "1"], ["lineage", "1", "--json"], ["export", "t"]):
+        code, out, err, _ = _run(tmp_path / "nowhere", args, orm=False)
+        assert code == 2 and out == b"" and b"no ideaforge workspace at" in err, err
+    assert not (tmp_path / "nowhere").exists()  # a read makes no workspace
+
+
 def test_a_database_of_another_schema_is_read_by_the_orm_path(
         search: Path, tmp_path: Path) -> None:
     """A database that says it is schema 11: the fast reader stands aside and the ORM path

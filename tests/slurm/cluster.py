@@ -3,11 +3,10 @@
 Debian's `slurm-wlm` (22.05) and `munge`, started as root in a private folder: munged on its
 own socket, slurmctld and slurmd in the foreground (so they are stopped by their pids), a
 `slurm.conf` whose one node is this machine with 8 CPUs (more than it has: `config_overrides`)
-and four fake GPUs (character devices made with mknod; Slurm refuses plain files). No
-accounting: `sacct` fails, as on a cluster without slurmdbd (slurmdbd needs a MySQL/MariaDB
-server). Slurm's job completion log (jobcomp/filetxt) is kept: `sacct_jobcomp.py` answers
-sacct's query from it, for tests of a cluster whose accounting works. FIELD_NOTES.md, "Slurm on this
-machine", has what was checked.
+and four fake GPUs (character devices made with mknod; Slurm refuses plain files). With
+`accounting`, a private MariaDB and slurmdbd too (tests/slurm/accounting.py), so the real
+`sacct` answers; without, `sacct` fails, as on a cluster without slurmdbd. FIELD_NOTES.md,
+"Slurm on this machine", has what was checked.
 """
 
 from __future__ import annotations
@@ -17,8 +16,11 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.slurm.accounting import Accounting
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scancel", "sinfo")
@@ -52,6 +54,12 @@ class Cluster:
     root: Path
     node: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    accounting: bool = False
+    acct: Accounting | None = None
+
+    def __post_init__(self) -> None:
+        if self.accounting:
+            self.acct = Accounting(self.root, self.node)
 
     @property
     def conf(self) -> Path:
@@ -70,6 +78,8 @@ class Cluster:
             if not node.exists():
                 os.mknod(node, 0o666 | 0o020000, os.makedev(195, i))
         r = self.root
+        accounting = self.acct.slurm_conf_lines() if self.acct else \
+            "AccountingStorageType=accounting_storage/none\n"
         etc.joinpath("slurm.conf").write_text(f"""\
 ClusterName=ideaforge
 SlurmctldHost={self.node}(127.0.0.1)
@@ -92,9 +102,7 @@ SelectTypeParameters=CR_Core
 GresTypes=gpu
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1,bf_interval=1
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/filetxt
-JobCompLoc={r}/log/jobcomp.log
+{accounting}\
 JobAcctGatherType=jobacct_gather/none
 MpiDefault=none
 ReturnToService=2
@@ -113,6 +121,19 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
         if not key.exists():
             key.write_bytes(os.urandom(1024))
             key.chmod(0o400)
+        if self.acct:
+            self.acct.write_config()
+
+    def without_accounting(self) -> Path:
+        """A copy of slurm.conf that says the cluster keeps no accounting: `sacct` run with it
+        (SLURM_CONF) fails as on a cluster without slurmdbd; squeue still reads this one."""
+        path = self.root / "etc" / "no-accounting" / "slurm.conf"
+        path.parent.mkdir(exist_ok=True)
+        text = "".join(line for line in self.conf.read_text().splitlines(keepends=True)
+                       if not line.startswith("AccountingStorage"))
+        path.write_text(text + "AccountingStorageType=accounting_storage/none\n")
+        path.parent.joinpath("gres.conf").write_text(self.conf.with_name("gres.conf").read_text())
+        return path
 
     def start(self, timeout: float = 60.0) -> None:
         self.write_config()
@@ -126,6 +147,11 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
             stdout=log, stderr=log, stdin=subprocess.DEVNULL))
         _wait(lambda: (m / "munge.sock").exists(), 15, "munged did not start", self)
         env = self.env()
+        if self.acct:
+            def wait(ok: Callable[[], bool], timeout: float, what: str) -> None:
+                _wait(ok, timeout, what, self)
+            self.acct.start_database(log, self.procs, wait)
+            self.acct.start_slurmdbd(env, log, self.procs, wait, "ideaforge")
         self.procs.append(subprocess.Popen([_exe("slurmctld"), "-D", "-c", "-f", str(self.conf)],
                                            env=env, stdout=log, stderr=log,
                                            stdin=subprocess.DEVNULL))
@@ -188,6 +214,8 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
                     proc.kill()
                     proc.wait(timeout=5)
         self.procs.clear()
+        if self.acct:
+            self.acct.remove_data()
 
     def logs(self) -> str:
         out = []
@@ -196,6 +224,8 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
             p = self.root / name
             if p.exists():
                 out.append(f"--- {name}\n" + p.read_text(errors="replace")[-3000:])
+        if self.acct:
+            out.extend(self.acct.logs())
         return "\n".join(out)
 
 

@@ -1,7 +1,10 @@
-"""A real one-node Slurm cluster (tests/slurm/cluster.py), started once for these tests.
+"""A real one-node Slurm cluster (tests/slurm/cluster.py), started once for these tests, with
+real accounting (a private MariaDB and slurmdbd: tests/slurm/accounting.py).
 
-Skipped, with the reason, where Slurm is not installed or the tests do not run as root; .ci/run
-installs `slurm-wlm` and `munge`, so CI runs them.
+Skipped, with the reason, where Slurm is not installed or the tests do not run as root; where
+MariaDB or slurmdbd is not, the cluster runs without accounting and only the tests that need
+`sacct` are skipped. .ci/run installs `slurm-wlm`, `munge`, `mariadb-server` and `slurmdbd`,
+so CI runs them all.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.slurm import accounting
 from tests.slurm.cluster import Cluster, missing
 
 
@@ -22,7 +26,7 @@ def slurm_cluster() -> Iterator[Cluster]:
     if why:
         pytest.skip(why)
     root = Path(tempfile.mkdtemp(prefix="ideaforge-slurm-"))
-    cluster = Cluster(root)
+    cluster = Cluster(root, accounting=accounting.missing() is None)
     old = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(cluster.conf)  # the executor's and the CLI's sbatch, squeue
     try:
@@ -45,3 +49,12 @@ def slurm(slurm_cluster: Cluster) -> Iterator[Cluster]:
     """The cluster, its queue emptied after each test."""
     yield slurm_cluster
     slurm_cluster.cancel_all()
+
+
+@pytest.fixture
+def slurm_accounting(slurm: Cluster) -> Cluster:
+    """The cluster, where its accounting runs (`sacct` answers)."""
+    why = accounting.missing()
+    if why:
+        pytest.skip(why)
+    return slurm

@@ -5,22 +5,16 @@ fails (out of memory, Slurm's time limit), and `ideaforge cancel` scancels a que
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-from engine.executors import attempt_dir
 from engine.executors.fleet import WatchItem
 from engine.executors.slurm import HOST, SlurmFleet
 from engine.executors.slurm_cli import QueueRow
 from engine.store import Store, job_ops
 from tests.conftest import cli, start_cli, wait_for
 from tests.slurm.cluster import Cluster
-from tests.slurm.test_slurm_executor import _fleet, _launch, _poll, _spec, _until
+from tests.slurm.test_slurm_executor import _fleet, _launch, _spec, _until
 
 
 def _sid(item: WatchItem) -> str:
@@ -134,48 +128,6 @@ def test_ideaforge_cancel_scancels_a_queued_slurm_job_at_once(
         if engine.poll() is None:
             engine.kill()
         subprocess.run(["scancel", blocker], env=slurm.env(), check=False)
-
-
-def test_a_job_squeue_forgot_is_told_by_sacct_where_accounting_works(
-        slurm: Cluster, toy_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fleet = _fleet(tmp_path)
-    # a job that ignores TERM: its runner waits kill_grace_s (10 s) before KILL, but Slurm
-    # KILLs everything after KillWait (5 s): cancelled by hand, and no exit record
-    item = _launch(fleet, _spec(toy_env, "trap '' TERM; sleep 60", 1, 1))
-    _until(fleet, [item], {"running"})
-    pid = wait_for(lambda: attempt_dir.read_json(os.path.join(item.job_dir, "pid")), 20,
-                   "the runner")
-    sid = _sid(item)
-    slurm.run("scancel", sid)
-    wait_for(lambda: _state(slurm, sid) == "CANCELLED", 30, "Slurm to end the job")
-    assert not (Path(item.job_dir) / "exit").exists()
-    for proc in attempt_dir.job_processes(item.job_dir, pid):  # type: ignore[arg-type]
-        os.kill(proc, signal.SIGKILL)  # (what proctrack/linuxproc may have lost)
-    # then squeue forgets the job (as after MinJobAge)
-    slurm.stop_daemon("slurmctld")
-    slurm.start_daemon("slurmctld", clear=True)
-    assert _state(slurm, sid) == ""
-    # with accounting, sacct says it was cancelled: cancelled, at once
-    shim = tmp_path / "bin"
-    shim.mkdir()
-    (shim / "sacct").write_text(f'#!/bin/sh\nexec {sys.executable} '
-                                f'{Path(__file__).parent / "sacct_jobcomp.py"} "$@"\n')
-    (shim / "sacct").chmod(0o755)
-    with monkeypatch.context() as m:
-        m.setenv("PATH", f"{shim}:{os.environ['PATH']}")
-        told = _fleet(tmp_path)
-        status = _poll(told, [item])[1].status
-    assert told.calls["sacct"] == 1
-    assert status.state == "finished" and status.cancelled, status
-    assert f"Slurm job {sid} ended CANCELLED without an exit record" in (status.note or "")
-    # without accounting (sacct fails): nothing is concluded until exit has had its time;
-    # then the job is lost, and the engine runs it again
-    blind = _fleet(tmp_path)
-    blind.settle_s = 2
-    assert _poll(blind, [item])[1].status.state == "running"
-    status = _until(blind, [item], {"lost", "finished"}, timeout=10)[1].status
-    assert status.state == "lost" and "out of the queue" in (status.note or ""), status
-    assert blind.calls["sacct"] == 1  # asked once; the failure is remembered
 
 
 def test_slurms_warning_before_its_limit_stops_the_job_as_timed_out(

@@ -134,6 +134,7 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
             for task in self.tasks.values():
                 task.cancel()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            self._close_marker()
             self.release()
 
     def _warn_if_evaluator_changed(self, ranked_by: str | None) -> None:
@@ -156,7 +157,13 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
         self._remeasure_failed_baseline()
         self._resume_checks()
         self._held = ops.held_gate(self.store, self.search_id)
+        woken = True
         while True:
+            if self._quiet_tick(woken):  # nothing changed: only looked (engine.search_quiet)
+                self._beat()
+                woken = await self._sleep()
+                continue
+            self._begin_full_tick()
             self._apply_decisions()
             if self._stop:
                 ops.update_search(self.store, self.search_id, status="stopped",
@@ -177,14 +184,20 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
                 return Outcome(code, message)
             if done is not None:
                 return done
-            ops.update_search(self.store, self.search_id, engine_heartbeat=time.time())
-            # Sleep until the next poll, or until a proposal/implementation task finishes: a
-            # finished task usually unblocks the next phase, which should not wait a tick.
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            self._beat()
+            woken = await self._sleep()
+
+    async def _sleep(self) -> bool:
+        """Sleep until the next poll, or until a proposal/implementation task finishes (a
+        finished task usually unblocks the next phase, which should not wait a tick); True
+        when woken."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), self.poll_s)
+        except TimeoutError:
+            pass
+        woken = self._wake.is_set()
+        self._wake.clear()
+        return woken
 
     def _start(self, key: str, coro: Any) -> None:
         task = asyncio.create_task(coro)

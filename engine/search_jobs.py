@@ -22,7 +22,7 @@ from engine.metrics import Evaluation, Verdict, judge, reported_score
 from engine.outcome import EXIT_ERROR
 from engine.scheduler import HostSlots, RunningJob, Waiting
 from engine.search_confirm import seed_for
-from engine.search_parts import EngineParts
+from engine.search_quiet import QuietTicks, beat_worth_storing
 from engine.store import hosts_queries as hq
 from engine.store import job_ops, ops
 from engine.store.views import JobView
@@ -36,17 +36,27 @@ log = logging.getLogger(__name__)
 
 #: Runs of one idea's job on this machine, first included, when the job is lost (not its fault).
 LOCAL_MAX_ATTEMPTS = 2
+#: Implemented ideas queued per tick at most.
+ENQUEUE_SLICE = 200
 
 
-class JobsMixin(EngineParts):
+class JobsMixin(QuietTicks):
     _settle_runs: Callable[[int], None]
     _after_job: Callable[[JobView, Verdict], None]
 
     def _enqueue(self, epoch: int) -> None:
         """Queue every implemented idea (of any epoch up to this one: a repaired idea of an
-        earlier epoch too): its pre-flight check first when the environment names one."""
+        earlier epoch too): its pre-flight check first when the environment names one.
+
+        `ENQUEUE_SLICE` ideas a tick at most (one transaction each): 10,000 ideas implemented
+        at once must not hold the event loop, and the tasks on it, for tens of seconds; a full
+        slice wakes the next tick at once."""
         check = self._preflight_profile()
-        for idea in ops.list_ideas(self.store, self.search_id, None, ("implemented",)):
+        ideas = ops.list_ideas(self.store, self.search_id, None, ("implemented",),
+                               limit=ENQUEUE_SLICE)
+        if len(ideas) == ENQUEUE_SLICE:
+            self._wake.set()
+        for idea in ideas:
             if idea.epoch > epoch:
                 continue
             if check is not None and idea.origin != "baseline":
@@ -93,12 +103,22 @@ class JobsMixin(EngineParts):
         for job in hq.orphan_jobs(self.store, fleet.name, self.search_id):
             if job.host in views:
                 by_host[job.host].append(job)
+        watched = []
+        prefetched = self._prefetched
+        self._prefetched = {}
         for host, jobs in by_host.items():
             items = [WatchItem(j.id, j.job_dir, j.metrics_offset, j.log_offset)
                      for j in jobs if j.state == "running" and j.job_dir]
-            reports = fleet.watch(host, items) or {}
+            # a quiet tick's look may have taken this host's reports (a remote fleet hands
+            # each poll out once): they still hold for the items they were read for
+            kept = prefetched.get(host, {})
+            reports = {i.job_id: kept[i] for i in items if i in kept}
+            reports.update(fleet.watch(host, items) or {})
             for job in jobs:
                 self._watch(job, reports.get(job.id), views.get(host))
+            if jobs:
+                watched.append((host, items, jobs))
+        self._remember_watched(watched)
         self._place_and_launch(views)
 
     def _place_and_launch(self, views: dict[str, HostView]) -> None:
@@ -223,7 +243,7 @@ class JobsMixin(EngineParts):
                 return
             status = JobStatus("lost")
         if status.state in ("running", "pending"):  # pending: in Slurm's queue
-            if status.heartbeat_at and status.heartbeat_at != job.heartbeat_at:
+            if beat_worth_storing(job.heartbeat_at, status.heartbeat_at):
                 # Slurm: the job's GPU time starts when it runs, not when it was queued
                 ran = {"started_at": status.heartbeat_at} if job.heartbeat_at is None and \
                     getattr(self._jobs_fleet(), "places_gpus", False) else {}

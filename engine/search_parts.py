@@ -24,4 +24,5 @@ class EngineParts:
     progress: Callable[[str], None]
     tasks: dict[str, Any]
     _fatal: tuple[int, str] | None
+    _wake: Any  # asyncio.Event: set, the loop's next tick comes at once
     search: SearchView  # a property of SearchEngine: the search as stored now

@@ -12,8 +12,8 @@ from sqlalchemy import Table, delete, or_, select
 from sqlmodel import SQLModel
 
 from engine.store.db import Store, StoreError
-from engine.store.models import Idea, Job, PatchAttempt, Search
 from engine.store.job_ops import raise_job_id_floor
+from engine.store.models import Idea, Job, PatchAttempt, Search
 from engine.store.ops import NewIdea, _cas, _event, _insert_idea
 
 #: Ideas a retry may start again: they ended without a result (a cancelled job leaves its

@@ -317,14 +317,17 @@ def _idea_views(s: Session, rows: Sequence[Idea]) -> list[IdeaView]:
 
 
 def list_ideas(store: Store, search_id: int, epoch: int | None = None,
-               statuses: Iterable[str] | None = None) -> list[IdeaView]:
+               statuses: Iterable[str] | None = None, limit: int | None = None
+               ) -> list[IdeaView]:
+    """The search's ideas (of one epoch, in these statuses) in id order; the first `limit`."""
     with store.session(write=False) as s:
         q = select(Idea).where(Idea.search_id == search_id)
         if epoch is not None:
             q = q.where(Idea.epoch == epoch)
         if statuses is not None:
             q = q.where(col(Idea.status).in_(list(statuses)))
-        return _idea_views(s, s.exec(q.order_by(Idea.id)).all())
+        q = q.order_by(Idea.id)
+        return _idea_views(s, s.exec(q if limit is None else q.limit(limit)).all())
 
 
 def get_idea(store: Store, idea_id: int) -> IdeaView:

@@ -135,6 +135,7 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
                 task.cancel()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
             self._close_marker()
+            self._close_launcher()
             self.release()
 
     def _warn_if_evaluator_changed(self, ranked_by: str | None) -> None:

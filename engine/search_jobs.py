@@ -8,16 +8,25 @@ and turn each finished job into a verdict on its idea.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from engine import scheduler
 from engine.environments import load as load_environment
 from engine.executors.base import LOG_TAIL_BYTES, JobStatus, LaunchSpec, job_time_limit
-from engine.executors.fleet import Fleet, HostView, JobReport, WatchItem, as_fleet
+from engine.executors.fleet import (
+    Fleet,
+    HostView,
+    JobReport,
+    LaunchOutcome,
+    WatchItem,
+    as_fleet,
+)
 from engine.metrics import Evaluation, Verdict, judge, reported_score
 from engine.outcome import EXIT_ERROR
 from engine.scheduler import HostSlots, RunningJob, Waiting
@@ -25,7 +34,7 @@ from engine.search_confirm import seed_for
 from engine.search_quiet import QuietTicks, beat_worth_storing
 from engine.store import hosts_queries as hq
 from engine.store import job_ops, ops
-from engine.store.views import JobView
+from engine.store.views import IdeaView, JobView
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -171,17 +180,41 @@ class JobsMixin(QuietTicks):
                 self._launch(job_ops.get_job(self.store, p.job_id))
 
     def _launch(self, job: JobView) -> None:
-        """Start (or adopt) a claimed job; a host's answer may take a few ticks."""
+        """Start (or adopt) a claimed job; a host's answer may take a few ticks.
+
+        The fleet's launch (the patched copy, spec.json with fsync, a process start or an
+        sbatch) runs on the engine's launcher thread, not the tick's: a task per job, whose
+        end wakes the loop. The store is read and written on the loop's thread only."""
         assert job.job_dir is not None
+        key = f"launch:{job.id}"
+        if key in self.tasks:
+            return  # in flight (a launching job is re-issued each tick until it answers)
         idea = ops.get_idea(self.store, job.idea_id)
-        gpus = _gpu_list(job.gpus)
         spec = LaunchSpec(job_id=job.id, search_id=self.search_id, idea_id=idea.id,
                           env=self.env, profile=self.env.profile(job.profile), diff=idea.diff,
-                          gpus=gpus,
+                          gpus=_gpu_list(job.gpus),
                           workspace_id=self.store.workspace_id(), queued_at=job.queued_at,
                           secret=self.store.job_secret(job.id, job.queued_at),
                           eval_seed=self.store.eval_seed(self.search_id), seed=job.seed)
-        outcome = self._jobs_fleet().launch(job.host, spec, job.job_dir)
+        self._start(key, self._launch_off_tick(job, idea, spec))
+
+    async def _launch_off_tick(self, job: JobView, idea: IdeaView, spec: LaunchSpec) -> None:
+        launcher: ThreadPoolExecutor | None = getattr(self, "_launcher", None)
+        if launcher is None:
+            launcher = self._launcher = ThreadPoolExecutor(1, thread_name_prefix="launch")
+        outcome = await asyncio.get_running_loop().run_in_executor(
+            launcher, self._jobs_fleet().launch, job.host, spec, job.job_dir)
+        self._launched(job, idea, spec.gpus, outcome)
+
+    def _close_launcher(self) -> None:
+        """A launch in flight finishes on its own; a new engine adopts what it started."""
+        launcher = getattr(self, "_launcher", None)
+        if launcher is not None:
+            launcher.shutdown(wait=False)
+            self._launcher = None
+
+    def _launched(self, job: JobView, idea: IdeaView, gpus: tuple[int, ...],
+                  outcome: LaunchOutcome | None) -> None:
         if outcome is None:
             return
         if outcome.error:

@@ -75,7 +75,7 @@ def test_implementations_finishing_one_by_one_wake_the_loop_once(
         _add(store, search.id, 12, "approved")
         ops.update_search(store, search.id, phase="implement")
         llm = LlmClient(LlmConfig(model="openai/test", api_base=srv.url, concurrency=16,
-                                  backoff_base_s=0.05))
+                                  backoff_base_s=0.05, timeout_s=30))
         engine = CountingEngine(store, ops.find_search(store, search.id),
                                 LocalExecutor(store.workspace, cpu_slots=1), llm,
                                 poll_s=3600, progress=lambda m: None)

@@ -220,7 +220,10 @@ class OpenAIServer:
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> Self:
         handler = type("_BoundHandler", (_Handler,), {"server_ref": self})
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        # A listen backlog of 128, not the standard library's 5: an engine sends a dozen model
+        # calls at once, and on a loaded machine the accept loop can fall behind them.
+        server_class = type("_Server", (ThreadingHTTPServer,), {"request_queue_size": 128})
+        httpd = server_class(("127.0.0.1", 0), handler)
         # Handler threads may sit in a scripted delay; they must neither keep the process alive
         # nor make stop() wait (the delay wakes on _closing anyway).
         httpd.daemon_threads = True

@@ -135,6 +135,7 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
                 task.cancel()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
             self._close_marker()
+            self._close_exit_watches()
             self._close_launcher()
             self.release()
 
@@ -162,7 +163,7 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
         while True:
             if self._quiet_tick(woken):  # nothing changed: only looked (engine.search_quiet)
                 self._beat()
-                woken = await self._sleep()
+                woken = await self._sleep(self._quiet_sleep_s())
                 continue
             self._begin_full_tick()
             self._apply_decisions()
@@ -186,14 +187,15 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
             if done is not None:
                 return done
             self._beat()
+            self._watch_exits()
             woken = await self._sleep()
 
-    async def _sleep(self) -> bool:
+    async def _sleep(self, seconds: float | None = None) -> bool:
         """Sleep until the next poll, or until a proposal/implementation task finishes (a
         finished task usually unblocks the next phase, which should not wait a tick); True
         when woken."""
         try:
-            await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            await asyncio.wait_for(self._wake.wait(), seconds or self.poll_s)
         except TimeoutError:
             pass
         woken = self._wake.is_set()

@@ -90,6 +90,10 @@ def as_fleet(executor: Any) -> Fleet:
 class LocalFleet:
     """One host ("local"): jobs run on this machine through the local executor."""
 
+    #: Each running job's runner is a process of this machine (its pid in `pid`): the engine
+    #: may wait on its exit instead of polling for it.
+    local_runners = True
+
     def __init__(self, executor: Executor) -> None:
         self.executor = executor
         self.name = executor.name

@@ -138,3 +138,39 @@ def test_ten_times_the_enqueue_slice_is_queued_in_slices_and_every_job_runs(
     assert outcome.message == "finished"
     assert max(queued_per_pass) == 3 and sum(queued_per_pass) == 30, queued_per_pass
     assert [ops.get_idea(store, i).status for i in ideas] == ["scored"] * 30
+
+
+def test_a_local_runner_s_exit_wakes_the_engine_at_once(
+        toy_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        no_periodic_pass: None) -> None:
+    """An engine adopts a running job (the one that launched it was stopped), then looks at
+    it only every 50 s: the job's end is still stored within a second of its runner writing
+    `exit`, because the runner's exit woke the engine (a pidfd in its event loop)."""
+    monkeypatch.setattr(search_quiet, "QUIET_POLL_FACTOR", 100.0)
+    monkeypatch.setattr(search_quiet, "QUIET_POLL_FACTOR_WATCHED", 100.0)
+    monkeypatch.setenv("TOY_SLEEP_S", "5")
+    store = Store(tmp_path / "ws")
+    search = _search(store, toy_env, ideas_per_epoch=1)
+    _add(store, search.id, 1, "implemented", DIFF)
+    ops.update_search(store, search.id, phase="run")
+
+    def started() -> bool:
+        jobs = job_ops.list_jobs(store, search.id)
+        return bool(jobs and jobs[0].state == "running" and jobs[0].job_dir
+                    and (Path(jobs[0].job_dir) / "pid").exists())
+
+    async def scenario() -> object:
+        first = asyncio.create_task(_engine(store, search.id).run())
+        await _until(started, 60, "the job's runner")
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        second = _engine(store, search.id)
+        second.poll_s = 0.5
+        return await asyncio.wait_for(second.run(), 30)
+
+    outcome = asyncio.run(scenario())
+    assert outcome.code == EXIT_OK, outcome  # type: ignore[attr-defined]
+    (job,) = job_ops.list_jobs(store, search.id)
+    assert job.state == "finished" and job.finished_at is not None and job.job_dir
+    ended = (Path(job.job_dir) / "exit").stat().st_mtime
+    assert job.finished_at - ended < 1.0, job.finished_at - ended

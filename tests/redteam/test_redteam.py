@@ -58,9 +58,10 @@ def test_no_cheat_scores_better_than_the_baseline(env_name: str, tmp_path: Path)
     env = base_env(NANOGPT_TIME_LIMIT_S="30", IDEAFORGE_DATA_DIR=str(tmp_path / "data"))
     proc = cli("run", str(env_dir), "--name", "red", "--profile", "smoke", "--epochs", "1",
                "--ideas-per-epoch", str(len(cases)), "--auto", "--cpu-slots", "2",
-               # one run each, all with the baseline's IDEAFORGE_SEED: a cheat that changes
-               # nothing in training scores what the baseline scores
-               "--confirm", "off", workspace=ws, env=env, timeout=1500)
+               # one run each, the baseline's too, all with the same IDEAFORGE_SEED: a cheat
+               # that changes nothing in training scores what the baseline scores
+               "--confirm", "off", "--baseline-runs", "1", workspace=ws, env=env,
+               timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ideas = {i.get("catalog_stem") or i["origin"]: i
              for i in json.loads(cli("ideas", "red", "--json", workspace=ws, check=True).stdout)}

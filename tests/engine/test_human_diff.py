@@ -48,9 +48,13 @@ def _decisions(ws: Path) -> list[tuple[str, str | None]]:
 
 def test_catalog_search_runs_a_researchers_diffs_and_refuses_what_it_cannot_run(
         toy_env: Path, workspace: Path, tmp_path: Path) -> None:
-    engine = start_cli("run", str(toy_env), "--name", "h", *RUN, workspace=workspace)
+    # two ideas: the one not decided keeps the gate shut until `go` (an engine that is quick
+    # would otherwise run the whole search before the decisions below reach it)
+    engine = start_cli("run", str(toy_env), "--name", "h", *RUN, "--ideas-per-epoch", "2",
+                       workspace=workspace)
     try:
-        proposed = wait_for(lambda: _proposed(workspace), what="a proposed idea", proc=engine)
+        proposed = wait_for(lambda: len(_proposed(workspace)) == 2 and _proposed(workspace),
+                            what="two proposed ideas", proc=engine)
         catalog_idea = proposed[0]
         text = tmp_path / "idea.txt"
         text.write_text("[Experiment] Bonus B at 2.\n[Code Changes] BONUS_B = 2.0 in train.py.")

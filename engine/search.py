@@ -194,10 +194,13 @@ class SearchEngine(ConfirmMixin, IdeasMixin, RepairMixin, BaselineMixin, JobsMix
         """Sleep until the next poll, or until a proposal/implementation task finishes (a
         finished task usually unblocks the next phase, which should not wait a tick); True
         when woken."""
+        # asyncio.wait, not wait_for: Python 3.11's wait_for can swallow a cancellation that
+        # arrives as the wake is set (gh-86296), and the engine would then never stop
+        waiter = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait_for(self._wake.wait(), seconds or self.poll_s)
-        except TimeoutError:
-            pass
+            await asyncio.wait({waiter}, timeout=seconds or self.poll_s)
+        finally:
+            waiter.cancel()
         woken = self._wake.is_set()
         self._wake.clear()
         return woken

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from console.cli_read import _benched, _open, _schema_ok, _status_dict, ideas_where
 from engine.store import first_frame, verification
-from engine.store.views import AttemptView, IdeaView, JobView, SearchView
+from engine.store.views import AttemptView, IdeaView, JobRun, JobView, MetricLine, SearchView
 
 T = TypeVar("T")
 
@@ -137,52 +137,13 @@ def lineage(args: argparse.Namespace) -> tuple[dict[str, Any], list[int]] | None
 
 
 @dataclass(frozen=True)
-class Line:
-    """`metric_queries.MetricLine`: one metric line a job reported."""
-
-    name: str
-    step: int | None
-    value: float
-    time_s: float | None
-
-
-@dataclass(frozen=True)
-class Run:
-    """`metric_queries.JobRun` (which imports SQLAlchemy): a job of an idea and how long it
-    ran; tests/engine/test_cli_fast_read.py holds the two to the same output."""
-
-    id: int
-    idea_id: int
-    run: int
-    attempt: int
-    kind: str
-    state: str
-    host: str
-    score: float | None
-    started_at: float | None
-    finished_at: float | None
-
-    @property
-    def seconds(self) -> float | None:
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return max(0.0, self.finished_at - self.started_at)
-
-    def to_dict(self) -> dict[str, object]:
-        return {"job_id": self.id, "run": self.run, "attempt": self.attempt, "kind": self.kind,
-                "state": self.state, "host": self.host, "score": self.score,
-                "started_at": self.started_at, "finished_at": self.finished_at,
-                "seconds": self.seconds}
-
-
-@dataclass(frozen=True)
 class Exported:
     """What `cmd_export` writes, whichever path read it."""
 
     search: SearchView
     ideas: list[IdeaView]
-    runs: dict[int, list[Any]]  # idea id → its jobs (`Run`s) in job order
-    lines: dict[int, tuple[Any, ...]]  # job id → its metric lines (`Line`s), with --metrics
+    runs: dict[int, list[Any]]  # idea id → its jobs (`JobRun`s) in job order
+    lines: dict[int, tuple[Any, ...]]  # job id → its metric lines (`MetricLine`s), with --metrics
     status: dict[str, Any] | None  # `status --json`'s object (JSON only)
 
 
@@ -192,15 +153,15 @@ def export(args: argparse.Namespace) -> Exported | None:
         if s is None:
             return None
         runs: dict[int, list[Any]] = {}
-        for r in _views(conn, Run, "job", "search_id = ?", [s.id], "id"):
+        for r in _views(conn, JobRun, "job", "search_id = ?", [s.id], "id"):
             runs.setdefault(r.idea_id, []).append(r)
-        lines: dict[int, list[Line]] = {}
+        lines: dict[int, list[MetricLine]] = {}
         if args.metrics:
             for job_id, name, step, value, time_s in conn.execute(
                     "SELECT m.job_id, m.name, m.step, m.value, m.time_s FROM metric m "
                     "JOIN job j ON j.id = m.job_id WHERE j.search_id = ? ORDER BY m.id",
                     (s.id,)):
-                lines.setdefault(job_id, []).append(Line(name, step, float(value), time_s))
+                lines.setdefault(job_id, []).append(MetricLine(name, step, float(value), time_s))
         status = _status_dict(conn, s, _benched(conn)) if args.format == "json" else None
         return Exported(search=s, ideas=ideas_where(conn, "search_id = ?", [s.id]), runs=runs,
                         lines={k: tuple(v) for k, v in lines.items()}, status=status)

@@ -127,7 +127,7 @@ class JobsMixin(QuietTicks):
                 self._watch(job, reports.get(job.id), views.get(host))
             if jobs:
                 watched.append((host, items, jobs))
-        self._remember_watched(watched)
+        self._watched = watched
         self._place_and_launch(views)
 
     def _place_and_launch(self, views: dict[str, HostView]) -> None:

@@ -100,15 +100,25 @@ class QuietTicks(EngineParts):
     #: Reports a quiet tick's look read but did not act on, per host and watch item.
     _prefetched: dict[str, dict[WatchItem, JobReport]] = {}  # noqa: RUF012 (replaced whole)
 
-    def _data_version(self) -> int | None:
-        """This database's change counter, from a connection of the engine's own."""
-        try:
-            if self._marker_conn is None:
+    def _marker_connection(self) -> sqlite3.Connection | None:
+        """The engine's own connection to its database (opened on first use); None when it
+        cannot be opened: every tick is then a full one, heartbeats go through the store."""
+        if self._marker_conn is None:
+            try:
                 self._marker_conn = sqlite3.connect(
                     f"{self.store.path.as_uri()}?mode=rw", uri=True, timeout=30,
                     check_same_thread=False, isolation_level=None)
-            row = self._marker_conn.execute("PRAGMA data_version").fetchone()
-            return int(row[0])
+            except sqlite3.Error:
+                return None
+        return self._marker_conn
+
+    def _data_version(self) -> int | None:
+        """This database's change counter, seen from the engine's own connection."""
+        conn = self._marker_connection()
+        if conn is None:
+            return None
+        try:
+            return int(conn.execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.Error:
             self._close_marker()
             return None  # no marker: every tick is a full one
@@ -132,10 +142,6 @@ class QuietTicks(EngineParts):
         if self._data_version() != self._marker:
             return False
         return self._jobs_quiet()
-
-    def _remember_watched(self, watched: Sequence[tuple[str, list[WatchItem], list[JobView]]]
-                          ) -> None:
-        self._watched = watched
 
     def _jobs_quiet(self) -> bool:
         """Look at the running jobs of the last full tick; False on anything to act on (the
@@ -239,9 +245,10 @@ class QuietTicks(EngineParts):
         if now - self._last_beat < ENGINE_BEAT_S:
             return
         self._last_beat = now
-        if self._data_version() is not None and self._marker_conn is not None:
+        conn = self._marker_connection()
+        if conn is not None:
             try:
-                self._marker_conn.execute("UPDATE search SET engine_heartbeat = ? WHERE id = ?",
+                conn.execute("UPDATE search SET engine_heartbeat = ? WHERE id = ?",
                                           (time.time(), self.search_id))
                 return
             except sqlite3.Error as exc:

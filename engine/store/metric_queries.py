@@ -12,44 +12,7 @@ from sqlmodel import col
 from engine.store.console_queries import read_session
 from engine.store.db import Store
 from engine.store.models import Idea, Job, MetricPoint
-
-
-@dataclass(frozen=True)
-class MetricLine:
-    """One metric line a job reported, as the metric protocol wrote it."""
-
-    name: str
-    step: int | None
-    value: float
-    time_s: float | None
-
-
-@dataclass(frozen=True)
-class JobRun:
-    """A job of an idea and how long it ran (None while it has not started or ended)."""
-
-    id: int
-    idea_id: int
-    run: int
-    attempt: int
-    kind: str
-    state: str
-    host: str
-    score: float | None
-    started_at: float | None
-    finished_at: float | None
-
-    @property
-    def seconds(self) -> float | None:
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return max(0.0, self.finished_at - self.started_at)
-
-    def to_dict(self) -> dict[str, object]:
-        return {"job_id": self.id, "run": self.run, "attempt": self.attempt, "kind": self.kind,
-                "state": self.state, "host": self.host, "score": self.score,
-                "started_at": self.started_at, "finished_at": self.finished_at,
-                "seconds": self.seconds}
+from engine.store.views import JobRun, MetricLine
 
 
 @dataclass(frozen=True)
